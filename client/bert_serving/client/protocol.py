@@ -1,0 +1,121 @@
+"""The bert-as-service 1.10 ZeroMQ wire format: the one place both the client and the bridge encode and decode frames.
+
+Requests (client PUSH -> server PULL) are ``[ID, MSG, RID, LEN]``; replies (server XPUB -> client SUB) start with ``ID``
+and end with ``RID``: ``[ID, JSON, RID]`` for config/status/errors, ``[ID, JSON{dtype,shape,tokens}, bytes, RID]`` for
+embeddings. See shared/reference/zmq-wire-protocol.md for the measured contract.
+
+Only numpy and the standard library are imported here: the client must stay light.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence, Union
+
+import numpy as np
+
+SERVER_VERSION = "1.10.0"
+
+SHOW_CONFIG = b"SHOW_CONFIG"
+SHOW_STATUS = b"SHOW_STATUS"
+TERMINATION = b"TERMINATION"
+COMMANDS = (SHOW_CONFIG, SHOW_STATUS, TERMINATION)
+
+# Key of the JSON object that marks an error reply. The protocol has no error frame; see encode_error_reply.
+ERROR_KEY = "error"
+
+Texts = Union[Sequence[str], Sequence[Sequence[str]]]
+
+
+class ProtocolError(ValueError):
+    """Frames that do not follow the wire format."""
+
+
+@dataclass(frozen=True)
+class Request:
+    identity: bytes
+    message: bytes  # a command literal or a JSON array (UTF-8)
+    request_id: bytes  # ASCII decimal, echoed back verbatim
+    length: int  # number of sentences the client says it sent (0 for commands)
+
+    @property
+    def is_command(self) -> bool:
+        return self.message in COMMANDS
+
+    def texts(self) -> list:
+        """The JSON payload of an encode request, parsed (raises ProtocolError when it is not a JSON array)."""
+        try:
+            texts = json.loads(self.message.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ProtocolError(f"the request is not UTF-8 JSON: {e}") from e
+        if not isinstance(texts, list):
+            raise ProtocolError(f"the request must be a JSON array of sentences, got {type(texts).__name__}")
+        return texts
+
+
+@dataclass(frozen=True)
+class Reply:
+    identity: bytes
+    request_id: int
+    payload: Any  # dict for config/status/error replies, np.ndarray for embeddings
+    tokens: Any = ""
+
+    @property
+    def error(self) -> Optional[str]:
+        if isinstance(self.payload, dict) and ERROR_KEY in self.payload:
+            return str(self.payload[ERROR_KEY])
+        return None
+
+
+def encode_request(identity: bytes, texts: Union[bytes, Texts], request_id: int) -> list:
+    """Frames of a request: a command literal (bytes) or a list of sentences / token lists."""
+    if isinstance(texts, bytes):
+        return [identity, texts, b"%d" % request_id, b"0"]
+    return [identity, json.dumps(texts, ensure_ascii=False).encode("utf-8"), b"%d" % request_id, b"%d" % len(texts)]
+
+
+def decode_request(frames: Sequence[bytes]) -> Request:
+    if len(frames) != 4:
+        raise ProtocolError(f"a request has 4 frames [ID, MSG, RID, LEN], got {len(frames)}")
+    identity, message, request_id, length = frames
+    if not request_id.isdigit() or not length.isdigit():
+        raise ProtocolError(f"RID and LEN must be ASCII decimals, got {request_id[:20]!r} and {length[:20]!r}")
+    return Request(identity=identity, message=message, request_id=request_id, length=int(length))
+
+
+def encode_json_reply(identity: bytes, obj: dict, request_id: bytes) -> list:
+    return [identity, json.dumps(obj, ensure_ascii=False, default=str).encode("utf-8"), request_id]
+
+
+def encode_error_reply(identity: bytes, message: str, error_type: str, request_id: bytes) -> list:
+    """An error reply both clients raise on, with the server's message.
+
+    The unmodified 1.10 client passes ``header['dtype']`` straight to ``np.frombuffer``, so a dtype that *is* the
+    message makes it raise ``TypeError: data type 'bert-serving error (...): <message>' not understood`` at once,
+    instead of hanging or raising a bare ``KeyError``. Our client reads ``error`` and ``type``.
+    """
+    header = {"dtype": f"bert-serving error ({error_type}): {message}", ERROR_KEY: message, "type": error_type}
+    return encode_json_reply(identity, header, request_id)
+
+
+def encode_ndarray_reply(identity: bytes, array: np.ndarray, request_id: bytes, tokens: Any = "") -> list:
+    array = np.ascontiguousarray(array)
+    if array.dtype.byteorder == ">":
+        array = array.astype(array.dtype.newbyteorder("<"))
+    header = {"dtype": str(array.dtype), "shape": list(array.shape), "tokens": tokens}
+    return [identity, json.dumps(header, ensure_ascii=False).encode("utf-8"), memoryview(array).cast("B"), request_id]
+
+
+def decode_reply(frames: Sequence[bytes]) -> Reply:
+    """Parse a reply. Embedding arrays come back writable (the 1.10 client returned read-only views)."""
+    if len(frames) not in (3, 4):
+        raise ProtocolError(f"a reply has 3 or 4 frames, got {len(frames)}")
+    try:
+        request_id = int(frames[-1])
+        header = json.loads(bytes(frames[1]).decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ProtocolError(f"malformed reply: {e}") from e
+    if len(frames) == 3:
+        return Reply(identity=bytes(frames[0]), request_id=request_id, payload=header)
+    array = np.frombuffer(frames[2], dtype=str(header["dtype"])).reshape(header["shape"]).copy()
+    return Reply(identity=bytes(frames[0]), request_id=request_id, payload=array, tokens=header.get("tokens", ""))

