@@ -14,6 +14,27 @@ from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
+from .errors import ProtocolError
+
+__all__ = [
+    "COMMANDS",
+    "ERROR_KEY",
+    "SERVER_VERSION",
+    "SHOW_CONFIG",
+    "SHOW_STATUS",
+    "TERMINATION",
+    "ProtocolError",
+    "Reply",
+    "Request",
+    "decode_reply",
+    "decode_request",
+    "encode_error_reply",
+    "encode_json_reply",
+    "encode_ndarray_reply",
+    "encode_request",
+    "reply_request_id",
+]
+
 SERVER_VERSION = "1.10.0"
 
 SHOW_CONFIG = b"SHOW_CONFIG"
@@ -27,12 +48,10 @@ ERROR_KEY = "error"
 Texts = Union[Sequence[str], Sequence[Sequence[str]]]
 
 
-class ProtocolError(ValueError):
-    """Frames that do not follow the wire format."""
-
-
 @dataclass(frozen=True)
 class Request:
+    """A decoded request, as the server sees it."""
+
     identity: bytes
     message: bytes  # a command literal or a JSON array (UTF-8)
     request_id: bytes  # ASCII decimal, echoed back verbatim
@@ -55,6 +74,8 @@ class Request:
 
 @dataclass(frozen=True)
 class Reply:
+    """A decoded reply: a dict (config, status, error) or an embedding array, with the tokens the server sent."""
+
     identity: bytes
     request_id: int
     payload: Any  # dict for config/status/error replies, np.ndarray for embeddings
@@ -65,6 +86,10 @@ class Reply:
         if isinstance(self.payload, dict) and ERROR_KEY in self.payload:
             return str(self.payload[ERROR_KEY])
         return None
+
+    @property
+    def error_type(self) -> str:
+        return str(self.payload.get("type", "ServerError")) if self.error is not None else ""
 
 
 def encode_request(identity: bytes, texts: Union[bytes, Texts], request_id: int) -> list:
@@ -106,16 +131,32 @@ def encode_ndarray_reply(identity: bytes, array: np.ndarray, request_id: bytes, 
     return [identity, json.dumps(header, ensure_ascii=False).encode("utf-8"), memoryview(array).cast("B"), request_id]
 
 
+def reply_request_id(frames: Sequence[bytes]) -> Optional[int]:
+    """The RID of a reply (its last frame), or None when the frames cannot be a reply at all."""
+    if len(frames) not in (3, 4):
+        return None
+    try:
+        return int(frames[-1])
+    except ValueError:
+        return None
+
+
 def decode_reply(frames: Sequence[bytes]) -> Reply:
     """Parse a reply. Embedding arrays come back writable (the 1.10 client returned read-only views)."""
-    if len(frames) not in (3, 4):
-        raise ProtocolError(f"a reply has 3 or 4 frames, got {len(frames)}")
+    request_id = reply_request_id(frames)
+    if request_id is None:
+        raise ProtocolError(f"a reply is [ID, JSON, RID] or [ID, JSON, bytes, RID], got {len(frames)} frames")
     try:
-        request_id = int(frames[-1])
         header = json.loads(bytes(frames[1]).decode("utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ProtocolError(f"malformed reply: {e}") from e
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ProtocolError(f"the reply header is not UTF-8 JSON: {e}") from e
+    if not isinstance(header, dict):
+        raise ProtocolError(f"the reply header must be a JSON object, got {type(header).__name__}")
     if len(frames) == 3:
         return Reply(identity=bytes(frames[0]), request_id=request_id, payload=header)
-    array = np.frombuffer(frames[2], dtype=str(header["dtype"])).reshape(header["shape"]).copy()
+    try:
+        # copy(): frombuffer over immutable bytes is read-only, and users write into embeddings (normalize in place).
+        array = np.frombuffer(frames[2], dtype=np.dtype(str(header["dtype"]))).reshape(header["shape"]).copy()
+    except (KeyError, TypeError, ValueError) as e:
+        raise ProtocolError(f"the embedding reply does not match its header {header!r}: {e!r}") from e
     return Reply(identity=bytes(frames[0]), request_id=request_id, payload=array, tokens=header.get("tokens", ""))

@@ -1,0 +1,256 @@
+"""The bridge's one frozen configuration, built in one place from ``bert-serving-start``'s flags.
+
+Every flag of the original 1.10 server is accepted with its single-dash spelling and default (a double-dash form too).
+Flags that shape the exported graph (pooling, layers, fp16, ...) are handed to ``bert-export`` when the bridge exports
+a source model itself; flags with no meaning on Triton are accepted and logged as ignored (``IGNORED_FLAGS``).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+from bert_serving.client.protocol import SERVER_VERSION
+
+DEFAULT_MODEL_NAME = "bert"
+
+# Accepted for compatibility; why each one has no effect here.
+IGNORED_FLAGS = {
+    "graph_tmp_dir": "the graph is frozen by bert-export into the model repository, not into a temp file",
+    "xla": "Triton runs the exported ONNX model; XLA is TensorFlow's compiler",
+    "gpu_memory_fraction": "Triton manages GPU memory itself",
+    "prefetch_size": "Triton's dynamic batcher queues requests; there is no per-worker prefetch",
+    "verbose": "only raises the bridge's log level to DEBUG (no TensorFlow logging)",
+    "http_max_connect": "HTTP comes in a later release; the flag is recorded",
+    "cors": "HTTP comes in a later release; the flag is recorded",
+    "http_port": "HTTP comes in a later release; the flag is recorded",
+}
+
+# Flags that change the exported model itself: they must agree with an already exported model.
+EXPORT_FLAGS = (
+    "tuned_model_dir", "ckpt_name", "config_name", "pooling_strategy", "pooling_layer", "no_position_embeddings",
+    "fp16", "num_worker", "device_map", "cpu", "priority_batch_size",
+)
+
+
+def _max_seq_len(value: str) -> Optional[int]:
+    if value.strip().upper() == "NONE":
+        return None
+    try:
+        length = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"max_seq_len must be an integer > 3 or NONE, got {value!r}") from None
+    if length <= 3:
+        raise argparse.ArgumentTypeError(f"max_seq_len must be > 3 or NONE, got {length}")
+    return length
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return number
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerConfig:
+    # where the model comes from
+    model_dir: Optional[Path] = None  # a source BERT folder or an exported model folder; None: the packaged default
+    tuned_model_dir: Optional[Path] = None
+    ckpt_name: str = "bert_model.ckpt"
+    config_name: str = "bert_config.json"
+    graph_tmp_dir: Optional[str] = None
+    model_repository: Optional[Path] = None
+    model_name: str = DEFAULT_MODEL_NAME
+    cache_dir: Path = field(default_factory=lambda: default_cache_dir())
+    # BERT parameters
+    max_seq_len: Optional[int] = 25
+    do_lower_case: bool = True
+    pooling_layer: tuple = (-2,)
+    pooling_strategy: str = "REDUCE_MEAN"
+    mask_cls_sep: bool = False
+    no_special_token: bool = False
+    show_tokens_to_client: bool = False
+    no_position_embeddings: bool = False
+    fixed_embed_length: bool = False
+    # serving
+    ip: str = "0.0.0.0"
+    port: int = 5555
+    port_out: int = 5556
+    http_port: Optional[int] = None
+    http_max_connect: int = 10
+    cors: str = "*"
+    num_worker: int = 1
+    max_batch_size: int = 256
+    priority_batch_size: int = 16
+    cpu: bool = False
+    xla: bool = False
+    fp16: bool = False
+    gpu_memory_fraction: float = 0.5
+    device_map: tuple = ()
+    prefetch_size: int = 10
+    verbose: bool = False
+    # Triton
+    triton_url: Optional[str] = None  # host:port of an external tritonserver's gRPC endpoint; None: start one
+    triton_timeout_s: float = 30.0
+    # which flags the user gave explicitly (decides whether they may disagree with an exported model)
+    explicit: frozenset = frozenset()
+
+    @property
+    def embedded_triton(self) -> bool:
+        return self.triton_url is None
+
+    def original_args(self) -> dict:
+        """The original's ``args`` part of server_config: every CLI argument, pooling_strategy as its int."""
+        from bert_exporter.manifest import PoolingStrategy
+
+        return {
+            "model_dir": str(self.model_dir) if self.model_dir else None,
+            "tuned_model_dir": str(self.tuned_model_dir) if self.tuned_model_dir else None,
+            "ckpt_name": self.ckpt_name,
+            "config_name": self.config_name,
+            "graph_tmp_dir": self.graph_tmp_dir,
+            "max_seq_len": self.max_seq_len,
+            "do_lower_case": self.do_lower_case,
+            "pooling_layer": list(self.pooling_layer),
+            "pooling_strategy": int(PoolingStrategy.parse(self.pooling_strategy)),
+            "mask_cls_sep": self.mask_cls_sep,
+            "no_special_token": self.no_special_token,
+            "show_tokens_to_client": self.show_tokens_to_client,
+            "no_position_embeddings": self.no_position_embeddings,
+            "port": self.port,
+            "port_out": self.port_out,
+            "http_port": self.http_port,
+            "http_max_connect": self.http_max_connect,
+            "cors": self.cors,
+            "num_worker": self.num_worker,
+            "max_batch_size": self.max_batch_size,
+            "priority_batch_size": self.priority_batch_size,
+            "cpu": self.cpu,
+            "xla": self.xla,
+            "fp16": self.fp16,
+            "gpu_memory_fraction": self.gpu_memory_fraction,
+            "device_map": list(self.device_map),
+            "prefetch_size": self.prefetch_size,
+            "fixed_embed_length": self.fixed_embed_length,
+            "verbose": self.verbose,
+        }
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "bert-serving"
+
+
+def _flag(parser, group, name: str, *aliases: str, **kwargs):
+    """An option spelled ``-name`` (the original) and ``--name``/``--name-with-dashes`` (the modern form)."""
+    spellings = [f"-{name}", f"--{name}"]
+    if "_" in name:
+        spellings.append(f"--{name.replace('_', '-')}")
+    spellings += [f"-{alias}" for alias in aliases]
+    (group or parser).add_argument(*spellings, dest=name, **kwargs)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bert-serving-start",
+        description="Start a bert-as-service compatible server (ZeroMQ protocol 1.10) backed by NVIDIA Triton.",
+        allow_abbrev=False,
+    )
+    paths = parser.add_argument_group("File Paths", "the model to serve")
+    _flag(parser, paths, "model_dir", type=Path,
+          help="a BERT folder (Google TF checkpoint or Hugging Face) exported on the fly and cached, or a folder "
+               "written by bert-export; default: the packaged all-MiniLM-L6-v2")
+    _flag(parser, paths, "tuned_model_dir", type=Path, help="directory of a fine-tuned BERT model")
+    _flag(parser, paths, "ckpt_name", default="bert_model.ckpt", help="filename of the checkpoint file")
+    _flag(parser, paths, "config_name", default="bert_config.json", help="filename of the JSON config file")
+    _flag(parser, paths, "graph_tmp_dir", help="(ignored) path to graph temp file")
+    _flag(parser, paths, "model_repository", type=Path,
+          help="serve the model --model-name from this Triton model repository (as exported by bert-export)")
+    _flag(parser, paths, "model_name", default=DEFAULT_MODEL_NAME, help="the model's name in the repository")
+    _flag(parser, paths, "cache_dir", type=Path, default=None,
+          help="where models exported on the fly are kept (default: $XDG_CACHE_HOME/bert-serving)")
+
+    bert = parser.add_argument_group("BERT Parameters", "how BERT and pooling work")
+    _flag(parser, bert, "max_seq_len", type=_max_seq_len, default=25,
+          help="maximum sequence length, longer ones are trimmed on the right; NONE: the longest in each batch")
+    _flag(parser, bert, "cased_tokenization", action="store_true",
+          help="skip lower-casing and accent removal (cased models)")
+    _flag(parser, bert, "pooling_layer", type=int, nargs="+", default=[-2],
+          help="the encoder layer(s) that receive pooling; several are concatenated")
+    _flag(parser, bert, "pooling_strategy", default="REDUCE_MEAN", type=str.upper,
+          choices=["NONE", "REDUCE_MAX", "REDUCE_MEAN", "REDUCE_MEAN_MAX", "FIRST_TOKEN", "CLS_TOKEN", "LAST_TOKEN",
+                   "SEP_TOKEN", "CLS_POOLED"],
+          help="the pooling strategy for generating encoding vectors")
+    _flag(parser, bert, "mask_cls_sep", action="store_true", help="mask [CLS] and [SEP] out of pooling")
+    _flag(parser, bert, "no_special_token", action="store_true",
+          help="no [CLS]/[SEP] around tokenized input (is_tokenized=True)")
+    _flag(parser, bert, "show_tokens_to_client", action="store_true", help="send tokenization results to clients")
+    _flag(parser, bert, "no_position_embeddings", action="store_true", help="do not add position embeddings")
+    _flag(parser, bert, "fixed_embed_length", action="store_true",
+          help="with max_seq_len NONE and pooling NONE, pad T to max_position_embeddings")
+
+    serving = parser.add_argument_group("Serving Configs", "sockets, batching and devices")
+    _flag(parser, serving, "ip", default="0.0.0.0", help="address to bind the ZeroMQ ports to")
+    _flag(parser, serving, "port", "port_in", "port_data", type=int, default=5555,
+          help="port receiving requests from clients")
+    _flag(parser, serving, "port_out", "port_result", type=int, default=5556, help="port publishing results")
+    _flag(parser, serving, "http_port", type=int, help="port for HTTP requests (recorded; HTTP comes later)")
+    _flag(parser, serving, "http_max_connect", type=int, default=10, help="(recorded) max concurrent HTTP calls")
+    _flag(parser, serving, "cors", default="*", help="(recorded) Access-Control-Allow-Origin for HTTP")
+    _flag(parser, serving, "num_worker", type=_positive, default=1, help="Triton instances of the model")
+    _flag(parser, serving, "max_batch_size", type=_positive, default=256,
+          help="largest batch sent to Triton; larger requests are split and reassembled")
+    _flag(parser, serving, "priority_batch_size", type=int, default=16,
+          help="requests up to this many sentences get Triton priority 1 and jump the queue")
+    _flag(parser, serving, "cpu", action="store_true", help="run the model instances on CPU")
+    _flag(parser, serving, "xla", action="store_true", help="(ignored) enable XLA")
+    _flag(parser, serving, "fp16", action="store_true", help="float16 output")
+    _flag(parser, serving, "gpu_memory_fraction", type=float, default=0.5, help="(ignored) GPU memory per worker")
+    _flag(parser, serving, "device_map", type=int, nargs="+", default=[], help="GPU ids for the model instances")
+    _flag(parser, serving, "prefetch_size", type=int, default=10, help="(ignored) batches to prefetch per worker")
+    _flag(parser, serving, "verbose", action="store_true", help="debug logging")
+    parser.add_argument("-version", "--version", action="version", version=f"%(prog)s {SERVER_VERSION}")
+
+    triton = parser.add_argument_group("Triton")
+    _flag(parser, triton, "triton_url",
+          help="host:port of a running tritonserver's gRPC endpoint to use instead of starting the embedded one")
+    _flag(parser, triton, "triton_timeout_s", type=float, default=30.0,
+          help="seconds to wait for Triton to answer an inference call")
+    return parser
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> ServerConfig:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    # Which flags were given: parse again with every default suppressed.
+    given = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    for action in parser._actions:
+        if action.option_strings and action.dest not in ("help", "version"):
+            kwargs = {"dest": action.dest, "default": argparse.SUPPRESS}
+            if action.nargs == 0:
+                kwargs["action"] = "store_const"
+                kwargs["const"] = True
+            else:
+                kwargs["nargs"] = action.nargs
+            given.add_argument(*action.option_strings, **kwargs)
+    explicit = frozenset(vars(given.parse_known_args(argv)[0]))
+    values = vars(args)
+    values["do_lower_case"] = not values.pop("cased_tokenization")
+    values["pooling_strategy"] = {"CLS_TOKEN": "FIRST_TOKEN", "SEP_TOKEN": "LAST_TOKEN"}.get(
+        values["pooling_strategy"], values["pooling_strategy"])
+    values["pooling_layer"] = tuple(values["pooling_layer"])
+    values["device_map"] = tuple(values["device_map"])
+    if values["cache_dir"] is None:
+        values.pop("cache_dir")
+    if "cased_tokenization" in explicit:
+        explicit = explicit - {"cased_tokenization"} | {"do_lower_case"}
+    return ServerConfig(**values, explicit=explicit)
+
+
+def with_model_settings(config: ServerConfig, **settings) -> ServerConfig:
+    """The config with the model's recorded settings filled in where the user gave no flag."""
+    return dataclasses.replace(config, **{k: v for k, v in settings.items() if k not in config.explicit})

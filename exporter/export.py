@@ -1,0 +1,98 @@
+"""Orchestrates one export: options -> source -> TF graph -> ONNX -> the target's model folder.
+
+The folder is assembled in a hidden staging folder beside it and moved into place at the end, so a model folder
+with a manifest is always complete (the bridge treats a manifest as "already exported").
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+
+from .errors import ConversionError, translate_errors
+from .manifest import ExportManifest, Target
+from .options import ExportOptions
+from .source import ModelSource, read_source
+
+__all__ = ["ExportOptions", "export_model", "build_manifest"]
+
+log = logging.getLogger(__name__)
+
+
+def export_model(options: ExportOptions) -> Path:
+    """Writes ``options.output / options.name`` and returns that folder."""
+    from . import targets
+
+    if options.target is Target.TENSORRT:
+        targets.check_tensorrt_available()
+    log.info("reading %s (weights from %s)", options.model_dir, options.weights_dir)
+    with translate_errors("reading the model"):
+        source = read_source(options)
+    options.check_fits(source.config)
+
+    log.info("building the TensorFlow graph (%d layers, hidden %d, %s over layers %s)",
+             source.config.num_hidden_layers, source.config.hidden_size, options.pooling_strategy.name,
+             list(options.pooling_layer))
+    from .graph import BertEncoder
+
+    encoder = BertEncoder(config=source.config, weights=source.weights, strategy=options.pooling_strategy,
+                          pooling_layer=options.pooling_layer,
+                          use_position_embeddings=not options.no_position_embeddings, fp16=options.fp16)
+    manifest = build_manifest(options, source)
+
+    options.output.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{options.name}.partial-", dir=options.output))
+    try:
+        targets.write_frame(staging, options=options, manifest=manifest, vocab=source.vocab)
+        log.info("converting to ONNX (opset %d) and checking it in onnxruntime", options.opset)
+        from .convert import to_onnx
+
+        with translate_errors("converting to ONNX", into=ConversionError):
+            to_onnx(encoder, targets.onnx_path(staging), opset=options.opset)
+        log.info("writing the %s target", options.target.value)
+        with translate_errors(f"writing the {options.target.value} target", into=ConversionError):
+            targets.write_runtime_files(staging, options=options, encoder=encoder)
+        folder = _move_into_place(staging, options.model_folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    log.info("wrote %s", folder)
+    return folder
+
+
+def build_manifest(options: ExportOptions, source: ModelSource) -> ExportManifest:
+    return ExportManifest(
+        target=options.target.value,
+        pooling_strategy=options.pooling_strategy.name,
+        pooling_layer=options.pooling_layer,
+        max_seq_len=options.max_seq_len,
+        do_lower_case=options.do_lower_case,
+        mask_cls_sep=options.mask_cls_sep,
+        output_dim=options.output_dim(source.config),
+        output_dtype="float16" if options.fp16 else "float32",
+        max_batch_size=options.max_batch_size,
+        max_position_embeddings=source.config.max_position_embeddings,
+        hidden_size=source.config.hidden_size,
+        num_hidden_layers=source.config.num_hidden_layers,
+        source=source.weights_path,
+        no_position_embeddings=options.no_position_embeddings,
+        priority_batch_size=options.priority_batch_size,
+        extra={
+            "config": str(source.config_path),
+            "vocab_size": len(source.vocab),
+            "opset": options.opset,
+            "trt_accelerator": options.trt_accelerator,
+        },
+    )
+
+
+def _move_into_place(staging: Path, folder: Path) -> Path:
+    if folder.exists():
+        retired = staging.with_name(staging.name + "-old")
+        folder.rename(retired)
+        staging.rename(folder)
+        shutil.rmtree(retired, ignore_errors=True)
+    else:
+        staging.rename(folder)
+    return folder

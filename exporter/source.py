@@ -1,0 +1,75 @@
+"""Resolves a model source into what the exporter needs: the config, the vocabulary and the weights.
+
+The original's rules: config (``-config_name``) and vocabulary come from ``-model_dir``; weights come from
+``-tuned_model_dir`` when given, else from ``-model_dir`` (a Google checkpoint named ``-ckpt_name``, or a Hugging Face
+folder). HF folders name their config ``config.json``, which is used when ``-config_name`` is absent; a folder with
+only ``tokenizer.json`` gets its WordPiece vocabulary written out as ``vocab.txt``.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .bert_config import BertConfig
+from .errors import SourceError
+from .manifest import VOCAB_FILE
+from .options import ExportOptions
+from .weights import load_weights
+
+HF_CONFIG = "config.json"
+TOKENIZER_JSON = "tokenizer.json"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelSource:
+    config: BertConfig
+    config_path: Path
+    vocab: list[str]  # token per id, in id order
+    weights: dict[str, np.ndarray]
+    weights_path: str
+
+
+def config_path(model_dir: Path, config_name: str) -> Path:
+    """The config file the options point at; raises SourceError when there is none."""
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise SourceError(f"model folder {model_dir} does not exist")
+    for candidate in (model_dir / config_name, model_dir / HF_CONFIG):
+        if candidate.is_file():
+            return candidate
+    raise SourceError(f"{model_dir} has neither {config_name} (Google BERT) nor {HF_CONFIG} (Hugging Face)")
+
+
+def read_vocab(model_dir: Path) -> list[str]:
+    model_dir = Path(model_dir)
+    vocab_txt = model_dir / VOCAB_FILE
+    if vocab_txt.is_file():
+        # split("\n"), not splitlines(): multilingual vocabularies hold tokens such as U+2028 that splitlines breaks.
+        text = vocab_txt.read_text(encoding="utf-8")
+        lines = [line.rstrip("\r") for line in text.split("\n")]
+        return lines[:-1] if text.endswith("\n") else lines
+    tokenizer_json = model_dir / TOKENIZER_JSON
+    if tokenizer_json.is_file():
+        model = json.loads(tokenizer_json.read_text(encoding="utf-8")).get("model", {})
+        if model.get("type") != "WordPiece":
+            raise SourceError(f"{tokenizer_json} is a {model.get('type')} tokenizer, not BERT's WordPiece")
+        by_id = sorted(model["vocab"].items(), key=lambda item: item[1])
+        return [token for token, _ in by_id]
+    raise SourceError(f"{model_dir} has neither {VOCAB_FILE} nor {TOKENIZER_JSON}")
+
+
+def read_config(options: ExportOptions) -> tuple[BertConfig, Path]:
+    path = config_path(options.model_dir, options.config_name)
+    return BertConfig.from_file(path), path
+
+
+def read_source(options: ExportOptions) -> ModelSource:
+    config, path = read_config(options)
+    vocab = read_vocab(options.model_dir)
+    if len(vocab) > config.vocab_size:
+        raise SourceError(f"the vocabulary has {len(vocab)} tokens but {path} says vocab_size {config.vocab_size}")
+    weights, weights_path = load_weights(options.weights_dir, config=config, ckpt_name=options.ckpt_name)
+    return ModelSource(config=config, config_path=path, vocab=vocab, weights=weights, weights_path=weights_path)

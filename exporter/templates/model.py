@@ -1,0 +1,55 @@
+"""Triton python-backend model written by bert-export (target ``embedded``): onnxruntime on ``model.onnx`` beside it.
+
+The bundled tritonserver ships only the python backend, so this file stands in for the onnxruntime backend.
+Imports are limited to numpy, onnxruntime and the standard library: the stub loads this file twice per model load.
+"""
+import json
+import os
+
+import numpy as np
+import onnxruntime as ort
+import triton_python_backend_utils as pb_utils
+
+INPUT_NAMES = ("input_ids", "input_mask", "segment_ids")
+OUTPUT_NAME = "encodes"
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        folder = os.path.join(args["model_repository"], args["model_version"])
+        config = json.loads(args["model_config"])
+        threads = int(config.get("parameters", {}).get("intra_op_num_threads", {}).get("string_value", "0") or 0)
+        session_options = ort.SessionOptions()
+        session_options.intra_op_num_threads = threads  # 0: onnxruntime decides
+        self.session = ort.InferenceSession(
+            os.path.join(folder, "model.onnx"), sess_options=session_options, providers=["CPUExecutionProvider"]
+        )
+
+    def execute(self, requests):
+        # The dynamic batcher merges only same-shape requests, but group by shape anyway so that a mixed batch
+        # (e.g. from a config with ragged batching) still runs: one onnxruntime call per shape.
+        inputs = [
+            {name: pb_utils.get_input_tensor_by_name(request, name).as_numpy() for name in INPUT_NAMES}
+            for request in requests
+        ]
+        responses = [None] * len(requests)
+        groups = {}
+        for index, feeds in enumerate(inputs):
+            groups.setdefault(feeds["input_ids"].shape[1:], []).append(index)
+        for indices in groups.values():
+            try:
+                batch = {name: np.concatenate([inputs[i][name] for i in indices], axis=0) for name in INPUT_NAMES}
+                encodes = self.session.run([OUTPUT_NAME], batch)[0]
+            except Exception as error:  # report to each caller instead of failing the whole execution
+                for i in indices:
+                    responses[i] = pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(str(error)))
+                continue
+            offsets = np.cumsum([0] + [inputs[i]["input_ids"].shape[0] for i in indices])
+            for i, start, stop in zip(indices, offsets[:-1], offsets[1:]):
+                responses[i] = pb_utils.InferenceResponse(
+                    output_tensors=[pb_utils.Tensor(OUTPUT_NAME, np.ascontiguousarray(encodes[start:stop]))]
+                )
+        return responses
+
+    def finalize(self):
+        self.session = None

@@ -1,0 +1,148 @@
+"""Reads BERT weights from every supported source into one neutral dict of float32 numpy arrays.
+
+Neutral names are Google's TF variable names without the ``bert/`` scope, linear kernels in ``[in, out]`` layout::
+
+    embeddings/word_embeddings                      [vocab, hidden]
+    embeddings/LayerNorm/gamma                      [hidden]
+    encoder/layer_0/attention/self/query/kernel     [hidden, hidden]
+    encoder/layer_0/intermediate/dense/kernel       [hidden, intermediate]
+    pooler/dense/kernel                             [hidden, hidden]   (optional: only CLS_POOLED needs it)
+
+Formats: a Google TF checkpoint (``bert_model.ckpt.*``), HF ``model.safetensors`` (single or sharded) and HF
+``pytorch_model.bin`` (needs torch), with or without the ``bert.`` prefix of HF task models.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+
+from .bert_config import BertConfig
+from .errors import SourceError
+
+POOLER_NAMES = ("pooler/dense/kernel", "pooler/dense/bias")
+SAFETENSORS_FILE = "model.safetensors"
+SAFETENSORS_INDEX = "model.safetensors.index.json"
+TORCH_FILE = "pytorch_model.bin"
+
+
+def expected_names(config: BertConfig) -> list[str]:
+    """The encoder's tensors, pooler excluded."""
+    names = [f"embeddings/{n}" for n in ("word_embeddings", "position_embeddings", "token_type_embeddings")]
+    names += ["embeddings/LayerNorm/gamma", "embeddings/LayerNorm/beta"]
+    for i in range(config.num_hidden_layers):
+        layer = f"encoder/layer_{i}"
+        for dense in ("attention/self/query", "attention/self/key", "attention/self/value",
+                      "attention/output/dense", "intermediate/dense", "output/dense"):
+            names += [f"{layer}/{dense}/kernel", f"{layer}/{dense}/bias"]
+        for norm in ("attention/output/LayerNorm", "output/LayerNorm"):
+            names += [f"{layer}/{norm}/gamma", f"{layer}/{norm}/beta"]
+    return names
+
+
+def checkpoint_exists(folder: Path, ckpt_name: str) -> bool:
+    return Path(f"{Path(folder) / ckpt_name}.index").is_file()
+
+
+def load_weights(folder: Path, *, config: BertConfig, ckpt_name: str) -> tuple[dict[str, np.ndarray], str]:
+    """Reads the weights found in ``folder``; returns them with a description of the file they came from."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise SourceError(f"model folder {folder} does not exist")
+    if checkpoint_exists(folder, ckpt_name):
+        path = folder / ckpt_name
+        weights = _load_google_checkpoint(path)
+    elif (folder / SAFETENSORS_FILE).is_file() or (folder / SAFETENSORS_INDEX).is_file():
+        path = folder / SAFETENSORS_FILE
+        weights = _from_hf(_read_safetensors(folder))
+    elif (folder / TORCH_FILE).is_file():
+        path = folder / TORCH_FILE
+        weights = _from_hf(_read_torch_bin(path))
+    else:
+        raise SourceError(
+            f"no weights in {folder}: expected {ckpt_name}.index (Google checkpoint), {SAFETENSORS_FILE} or {TORCH_FILE}"
+        )
+    _check(weights, config, path)
+    return weights, str(path)
+
+
+def _check(weights: dict[str, np.ndarray], config: BertConfig, path: Path) -> None:
+    missing = [name for name in expected_names(config) if name not in weights]
+    if missing:
+        raise SourceError(f"{path} is not a BERT checkpoint matching its config: {len(missing)} tensors missing, "
+                          f"e.g. {missing[0]}")
+    shapes = {
+        "embeddings/word_embeddings": (config.vocab_size, config.hidden_size),
+        "embeddings/position_embeddings": (config.max_position_embeddings, config.hidden_size),
+        "embeddings/token_type_embeddings": (config.type_vocab_size, config.hidden_size),
+        "encoder/layer_0/intermediate/dense/kernel": (config.hidden_size, config.intermediate_size),
+    }
+    for name, shape in shapes.items():
+        if weights[name].shape != shape:
+            raise SourceError(f"{path}: {name} has shape {weights[name].shape}, the config says {shape}")
+
+
+# --- Google TF checkpoints -------------------------------------------------------------------------------------------
+
+def _load_google_checkpoint(prefix: Path) -> dict[str, np.ndarray]:
+    import tensorflow as tf
+
+    reader = tf.train.load_checkpoint(str(prefix))
+    weights = {}
+    for name in reader.get_variable_to_shape_map():
+        # Fine-tuned checkpoints also hold optimizer slots (adam_m/adam_v), cls/ heads and global_step: skip them.
+        if name.startswith("bert/") and not name.endswith(("/adam_m", "/adam_v")):
+            weights[name[len("bert/"):]] = np.asarray(reader.get_tensor(name), dtype=np.float32)
+    return weights
+
+
+# --- Hugging Face folders --------------------------------------------------------------------------------------------
+
+def _read_safetensors(folder: Path) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load_file
+
+    index = folder / SAFETENSORS_INDEX
+    if index.is_file():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    else:
+        shards = [SAFETENSORS_FILE]
+    tensors = {}
+    for shard in shards:
+        tensors.update(load_file(str(folder / shard)))
+    return tensors
+
+
+def _read_torch_bin(path: Path) -> dict[str, np.ndarray]:
+    try:
+        import torch
+    except ImportError:
+        raise SourceError(f"{path} needs torch to read (pip install torch), or convert it to model.safetensors") from None
+    state = torch.load(str(path), map_location="cpu", weights_only=True)
+    return {name: tensor.float().numpy() for name, tensor in state.items()}
+
+
+_HF_LAYER = re.compile(r"^encoder\.layer\.(\d+)\.")
+
+
+def _from_hf(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """HF names -> neutral names; torch linear weights [out, in] -> kernels [in, out]."""
+    weights = {}
+    for hf_name, array in tensors.items():
+        name = hf_name[len("bert."):] if hf_name.startswith("bert.") else hf_name
+        if not name.startswith(("embeddings.", "encoder.", "pooler.")):
+            continue  # task heads (cls., classifier.) and buffers we do not use
+        name = _HF_LAYER.sub(r"encoder.layer_\1.", name).replace(".", "/")
+        array = np.asarray(array, dtype=np.float32)
+        if "/LayerNorm/" in name:
+            name = name.replace("/weight", "/gamma").replace("/bias", "/beta")
+        elif name.startswith("embeddings/") and name.endswith("/weight"):
+            name = name[: -len("/weight")]
+        elif name.endswith("/weight"):
+            name = name[: -len("/weight")] + "/kernel"
+            array = np.ascontiguousarray(array.T)
+        if name == "embeddings/position_ids":
+            continue
+        weights[name] = array
+    return weights

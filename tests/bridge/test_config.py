@@ -1,0 +1,72 @@
+"""bert-serving-start's flags: the original's spellings and defaults, and which ones the user gave."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bert_bridge.config import parse_args
+
+# The original 1.10 server's config keys and defaults (shared/reference/original-server-semantics.md §5).
+ORIGINAL_DEFAULTS = {
+    "ckpt_name": "bert_model.ckpt", "config_name": "bert_config.json", "cors": "*", "cpu": False, "device_map": [],
+    "do_lower_case": True, "fixed_embed_length": False, "fp16": False, "gpu_memory_fraction": 0.5,
+    "graph_tmp_dir": None, "http_max_connect": 10, "http_port": None, "mask_cls_sep": False, "max_batch_size": 256,
+    "max_seq_len": 25, "no_position_embeddings": False, "no_special_token": False, "num_worker": 1,
+    "pooling_layer": [-2], "pooling_strategy": 2, "port": 5555, "port_out": 5556, "prefetch_size": 10,
+    "priority_batch_size": 16, "show_tokens_to_client": False, "tuned_model_dir": None, "verbose": False,
+    "xla": False,
+}
+
+
+def test_defaults_are_the_originals():
+    args = parse_args([]).original_args()
+    assert {key: args[key] for key in ORIGINAL_DEFAULTS} == ORIGINAL_DEFAULTS
+    assert set(args) >= set(ORIGINAL_DEFAULTS) | {"model_dir"}
+
+
+def test_original_command_line_is_accepted():
+    config = parse_args([
+        "-model_dir", "/m", "-tuned_model_dir", "/t", "-ckpt_name", "model.ckpt-100", "-config_name", "c.json",
+        "-graph_tmp_dir", "/tmp/g", "-max_seq_len", "NONE", "-cased_tokenization", "-pooling_layer", "-4", "-3", "-2",
+        "-1", "-pooling_strategy", "CLS_TOKEN", "-mask_cls_sep", "-no_special_token", "-show_tokens_to_client",
+        "-no_position_embeddings", "-port", "6000", "-port_out", "6001", "-http_port", "8125", "-http_max_connect",
+        "20", "-cors", "example.com", "-num_worker", "4", "-max_batch_size", "128", "-priority_batch_size", "8",
+        "-cpu", "-xla", "-fp16", "-gpu_memory_fraction", "0.9", "-device_map", "0", "1", "-prefetch_size", "5",
+        "-fixed_embed_length", "-verbose",
+    ])
+    assert config.model_dir == Path("/m") and config.tuned_model_dir == Path("/t")
+    assert config.max_seq_len is None and config.do_lower_case is False
+    assert config.pooling_layer == (-4, -3, -2, -1) and config.pooling_strategy == "FIRST_TOKEN"
+    assert (config.port, config.port_out, config.http_port) == (6000, 6001, 8125)
+    assert config.num_worker == 4 and config.device_map == (0, 1) and config.max_batch_size == 128
+    assert config.original_args()["pooling_strategy"] == 4
+    assert {"pooling_layer", "max_seq_len", "do_lower_case", "xla", "device_map"} <= config.explicit
+    assert "ip" not in config.explicit
+
+
+def test_double_dash_and_alias_spellings():
+    config = parse_args(["--max-seq-len", "64", "--port_out", "7001", "-port_in", "7000", "--triton-url", "h:8001"])
+    assert (config.max_seq_len, config.port, config.port_out, config.triton_url) == (64, 7000, 7001, "h:8001")
+    assert not config.embedded_triton
+
+
+@pytest.mark.parametrize("argv", [["-max_seq_len", "3"], ["-max_seq_len", "long"], ["-pooling_strategy", "AVG"],
+                                  ["-num_worker", "0"], ["-no_such_flag"]])
+def test_bad_flags_exit_2_with_a_message(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(argv)
+    assert exit_info.value.code == 2
+    assert "error:" in capsys.readouterr().err
+
+
+def test_help_and_version_are_instant_and_light():
+    code = ("import sys; from bert_bridge.cli import start\n"
+            "try:\n start(['-version'])\nexcept SystemExit: pass\n"
+            "heavy = {'tensorflow', 'tritonclient', 'onnxruntime', 'tokenizers', 'torch'} & set(sys.modules)\n"
+            "assert not heavy, heavy")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "1.10.0" in result.stdout

@@ -1,0 +1,232 @@
+"""The original server's behaviour over ZeroMQ, seen through the unmodified 1.10 client and raw sockets.
+
+Every test runs twice: with the embedded tritonserver, and with ``--triton-url`` against a tritonserver started
+separately (issue 4, point 4).
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zmq
+
+from conftest import free_port
+
+pytestmark = pytest.mark.slow
+
+ORIGINAL_CONFIG_KEYS = {
+    "client", "num_process", "ventilator -> worker", "worker -> sink", "ventilator <-> sink", "server_current_time",
+    "device_map", "num_concurrent_socket", "ckpt_name", "config_name", "cors", "cpu", "do_lower_case",
+    "fixed_embed_length", "fp16", "gpu_memory_fraction", "graph_tmp_dir", "http_max_connect", "http_port",
+    "mask_cls_sep", "max_batch_size", "max_seq_len", "model_dir", "no_position_embeddings", "no_special_token",
+    "num_worker", "pooling_layer", "pooling_strategy", "port", "port_out", "prefetch_size", "priority_batch_size",
+    "show_tokens_to_client", "tuned_model_dir", "verbose", "xla", "tensorflow_version", "python_version",
+    "server_version", "pyzmq_version", "zmq_version", "server_start_time",
+}
+
+
+@pytest.fixture(scope="session")
+def default_export(tmp_path_factory):
+    """The packaged model exported by bert-export (the same cache the bridge itself uses)."""
+    from bert_bridge.config import parse_args
+    from bert_bridge.model_source import resolve_model
+
+    return resolve_model(parse_args([]))
+
+
+@pytest.fixture(scope="session")
+def separate_triton(default_export, tmp_path_factory):
+    """A tritonserver started on its own, on a fixed gRPC port, serving the default export."""
+    from bert_bridge.triton_server import EmbeddedTriton
+
+    folder = tmp_path_factory.mktemp("separate-triton")
+    server = EmbeddedTriton(model_repository=default_export.repository, cache_dir=folder,
+                            log_path=folder / "tritonserver.log", grpc_port=free_port())
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module", params=["embedded", "external"])
+def bridge(request, start_bridge, default_export):
+    flags = ["-show_tokens_to_client"]
+    if request.param == "external":
+        triton = request.getfixturevalue("separate_triton")
+        flags += ["-model_dir", str(default_export.folder), "--triton-url", f"127.0.0.1:{triton.grpc_port}"]
+    with start_bridge(*flags) as running:
+        yield running
+
+
+def client(legacy_client, bridge, **kwargs):
+    return legacy_client.BertClient(port=bridge.port, port_out=bridge.port_out, timeout=60000, **kwargs)
+
+
+def test_config_has_the_original_keys_and_ours(bridge, legacy_client):
+    with client(legacy_client, bridge) as bc:
+        config = bc.server_config
+    assert ORIGINAL_CONFIG_KEYS <= set(config)
+    assert config["server_version"] == "1.10.0" and config["client"] == bc.identity.decode()
+    assert config["show_tokens_to_client"] is True and config["max_batch_size"] == 256
+    assert config["triton"]["model"] and config["triton"]["url"]
+    assert config["output_dim"] == 384 and config["bridge_version"]
+
+
+def test_status_counts_requests_like_the_original(bridge, legacy_client):
+    with client(legacy_client, bridge) as bc:
+        before = bc.server_status["statistic"]
+        bc.encode(["one", "two", "three"])
+        bc.encode(["four"])
+        after = bc.server_status["statistic"]
+    assert after["num_data_request"] - before["num_data_request"] == 2
+    assert after["num_total_seq"] - before["num_total_seq"] == 4
+    assert after["num_sys_request"] - before["num_sys_request"] == 2  # this SHOW_STATUS and the constructor's config
+    assert after["num_total_request"] == after["num_data_request"] + after["num_sys_request"]
+    assert after["num_active_client"] >= 1 and after["num_total_client"] >= 1
+    for family in ("request_per_client", "size_per_request", "last_two_interval", "request_per_second"):
+        assert {f"{p}_{family}" for p in ("avg", "min", "max", "num_min", "num_max")} <= set(after)
+
+
+def test_show_tokens_tokenized_input_and_pairs(bridge, legacy_client):
+    with client(legacy_client, bridge) as bc:
+        vectors, tokens = bc.encode(["hello world", "a cat ||| a dog"], show_tokens=True)
+        tokenized, tokenized_tokens = bc.encode([["hello", "world"], ["qwxzzv"]], is_tokenized=True,
+                                                show_tokens=True)
+    assert vectors.shape == (2, 384)
+    assert tokens == [["[CLS]", "hello", "world", "[SEP]"], ["[CLS]", "a", "cat", "[SEP]", "a", "dog", "[SEP]"]]
+    assert tokenized_tokens == [["[CLS]", "hello", "world", "[SEP]"], ["[CLS]", "[UNK]", "[SEP]"]]
+    assert np.abs(tokenized[0] - vectors[0]).max() <= 1e-5  # same tokens, same vector
+
+
+def test_non_blocking_fetch_all_sorted_and_concatenated(bridge, legacy_client):
+    batches = [["a"], ["b", "c"], ["d", "e", "f"]]
+    with client(legacy_client, bridge) as bc:
+        for batch in batches:
+            bc.encode(batch, blocking=False)
+        concatenated = bc.fetch_all(sort=True, concat=True)
+        expected = bc.encode(sum(batches, []))
+    assert concatenated.shape == (6, 384)
+    assert np.abs(concatenated - expected).max() <= 1e-5
+
+
+def test_ten_thousand_non_blocking_requests_are_all_answered(bridge, legacy_client):
+    with client(legacy_client, bridge, ignore_all_checks=True) as bc:
+        for i in range(10_000):
+            bc.encode([f"request {i}"], blocking=False)
+        time.sleep(2)  # replies pile up unread: the server must hold them, not drop them
+        replies = bc.fetch_all(sort=True)
+    assert len(replies) == 10_000
+    assert all(reply.shape == (1, 384) for reply in replies)
+
+
+def test_twenty_clients_started_at_once_all_get_their_first_reply(bridge, legacy_client):
+    results, errors = [], []
+
+    def first_contact(index: int) -> None:
+        try:
+            if index % 2:  # the constructor's SHOW_CONFIG is the first request
+                with client(legacy_client, bridge) as bc:
+                    results.append(bc.encode(["first"]).shape)
+            else:  # the first encode is the first request (RID 1)
+                with client(legacy_client, bridge, ignore_all_checks=True) as bc:
+                    results.append(bc.encode(["first"]).shape)
+        except Exception as e:
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=first_contact, args=(i,)) for i in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    assert results == [(1, 384)] * 20
+
+
+def test_replies_are_multicast_to_every_socket_sharing_an_identity(bridge):
+    identity = str(uuid.uuid4()).encode()
+    context = zmq.Context()
+    try:
+        receivers = []
+        for _ in range(3):
+            sub = context.socket(zmq.SUB)
+            sub.setsockopt(zmq.SUBSCRIBE, identity)
+            sub.setsockopt(zmq.RCVTIMEO, 30000)
+            sub.connect(f"tcp://127.0.0.1:{bridge.port_out}")
+            receivers.append(sub)
+        push = context.socket(zmq.PUSH)
+        push.connect(f"tcp://127.0.0.1:{bridge.port}")
+        time.sleep(0.5)
+        push.send_multipart([identity, json.dumps(["shared"]).encode(), b"7", b"1"])
+        replies = [sub.recv_multipart() for sub in receivers]
+    finally:
+        context.destroy(linger=0)
+    assert all(reply[0] == identity and reply[-1] == b"7" and len(reply) == 4 for reply in replies)
+    assert len({reply[2] for reply in replies}) == 1
+
+
+def test_invalid_request_gets_an_error_reply_and_the_server_keeps_serving(bridge, legacy_client):
+    identity = str(uuid.uuid4()).encode()
+    context = zmq.Context()
+    try:
+        sub = context.socket(zmq.SUB)
+        sub.setsockopt(zmq.SUBSCRIBE, identity)
+        sub.setsockopt(zmq.RCVTIMEO, 30000)
+        sub.connect(f"tcp://127.0.0.1:{bridge.port_out}")
+        push = context.socket(zmq.PUSH)
+        push.connect(f"tcp://127.0.0.1:{bridge.port}")
+        push.send_multipart([identity, b'["fine", 42]', b"1", b"2"])
+        push.send_multipart([identity, b"not json", b"2", b"1"])
+        replies = {int(reply[-1]): json.loads(reply[1]) for reply in (sub.recv_multipart(), sub.recv_multipart())}
+    finally:
+        context.destroy(linger=0)
+    assert replies[1]["type"] == "InvalidRequest" and "42" in replies[1]["error"]
+    assert replies[2]["type"] == "InvalidRequest" and "JSON" in replies[2]["error"]
+    with client(legacy_client, bridge) as bc:
+        assert bc.encode(["still serving"]).shape == (1, 384)
+
+
+def test_terminate_command_stops_the_server(start_bridge):
+    terminate_command = Path(sys.executable).parent / "bert-serving-terminate"
+    with start_bridge() as bridge:
+        terminate = subprocess.run([str(terminate_command), "-port", str(bridge.port)], capture_output=True,
+                                   text=True, timeout=30)
+        assert terminate.returncode == 0, terminate.stderr
+        assert bridge.process.wait(60) == 0
+        assert "received TERMINATION" in bridge.log()
+
+
+def test_triton_down_gives_a_readable_error_and_service_resumes(default_export, start_bridge, legacy_client,
+                                                               tmp_path):
+    from bert_bridge.triton_server import EmbeddedTriton
+
+    triton = EmbeddedTriton(model_repository=default_export.repository, cache_dir=tmp_path,
+                            log_path=tmp_path / "triton.log", grpc_port=free_port())
+    triton.start()
+    try:
+        with start_bridge("-model_dir", str(default_export.folder), "--triton-url",
+                          f"127.0.0.1:{triton.grpc_port}") as bridge:
+            with client(legacy_client, bridge) as bc:
+                before = bc.encode(["the service is up"])
+                triton.stop()
+                started = time.monotonic()
+                with pytest.raises(TypeError, match="Triton at 127.0.0.1:.* is unavailable"):
+                    bc.encode(["the service is down"])
+                assert time.monotonic() - started < 30
+                triton.start()
+                deadline = time.monotonic() + 60
+                while True:
+                    try:
+                        after = bc.encode(["the service is up"])
+                        break
+                    except TypeError:
+                        assert time.monotonic() < deadline, "the bridge did not serve again after Triton came back"
+                        time.sleep(0.5)
+    finally:
+        triton.stop()
+    assert np.abs(after - before).max() <= 1e-5
