@@ -85,7 +85,7 @@ class EncodingService:
         elif self.config.fixed_embed_length:
             target = self.max_position_embeddings
         else:
-            target = max(len(e.input_ids) for e in encodings)
+            target = self.tokenizer.batch_length(encodings)  # the original's: longest content + special tokens
         if embeddings.shape[1] >= target:
             return embeddings[:, :target]
         padding = np.zeros((embeddings.shape[0], target - embeddings.shape[1], embeddings.shape[2]), embeddings.dtype)

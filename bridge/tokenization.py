@@ -99,7 +99,6 @@ class WordPieceTokenizer:
         missing = [t for t in (CLS, SEP, UNK) if t not in self.vocab]
         if missing:
             raise StartupError(f"vocabulary {settings.vocab_file} lacks {', '.join(missing)}")
-        self._cls_id, self._sep_id, self._unk_id = self.vocab[CLS], self.vocab[SEP], self.vocab[UNK]
         self._basic = _BasicTokenizer(settings.do_lower_case)
         # WordPiece alone: the words arrive already split and normalized by _BasicTokenizer.
         self._wordpiece = Tokenizer(WordPiece(self.vocab, unk_token=UNK,
@@ -179,28 +178,29 @@ class WordPieceTokenizer:
     def _assemble(self, tokens_a: list[str], tokens_b: list[str], *, tokenized: bool) -> Encoding:
         """The original's convert_lst_to_features for one example, without the padding."""
         limit = self.settings.length_limit
-        keep = int(not self.settings.mask_cls_sep)
+        no_special = tokenized and self.settings.no_special_token
         if tokens_b:  # an empty second part makes no pair, as in the original (`if tokens_b:`)
             tokens_a, tokens_b = _truncate_seq_pair(tokens_a, tokens_b, limit - 3)
-            tokens = [CLS, *tokens_a, SEP, *tokens_b, SEP]
-            segment_ids = [0] * (len(tokens_a) + 2) + [1] * (len(tokens_b) + 1)
-            input_mask = [keep, *[1] * len(tokens_a), keep, *[1] * len(tokens_b), keep]
-            special = 3
-        elif tokenized and self.settings.no_special_token:
-            tokens = tokens_a[:limit]
-            segment_ids = [0] * len(tokens)
-            input_mask = [1] * len(tokens)
-            special = 0
+        elif no_special:
+            tokens_a = tokens_a[:limit]
         else:
-            # The original skipped this truncation for string input under -no_special_token and then crashed on
-            # long sentences (-no_special_token only applies to tokenized input); truncate as usual instead.
+            # The original skipped this truncation for text input under -no_special_token, which only applies to
+            # tokenized input, and then failed on long sentences; truncate as usual instead.
             tokens_a = tokens_a[:limit - 2]
-            tokens = [CLS, *tokens_a, SEP]
-            segment_ids = [0] * len(tokens)
-            input_mask = [keep, *[1] * len(tokens_a), keep]
-            special = 2
-        input_ids = [self.vocab[t] for t in tokens]
-        return Encoding(input_ids, input_mask, segment_ids, tokens, num_special_tokens=special)
+        # As in the original, "is this a pair" is asked again after truncation, which can empty the second part.
+        if no_special and not tokens_b:
+            return Encoding([self.vocab[t] for t in tokens_a], [1] * len(tokens_a), [0] * len(tokens_a),
+                            tokens_a, num_special_tokens=0)
+        keep = int(not self.settings.mask_cls_sep)
+        tokens = [CLS, *tokens_a, SEP]
+        input_mask = [keep, *[1] * len(tokens_a), keep]
+        segment_ids = [0] * len(tokens)
+        if tokens_b:
+            tokens += [*tokens_b, SEP]
+            input_mask += [*[1] * len(tokens_b), keep]
+            segment_ids += [1] * (len(tokens_b) + 1)
+        return Encoding([self.vocab[t] for t in tokens], input_mask, segment_ids, tokens,
+                        num_special_tokens=3 if tokens_b else 2)
 
 
 def pad(encodings: list[Encoding], length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -148,10 +148,18 @@ def fail(message: str) -> int:
     return 2
 
 
+def _unknown_option(reported: str, args: list[str]) -> str:
+    """click reads an unknown ``-no_such_flag`` as the short option ``-n``; name the argument the user typed."""
+    typed = [arg.split("=", 1)[0] for arg in args if arg.startswith(reported)]
+    return typed[0] if typed else reported
+
+
 def main(argv: list[str] | None = None) -> int:
     args = fold_list_options(list(sys.argv[1:] if argv is None else argv))
     try:
         status = command.main(args=args, prog_name=PROG, standalone_mode=False)
+    except click.NoSuchOption as e:
+        status = fail(f"no such option: {_unknown_option(e.option_name, args)}")
     except click.ClickException as e:
         status = fail(e.format_message())
     except click.Abort:

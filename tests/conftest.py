@@ -5,6 +5,7 @@
 - ``start_bridge(*flags)``: a context manager running ``bert-serving-start`` with those flags on free ports; it yields a
   ``RunningBridge`` and fails fast, with the log, when the process dies before it is ready.
 - ``default_bridge``: one bridge on the packaged model with default flags, shared by the whole session.
+- ``hf_model``: transformers' (BertTokenizer, BertModel) for the packaged model, the numerical oracle.
 """
 from __future__ import annotations
 
@@ -96,6 +97,17 @@ def start_bridge(tmp_path_factory):
 def default_bridge(start_bridge):
     with start_bridge() as bridge:
         yield bridge
+
+
+@pytest.fixture(scope="session")
+def hf_model():
+    """transformers' tokenizer and BertModel for the packaged model: the numerical oracle."""
+    import torch
+    from transformers import BertModel, BertTokenizer
+
+    path = default_model_dir()
+    torch.set_num_threads(2)
+    return BertTokenizer(str(path / "vocab.txt"), do_lower_case=True), BertModel.from_pretrained(str(path)).eval()
 
 
 @pytest.fixture(scope="session")

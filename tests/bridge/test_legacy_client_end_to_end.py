@@ -21,16 +21,6 @@ SENTENCES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def hf_model():
-    import torch
-    from transformers import BertModel, BertTokenizer
-
-    path = default_model_dir()
-    torch.set_num_threads(2)
-    return BertTokenizer(str(path / "vocab.txt"), do_lower_case=True), BertModel.from_pretrained(str(path)).eval()
-
-
 def transformers_mean_pool(hf_model, sentences, *, layer: int, max_seq_len: int) -> np.ndarray:
     import torch
 

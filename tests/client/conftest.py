@@ -1,70 +1,24 @@
 """Fixtures of the client's tests: real ZeroMQ sockets on free ports standing in for a server.
 
 - ``silent_server``: a PULL + XPUB pair bound on free ports that never answers (requests can be read off it).
-- ``scripted_server(handler)``: a server in a thread that answers each request with what ``handler`` returns
-  (any frames, any delay, duplicates, nothing); by default ``fake_bert``, a tiny deterministic bert-as-service.
-  Like the bridge, it holds a reply until the client's SUBSCRIBE has arrived, so the tests never race the slow joiner.
-- the ``slow`` marker for tests that build a virtual environment.
+- ``scripted_server(handler)``: a server in a thread answering with ``handler`` (see scripted_server.py).
+- the ``slow`` marker, for tests that build a virtual environment.
 """
 from __future__ import annotations
 
-import contextlib
-import threading
-import time
-import zlib
-from dataclasses import dataclass, field
-from typing import Callable, Iterable, List, Sequence, Tuple, Union
-
-import numpy as np
 import pytest
 import zmq
 
 import bert_serving.client
-from bert_serving.client import protocol
+import scripted_server as scripted
 
 if getattr(bert_serving.client, "__file__", None) is None:
     pytest.exit("bert_serving.client resolves to a bare namespace package: the editable install predates "
                 "client/bert_serving/client/__init__.py; run `make install` (or pip install -e ./client)", 2)
 
-FAKE_DIM = 4
-Plan = Union[List[bytes], Tuple[float, List[bytes]]]  # frames, or (delay in seconds, frames)
-
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: builds a virtual environment or otherwise takes minutes")
-
-
-def fake_embedding(texts: Sequence) -> np.ndarray:
-    """One row per sentence that identifies it: [crc32 of the text, its length, 0, 1] (exact in float32)."""
-    keys = [text if isinstance(text, str) else " ".join(text) for text in texts]
-    return np.array([[zlib.crc32(key.encode()) % 2**20, len(key), 0, 1] for key in keys], dtype=np.float32)
-
-
-def fake_config(*, max_batch_size: int = 256, show_tokens_to_client: bool = False) -> dict:
-    return {"server_version": protocol.SERVER_VERSION, "max_seq_len": 25, "max_batch_size": max_batch_size,
-            "show_tokens_to_client": show_tokens_to_client}
-
-
-def fake_bert(request: protocol.Request, *, config: dict = None) -> List[Plan]:
-    """Answer like a bert-as-service server: config for SHOW_CONFIG/SHOW_STATUS, fake embeddings otherwise."""
-    config = config or fake_config()
-    if request.is_command:
-        return [protocol.encode_json_reply(request.identity, config, request.request_id)]
-    texts = request.texts()
-    tokens = [t.split() if isinstance(t, str) else list(t) for t in texts] if config["show_tokens_to_client"] else ""
-    return [protocol.encode_ndarray_reply(request.identity, fake_embedding(texts), request.request_id, tokens)]
-
-
-@dataclass
-class ScriptedServer:
-    handler: Callable[[protocol.Request], Iterable[Plan]]
-    port: int = 0
-    port_out: int = 0
-    requests: List[protocol.Request] = field(default_factory=list)
-    max_in_flight_seen: int = 0  # the most encode requests received and not yet answered, at any moment
-
-    def encode_requests(self) -> List[protocol.Request]:
-        return [r for r in self.requests if not r.is_command]
 
 
 @pytest.fixture
@@ -85,66 +39,4 @@ def silent_server():
 @pytest.fixture
 def scripted_server():
     """``with scripted_server(handler) as server:`` -- a real-socket server in a thread answering with ``handler``."""
-
-    @contextlib.contextmanager
-    def start(handler: Callable[[protocol.Request], Iterable[Plan]] = fake_bert):
-        server = ScriptedServer(handler=handler)
-        ready, stop = threading.Event(), threading.Event()
-        errors: list = []
-        thread = threading.Thread(target=_serve, args=(server, ready, stop, errors), daemon=True)
-        thread.start()
-        assert ready.wait(10), "the scripted server did not start"
-        try:
-            yield server
-        finally:
-            stop.set()
-            thread.join(10)
-        assert not errors, f"the scripted server failed: {errors[0]!r}"
-
-    return start
-
-
-def _serve(server: ScriptedServer, ready: threading.Event, stop: threading.Event, errors: list) -> None:
-    try:
-        with zmq.Context() as context:
-            pull, xpub = context.socket(zmq.PULL), context.socket(zmq.XPUB)
-            xpub.setsockopt(zmq.XPUB_VERBOSE, 1)
-            for socket in (pull, xpub):
-                socket.setsockopt(zmq.LINGER, 0)
-            server.port = pull.bind_to_random_port("tcp://127.0.0.1")
-            server.port_out = xpub.bind_to_random_port("tcp://127.0.0.1")
-            ready.set()
-            subscribed: set = set()
-            scheduled: list = []  # [due time, frames, RID of an encode request or None]
-            unanswered: set = set()
-            poller = zmq.Poller()
-            poller.register(pull, zmq.POLLIN)
-            poller.register(xpub, zmq.POLLIN)
-            while not stop.is_set():
-                events = dict(poller.poll(5))
-                if xpub in events:
-                    event = xpub.recv()
-                    if event[:1] == b"\x01":
-                        subscribed.add(event[1:])
-                if pull in events:
-                    request = protocol.decode_request(pull.recv_multipart())
-                    server.requests.append(request)
-                    if not request.is_command:
-                        unanswered.add((request.identity, request.request_id))
-                        server.max_in_flight_seen = max(server.max_in_flight_seen, len(unanswered))
-                    for plan in server.handler(request):
-                        delay, frames = plan if isinstance(plan, tuple) else (0.0, plan)
-                        scheduled.append([time.monotonic() + delay, frames, (request.identity, request.request_id)])
-                now = time.monotonic()
-                # A SUB subscription is a prefix filter: a reply can be delivered once a prefix of its ID is subscribed.
-                deliverable = [item for item in scheduled
-                               if item[0] <= now and any(bytes(item[1][0]).startswith(s) for s in subscribed)]
-                for item in deliverable:
-                    xpub.send_multipart(item[1])
-                    unanswered.discard(item[2])
-                    scheduled.remove(item)
-            pull.close()
-            xpub.close()
-    except Exception as e:  # reported by the fixture: a failing server must fail the test, not hang it
-        errors.append(e)
-        ready.set()
+    return scripted.running

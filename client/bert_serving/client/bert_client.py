@@ -3,7 +3,8 @@
 Replies are matched to requests by their RID. A reply to a RID the client no longer waits for (late after a timeout,
 a duplicate, a clone's request under a shared identity) is dropped; a reply to another pending RID is kept until it
 is asked for. Every wait obeys ``timeout``. A list longer than the server's ``max_batch_size`` is streamed as several
-requests, at most ``max_in_flight`` at a time, and put back together in order.
+requests, at most ``max_in_flight`` at a time, and put back together in order; encode_async keeps as many sentences
+in flight.
 """
 from __future__ import annotations
 
@@ -29,9 +30,10 @@ Response = namedtuple("Response", ["id", "embedding", "tokens"])
 
 # The original server's default; the chunk size when the server's own value is unknown (e.g. ignore_all_checks).
 DEFAULT_MAX_BATCH_SIZE = 256
-# Requests of one streamed encode or encode_async in flight at once: enough to keep the server busy, few enough
-# that a huge list never floods its queue (or the socket high-water marks).
-DEFAULT_MAX_IN_FLIGHT = 8
+# Full batches (max_batch_size sentences) of one streamed encode or encode_async in flight at once: one being
+# encoded while the next waits keeps the server busy; more would only queue inside it, where a CPU server that
+# encodes ~100 sentences/s would let them run into its inference deadline.
+DEFAULT_MAX_IN_FLIGHT = 2
 OUTPUT_FORMATS = ("ndarray", "list")
 
 
@@ -50,7 +52,8 @@ class BertClient:
     :param check_token_info: ask whether the server sends tokens (needed for ``show_tokens=True``)
     :param ignore_all_checks: do not contact the server when constructing
     :param timeout: milliseconds to wait for any reply (-1: forever); BertTimeoutError (a TimeoutError) after that
-    :param max_in_flight: requests a streamed encode or encode_async keeps in flight (keyword only)
+    :param max_in_flight: how many batches of ``max_batch_size`` sentences a streamed encode or encode_async keeps
+        in flight (keyword only); raise it for a server with several model instances
     """
 
     def __init__(self, ip: str = "localhost", port: int = 5555, port_out: int = 5556, output_fmt: str = "ndarray",
@@ -189,7 +192,8 @@ class BertClient:
                      delay: float = 0.1, **kwargs: Any) -> Iterator[Response]:
         """Encode each batch the generator yields; yield ``Response(id, embedding, tokens)`` as replies arrive.
 
-        At most ``max_in_flight`` batches are in flight; the generator is read as replies come back, so a slow
+        At most ``max_in_flight * max_batch_size`` sentences (and at least one batch) are in flight; the generator
+        is read as replies come back, so a slow
         generator never makes the results end early. ``delay`` is accepted for compatibility and not needed.
         ``kwargs``: ``is_tokenized`` (``blocking`` and ``show_tokens`` are accepted and ignored: every Response carries
         the tokens the server sent).
@@ -298,21 +302,22 @@ class BertClient:
         return self._format(embedding), _joined_tokens([reply.tokens for reply in replies])
 
     def _pipeline(self, batches: Iterator[Sequence], is_tokenized: bool) -> Iterator[Response]:
-        in_flight: Set[int] = set()
+        in_flight: Dict[int, int] = {}  # RID -> sentences
+        budget = self.max_in_flight * self.max_batch_size
         end = object()
         exhausted = False
         try:
             while True:
-                while not exhausted and len(in_flight) < self.max_in_flight:
+                while not exhausted and (not in_flight or sum(in_flight.values()) < budget):
                     batch = next(batches, end)
                     if batch is end:
                         exhausted = True
                     else:
-                        in_flight.add(self._submit(batch, is_tokenized))
+                        in_flight[self._submit(batch, is_tokenized)] = len(batch)
                 if not in_flight:
                     return
                 reply = self._receive(in_flight)
-                in_flight.discard(reply.request_id)
+                del in_flight[reply.request_id]
                 yield self._response(reply)
         finally:
             self._forget(in_flight)
