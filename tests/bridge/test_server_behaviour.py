@@ -116,6 +116,41 @@ def test_non_blocking_fetch_all_sorted_and_concatenated(bridge, legacy_client):
     assert np.abs(concatenated - expected).max() <= 1e-5
 
 
+def test_encode_async_list_format_status_and_concurrent_client(bridge, legacy_client, monkeypatch):
+    batches = [[f"batch {b} sentence {i}" for i in range(b + 1)] for b in range(4)]
+    with client(legacy_client, bridge, output_fmt="list") as bc:
+        assert bc.status["client_version"] == "1.10.0" and bc.status["port"] == bridge.port
+        as_list = bc.encode(["a list please"])
+        responses = list(bc.encode_async(iter(batches), max_num_batch=4, delay=1.0))
+    assert isinstance(as_list, list) and len(as_list) == 1 and len(as_list[0]) == 384
+    assert sorted(len(r.embedding) for r in responses) == [1, 2, 3, 4]
+
+    # The 1.10 ConcurrentBertClient imports BertClient by its absolute name: make that name the 1.10 module.
+    monkeypatch.setitem(sys.modules, "bert_serving.client", legacy_client)
+    results = []
+    concurrent = legacy_client.ConcurrentBertClient(max_concurrency=4, port=bridge.port, port_out=bridge.port_out,
+                                                    timeout=60000)
+    threads = [threading.Thread(target=lambda i=i: results.append(concurrent.encode([f"thread {i}"]).shape))
+               for i in range(4)]  # more threads than max_concurrency is the 1.10 client's RuntimeError
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    concurrent.close()
+    assert results == [(1, 384)] * 4
+
+
+def test_clones_sharing_an_identity_all_construct_and_encode(bridge, legacy_client):
+    identity = str(uuid.uuid4()).encode()
+    clones = [client(legacy_client, bridge, identity=identity) for _ in range(5)]
+    try:
+        shapes = [clone.encode([f"clone {i}"]).shape for i, clone in enumerate(clones)]
+    finally:
+        for clone in clones:
+            clone.close()
+    assert shapes == [(1, 384)] * 5
+
+
 def test_small_requests_jump_the_queue(bridge, legacy_client):
     big = [f"a long queue of work, sentence {i}" for i in range(8 * 256)]  # 8 chunks of max_batch_size
     with client(legacy_client, bridge, ignore_all_checks=True) as bc:

@@ -284,3 +284,35 @@ def test_a_closed_client_says_so(scripted_server):
         with pytest.raises(ClientClosedError):
             client.encode(["a"])
         client.close()  # twice is fine
+
+
+def test_a_busy_pool_waits_for_a_free_client_instead_of_failing(scripted_server):
+    def slow_encodes(request):
+        return [(0.0 if request.is_command else 0.3, frames) for frames in fake_bert(request)]
+
+    with scripted_server(slow_encodes) as server, \
+            ConcurrentBertClient(max_concurrency=1, port=server.port, port_out=server.port_out, timeout=5000) as pool:
+        results, errors = [], []
+
+        def work(i):
+            try:
+                results.append(pool.encode([f"text {i}"]))
+            except Exception as e:  # surfaced below
+                errors.append(e)
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert not errors and len(results) == 3  # 1.10 raised RuntimeError('Too many concurrent connections!')
+        assert len({request.identity for request in server.requests}) == 1
+
+
+def test_show_progress_reports_sentences_per_second(scripted_server, capsys):
+    with scripted_server(lambda r: fake_bert(r, config=fake_config(max_batch_size=10))) as server, \
+            client_of(server) as client:
+        client.encode([f"s{i}" for i in range(50)], show_progress=True)
+        assert "sentences/s" in capsys.readouterr().err
+        client.encode([f"s{i}" for i in range(50)])
+        assert capsys.readouterr().err == ""  # off by default

@@ -7,7 +7,6 @@ plain safetensors folder, whose mapping that matrix proves right.
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -124,4 +123,3 @@ def test_checkpoint_only_folder_has_no_config(tiny_tuned, tmp_path):
 
     with pytest.raises(SourceError, match="neither"):
         config_path(tiny_tuned.tuned_model_dir, "bert_config.json")
-    shutil.rmtree(tmp_path)

@@ -192,11 +192,10 @@ class BertClient:
                      delay: float = 0.1, **kwargs: Any) -> Iterator[Response]:
         """Encode each batch the generator yields; yield ``Response(id, embedding, tokens)`` as replies arrive.
 
-        At most ``max_in_flight * max_batch_size`` sentences (and at least one batch) are in flight; the generator
-        is read as replies come back, so a slow
-        generator never makes the results end early. ``delay`` is accepted for compatibility and not needed.
-        ``kwargs``: ``is_tokenized`` (``blocking`` and ``show_tokens`` are accepted and ignored: every Response carries
-        the tokens the server sent).
+        At most ``max_in_flight * max_batch_size`` sentences (and at least one batch) are in flight. The generator
+        is read as replies come back, so a slow generator never makes the results end early, and ``delay`` (kept
+        for compatibility) is not needed. ``kwargs``: ``is_tokenized``; ``blocking`` and ``show_tokens`` are
+        accepted and ignored, as every Response carries the tokens the server sent.
         """
         is_tokenized = bool(kwargs.pop("is_tokenized", False))
         kwargs.pop("blocking", None)

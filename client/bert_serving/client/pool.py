@@ -101,11 +101,11 @@ class ConcurrentBertClient:
         with contextlib.suppress(queue.Empty):
             return self._idle.get_nowait()
         with self._lock:
-            may_create = self._num_clients < self.max_concurrency
-            if may_create:
-                self._num_clients += 1  # reserved now: the constructor runs outside the lock
-        if may_create:
-            return self._new_client(index=self._num_clients - 1)
+            index = self._num_clients if self._num_clients < self.max_concurrency else None
+            if index is not None:
+                self._num_clients += 1  # reserved now: the slow constructor runs outside the lock
+        if index is not None:
+            return self._new_client(index=index)
         timeout_ms = self._kwargs.get("timeout", -1)
         wait_s = None if timeout_ms is None or timeout_ms < 0 else timeout_ms / 1000
         try:
