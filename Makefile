@@ -7,6 +7,8 @@ INSTALLED := $(VENV)/.installed
 LEGACY_CLIENT := $(VENV)/legacy-client
 MODEL_REPOSITORY := model_repository
 DEFAULT_MODEL := $(MODEL_REPOSITORY)/minilm
+PORT ?= 5555
+PORT_OUT ?= 5556
 
 .PHONY: install serve test clean
 
@@ -28,7 +30,7 @@ $(DEFAULT_MODEL)/bert_export.json: | $(INSTALLED)
 	$(BIN)/bert-export -target embedded -output $(MODEL_REPOSITORY) -name minilm
 
 serve: $(INSTALLED) $(DEFAULT_MODEL)/bert_export.json
-	$(BIN)/bert-serving-start -model_dir $(DEFAULT_MODEL) -port 5555 -port_out 5556
+	$(BIN)/bert-serving-start -model_dir $(DEFAULT_MODEL) -port $(PORT) -port_out $(PORT_OUT)
 
 test: $(INSTALLED)
 	$(BIN)/python -m pytest

@@ -1,7 +1,12 @@
-"""A bert-as-service server made of real ZeroMQ sockets, scripted per test: it answers each request with what a
-handler returns (any frames, any delay, duplicates, nothing). ``fake_bert`` is the default handler: a tiny
-deterministic server whose embedding rows identify their sentences. Like the bridge, it holds a reply until a
-SUBSCRIBE matching its identity has arrived, so tests never race the slow joiner.
+"""Servers made of real ZeroMQ sockets on free ports, standing in for a bert-as-service server in unit tests.
+
+- ``silent_server()``: a PULL + XPUB pair that never answers (requests can be read off its PULL socket).
+- ``scripted_server(handler)``: a server in a thread answering each request with what ``handler`` returns (any frames,
+  any delay, duplicates, nothing); ``fake_bert`` is the default handler: a tiny deterministic server whose embedding
+  rows identify their sentences. Like the bridge, it holds a reply until a SUBSCRIBE matching its identity has
+  arrived, so tests never race the slow joiner.
+
+Plain context managers, not fixtures: a conftest.py here would shadow the ``conftest`` module other tests import.
 """
 from __future__ import annotations
 
@@ -55,7 +60,22 @@ class ScriptedServer:
 
 
 @contextlib.contextmanager
-def running(handler: Optional[Callable[[protocol.Request], Iterable[Plan]]] = None) -> Iterator[ScriptedServer]:
+def silent_server() -> Iterator[Tuple[int, int, zmq.Socket]]:
+    """(port, port_out, pull): a server that receives requests and subscriptions and never answers."""
+    with zmq.Context() as context:
+        pull, xpub = context.socket(zmq.PULL), context.socket(zmq.XPUB)
+        for socket in (pull, xpub):
+            socket.setsockopt(zmq.LINGER, 0)
+        port, port_out = pull.bind_to_random_port("tcp://127.0.0.1"), xpub.bind_to_random_port("tcp://127.0.0.1")
+        try:
+            yield port, port_out, pull
+        finally:
+            pull.close()
+            xpub.close()
+
+
+@contextlib.contextmanager
+def scripted_server(handler: Optional[Callable[[protocol.Request], Iterable[Plan]]] = None) -> Iterator[ScriptedServer]:
     """A ScriptedServer in a thread for the duration of the block; a failure inside it fails the caller."""
     server = ScriptedServer(handler=handler or fake_bert)
     ready, stop = threading.Event(), threading.Event()

@@ -23,7 +23,9 @@ def test_import_pulls_in_nothing_heavy():
 def test_bert_serving_stays_a_namespace_package():
     # The 1.10 server and our client can share the bert_serving namespace only if neither owns bert_serving/__init__.
     assert getattr(sys.modules["bert_serving"], "__file__", None) is None
-    assert bert_serving.client.__file__.endswith("__init__.py")
+    assert (bert_serving.client.__file__ or "").endswith("__init__.py"), (
+        "bert_serving.client resolves to a bare namespace package: the editable install predates "
+        "client/bert_serving/client/__init__.py; run `make install` (or pip install -e ./client)")
 
 
 def test_public_names():

@@ -13,14 +13,14 @@ import pytest
 from bert_serving.client import (BertClient, BertTimeoutError, ClientClosedError, ConcurrentBertClient, ProtocolError,
                                  ServerError, VersionMismatchError, protocol)
 
-from scripted_server import fake_bert, fake_config, fake_embedding
+from scripted_server import fake_bert, fake_config, fake_embedding, scripted_server
 
 
 def client_of(server, **kwargs) -> BertClient:
     return BertClient(port=server.port, port_out=server.port_out, **{"timeout": 5000, **kwargs})
 
 
-def test_a_late_reply_does_not_break_the_next_call(scripted_server):
+def test_a_late_reply_does_not_break_the_next_call():
     def slow_first_encode(request):
         replies = fake_bert(request)
         return [(1.0, replies[0])] if request.request_id == b"2" else replies
@@ -35,7 +35,7 @@ def test_a_late_reply_does_not_break_the_next_call(scripted_server):
         assert client.status["num_ignored_reply"] == 1
 
 
-def test_duplicate_replies_are_ignored(scripted_server):
+def test_duplicate_replies_are_ignored():
     def twice(request):
         return fake_bert(request) * 2
 
@@ -49,7 +49,7 @@ def test_duplicate_replies_are_ignored(scripted_server):
         assert client.fetch_all() is None
 
 
-def test_replies_for_another_identity_sharing_our_prefix_are_ignored(scripted_server):
+def test_replies_for_another_identity_sharing_our_prefix_are_ignored():
     def also_to_a_longer_identity(request):
         impostor = protocol.encode_ndarray_reply(request.identity + b"-other", np.zeros((1, 4), np.float32),
                                                  request.request_id)
@@ -59,7 +59,7 @@ def test_replies_for_another_identity_sharing_our_prefix_are_ignored(scripted_se
         np.testing.assert_array_equal(client.encode(["x"]), fake_embedding(["x"]))
 
 
-def test_a_server_error_raises_server_error_with_the_message_and_the_client_stays_usable(scripted_server):
+def test_a_server_error_raises_server_error_with_the_message_and_the_client_stays_usable():
     def fail_on_poison(request):
         if not request.is_command and "poison" in request.texts():
             return [protocol.encode_error_reply(request.identity, "Triton is unreachable at 127.0.0.1:1",
@@ -85,7 +85,7 @@ def test_a_server_error_raises_server_error_with_the_message_and_the_client_stay
         assert client.encode(["after"]).shape == (1, 4)
 
 
-def test_fetch_all_returns_sending_order_whatever_the_arrival_order(scripted_server):
+def test_fetch_all_returns_sending_order_whatever_the_arrival_order():
     def later_requests_first(request):  # batches of 1, 2, 3 sentences are answered in the order 3, 2, 1
         delay = 0.0 if request.is_command else 0.2 * (3 - request.length)
         return [(delay, frames) for frames in fake_bert(request)]
@@ -111,7 +111,7 @@ def test_fetch_all_returns_sending_order_whatever_the_arrival_order(scripted_ser
         np.testing.assert_array_equal(client.fetch_all(concat=True), fake_embedding(sum(batches, [])))
 
 
-def test_a_blocking_encode_keeps_replies_to_earlier_non_blocking_requests(scripted_server):
+def test_a_blocking_encode_keeps_replies_to_earlier_non_blocking_requests():
     with scripted_server() as server, client_of(server) as client:
         client.encode(["early"], blocking=False)
         np.testing.assert_array_equal(client.encode(["now"]), fake_embedding(["now"]))
@@ -119,8 +119,8 @@ def test_a_blocking_encode_keeps_replies_to_earlier_non_blocking_requests(script
 
 
 @pytest.mark.parametrize("max_batch_size, ignore_all_checks, expected_chunk", [(100, False, 100), (100, True, 256)])
-def test_a_large_list_is_streamed_in_order_with_bounded_requests_in_flight(scripted_server, max_batch_size,
-                                                                            ignore_all_checks, expected_chunk):
+def test_a_large_list_is_streamed_in_order_with_bounded_requests_in_flight(max_batch_size, ignore_all_checks,
+                                                                            expected_chunk):
     config = fake_config(max_batch_size=max_batch_size)
     rng = random.Random(0)
 
@@ -139,7 +139,7 @@ def test_a_large_list_is_streamed_in_order_with_bounded_requests_in_flight(scrip
         assert client.status["num_pending_request"] == 0
 
 
-def test_streamed_encode_joins_tokens_and_formats_lists(scripted_server):
+def test_streamed_encode_joins_tokens_and_formats_lists():
     config = fake_config(max_batch_size=2, show_tokens_to_client=True)
     with scripted_server(lambda r: fake_bert(r, config=config)) as server, \
             client_of(server, output_fmt="list") as client:
@@ -150,14 +150,14 @@ def test_streamed_encode_joins_tokens_and_formats_lists(scripted_server):
         assert client.encode([["x", "y"]], is_tokenized=True) == fake_embedding([["x", "y"]]).tolist()
 
 
-def test_show_tokens_without_token_info_warns_and_returns_the_embeddings(scripted_server):
+def test_show_tokens_without_token_info_warns_and_returns_the_embeddings():
     with scripted_server() as server, client_of(server) as client:
         with pytest.warns(UserWarning, match="show_tokens_to_client"):
             embeddings = client.encode(["a"], show_tokens=True)
         assert isinstance(embeddings, np.ndarray)
 
 
-def test_returned_arrays_are_writable(scripted_server):
+def test_returned_arrays_are_writable():
     with scripted_server() as server, client_of(server) as client:
         embeddings = client.encode(["a", "b"])
         embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)  # in-place, as users normalize
@@ -165,7 +165,7 @@ def test_returned_arrays_are_writable(scripted_server):
         assert client.fetch_all()[0].flags.writeable
 
 
-def test_length_warning(scripted_server):
+def test_length_warning():
     with scripted_server() as server, client_of(server) as client:
         with pytest.warns(UserWarning, match="max_seq_len=25"):
             client.encode([" ".join(["word"] * 30)])
@@ -174,7 +174,7 @@ def test_length_warning(scripted_server):
             client.encode([" ".join(["word"] * 25)])
 
 
-def test_version_mismatch_and_missing_keys(scripted_server):
+def test_version_mismatch_and_missing_keys():
     def old_server(request):
         return [protocol.encode_json_reply(request.identity, {"server_version": "1.9.9", "max_seq_len": 25},
                                            request.request_id)]
@@ -190,7 +190,7 @@ def test_version_mismatch_and_missing_keys(scripted_server):
             assert client.length_limit == 25 and client.max_batch_size == 256
 
 
-def test_encode_async_yields_every_batch_even_from_a_slow_generator(scripted_server):
+def test_encode_async_yields_every_batch_even_from_a_slow_generator():
     def slow_batches():
         for i in range(12):
             time.sleep(0.02 if i % 4 else 0.3)  # 1.10's fetcher gave up when the generator was slower than delay
@@ -206,7 +206,7 @@ def test_encode_async_yields_every_batch_even_from_a_slow_generator(scripted_ser
         assert server.max_in_flight_seen <= 2
 
 
-def test_encode_async_bounds_the_sentences_in_flight(scripted_server):
+def test_encode_async_bounds_the_sentences_in_flight():
     config = fake_config(max_batch_size=3)
 
     def slow_replies(request):
@@ -221,7 +221,7 @@ def test_encode_async_bounds_the_sentences_in_flight(scripted_server):
         assert server.max_in_flight_seen == 2 * 3  # max_in_flight batches of max_batch_size sentences
 
 
-def test_listen_receives_what_is_multicast_to_a_shared_identity(scripted_server):
+def test_listen_receives_what_is_multicast_to_a_shared_identity():
     with scripted_server() as server, client_of(server) as client:
         received = []
 
@@ -248,7 +248,7 @@ def test_listen_receives_what_is_multicast_to_a_shared_identity(scripted_server)
             np.testing.assert_array_equal(embedding, fake_embedding(batch))
 
 
-def test_concurrent_client_from_threads(scripted_server):
+def test_concurrent_client_from_threads():
     with scripted_server() as server, \
             ConcurrentBertClient(max_concurrency=3, port=server.port, port_out=server.port_out, timeout=5000) as pool:
         results, errors = {}, []
@@ -277,7 +277,7 @@ def test_concurrent_client_from_threads(scripted_server):
             pool.fetch_all()
 
 
-def test_a_closed_client_says_so(scripted_server):
+def test_a_closed_client_says_so():
     with scripted_server() as server:
         client = client_of(server)
         client.close()
@@ -286,7 +286,7 @@ def test_a_closed_client_says_so(scripted_server):
         client.close()  # twice is fine
 
 
-def test_a_busy_pool_waits_for_a_free_client_instead_of_failing(scripted_server):
+def test_a_busy_pool_waits_for_a_free_client_instead_of_failing():
     def slow_encodes(request):
         return [(0.0 if request.is_command else 0.3, frames) for frames in fake_bert(request)]
 
@@ -309,7 +309,7 @@ def test_a_busy_pool_waits_for_a_free_client_instead_of_failing(scripted_server)
         assert len({request.identity for request in server.requests}) == 1
 
 
-def test_show_progress_reports_sentences_per_second(scripted_server, capsys):
+def test_show_progress_reports_sentences_per_second(capsys):
     with scripted_server(lambda r: fake_bert(r, config=fake_config(max_batch_size=10))) as server, \
             client_of(server) as client:
         client.encode([f"s{i}" for i in range(50)], show_progress=True)

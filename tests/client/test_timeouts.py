@@ -9,6 +9,8 @@ import pytest
 from bert_serving.client import BertClient, BertTimeoutError
 from bert_serving.client.protocol import decode_request
 
+from scripted_server import silent_server
+
 TIMEOUT_MS = 300
 
 
@@ -23,50 +25,50 @@ def raises_on_time(call):
     return raised.value
 
 
-def test_constructor_times_out(silent_server):
-    port, port_out, pull = silent_server
-    raises_on_time(lambda: BertClient(port=port, port_out=port_out, timeout=TIMEOUT_MS))
-    assert decode_request(pull.recv_multipart()).message == b"SHOW_CONFIG"  # it did ask
+def test_constructor_times_out():
+    with silent_server() as (port, port_out, pull):
+        raises_on_time(lambda: BertClient(port=port, port_out=port_out, timeout=TIMEOUT_MS))
+        assert decode_request(pull.recv_multipart()).message == b"SHOW_CONFIG"  # it did ask
 
 
-def test_server_config_and_status_time_out(silent_server):
-    port, port_out, _ = silent_server
-    with BertClient(port=port, port_out=port_out, ignore_all_checks=True, timeout=TIMEOUT_MS) as client:
-        raises_on_time(lambda: client.server_config)
-        raises_on_time(lambda: client.server_status)
+def test_server_config_and_status_time_out():
+    with silent_server() as (port, port_out, _):
+        with BertClient(port=port, port_out=port_out, ignore_all_checks=True, timeout=TIMEOUT_MS) as client:
+            raises_on_time(lambda: client.server_config)
+            raises_on_time(lambda: client.server_status)
 
 
-def test_encode_fetch_and_fetch_all_time_out_and_the_client_stays_usable(silent_server):
-    port, port_out, pull = silent_server
-    with BertClient(port=port, port_out=port_out, ignore_all_checks=True, timeout=TIMEOUT_MS) as client:
-        error = raises_on_time(lambda: client.encode(["hello world"]))
-        assert error.request_ids == (1,)
-        assert client.status["num_pending_request"] == 0  # abandoned: a late reply will be ignored
+def test_encode_fetch_and_fetch_all_time_out_and_the_client_stays_usable():
+    with silent_server() as (port, port_out, pull):
+        with BertClient(port=port, port_out=port_out, ignore_all_checks=True, timeout=TIMEOUT_MS) as client:
+            error = raises_on_time(lambda: client.encode(["hello world"]))
+            assert error.request_ids == (1,)
+            assert client.status["num_pending_request"] == 0  # abandoned: a late reply will be ignored
 
-        client.encode(["one"], blocking=False)
-        client.encode(["two"], blocking=False)
-        raises_on_time(lambda: list(client.fetch()))
-        assert client.status["num_pending_request"] == 0
+            client.encode(["one"], blocking=False)
+            client.encode(["two"], blocking=False)
+            raises_on_time(lambda: list(client.fetch()))
+            assert client.status["num_pending_request"] == 0
 
-        client.encode(["three"], blocking=False)
-        error = raises_on_time(lambda: client.fetch_all())
-        assert error.request_ids == (4,)
-        assert client.fetch_all() is None  # nothing left pending
-        raises_on_time(lambda: client.encode(["still usable"]))  # and still bounded by the timeout
-        sent = [decode_request(pull.recv_multipart()) for _ in range(5)]
-        assert [r.texts() for r in sent] == [["hello world"], ["one"], ["two"], ["three"], ["still usable"]]
-
-
-def test_a_large_streamed_encode_times_out_too(silent_server):
-    port, port_out, _ = silent_server
-    with BertClient(port=port, port_out=port_out, ignore_all_checks=True, timeout=TIMEOUT_MS) as client:
-        error = raises_on_time(lambda: client.encode([f"sentence {i}" for i in range(5000)]))
-        assert len(error.request_ids) == client.max_in_flight  # the chunks in flight, all abandoned
-        assert client.status["num_pending_request"] == 0
+            client.encode(["three"], blocking=False)
+            error = raises_on_time(lambda: client.fetch_all())
+            assert error.request_ids == (4,)
+            assert client.fetch_all() is None  # nothing left pending
+            raises_on_time(lambda: client.encode(["still usable"]))  # and still bounded by the timeout
+            sent = [decode_request(pull.recv_multipart()) for _ in range(5)]
+            assert [r.texts() for r in sent] == [["hello world"], ["one"], ["two"], ["three"], ["still usable"]]
 
 
-def test_encode_async_times_out(silent_server):
-    port, port_out, _ = silent_server
-    with BertClient(port=port, port_out=port_out, ignore_all_checks=True, timeout=TIMEOUT_MS) as client:
-        raises_on_time(lambda: list(client.encode_async(iter([["a"], ["b"]]))))
-        assert client.status["num_pending_request"] == 0
+def test_a_large_streamed_encode_times_out_too():
+    with silent_server() as (port, port_out, _):
+        with BertClient(port=port, port_out=port_out, ignore_all_checks=True, timeout=TIMEOUT_MS) as client:
+            error = raises_on_time(lambda: client.encode([f"sentence {i}" for i in range(5000)]))
+            assert len(error.request_ids) == client.max_in_flight  # the chunks in flight, all abandoned
+            assert client.status["num_pending_request"] == 0
+
+
+def test_encode_async_times_out():
+    with silent_server() as (port, port_out, _):
+        with BertClient(port=port, port_out=port_out, ignore_all_checks=True, timeout=TIMEOUT_MS) as client:
+            raises_on_time(lambda: list(client.encode_async(iter([["a"], ["b"]]))))
+            assert client.status["num_pending_request"] == 0

@@ -100,3 +100,41 @@ def test_export_replaces_an_existing_model(tmp_path, tiny_hf):
     assert folder == stale
     assert not (folder / "1" / "stale.txt").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bert"]
+
+
+def test_no_position_embeddings(export_tiny, tiny_hf):
+    import copy
+
+    import torch
+
+    folder = export_tiny("hf", pooling_strategy="REDUCE_MEAN", no_position_embeddings=True)
+    assert ExportManifest.load(folder).no_position_embeddings
+    # The oracle: the same transformers model with its position embeddings zeroed adds nothing for positions.
+    oracle = copy.deepcopy(tiny_hf.oracle)
+    with torch.no_grad():
+        oracle.embeddings.position_embeddings.weight.zero_()
+    feeds = make_batch([9, 4], 9, vocab_size=TINY["vocab_size"])
+    actual = run_onnx(folder / "1" / "model.onnx", feeds)
+    assert_close(actual, original_pooling(reference(oracle, feeds), feeds["input_mask"], "REDUCE_MEAN", [-2]))
+    with_positions = original_pooling(reference(tiny_hf.oracle, feeds), feeds["input_mask"], "REDUCE_MEAN", [-2])
+    assert np.abs(actual - with_positions).max() > 1e-3
+
+
+def test_cls_pooled_needs_the_pooler(tiny_hf, tmp_path):
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+
+    from bert_exporter.errors import OptionError
+    from bert_exporter.export import ExportOptions, export_model
+
+    source = tmp_path / "no-pooler"
+    source.mkdir()
+    shutil.copy(tiny_hf.model_dir / "config.json", source)
+    shutil.copy(tiny_hf.model_dir / "vocab.txt", source)
+    tensors = load_file(str(tiny_hf.model_dir / "model.safetensors"))
+    save_file({k: v for k, v in tensors.items() if not k.startswith("pooler.")}, str(source / "model.safetensors"))
+    with pytest.raises(OptionError, match="pooler"):
+        export_model(ExportOptions(model_dir=source, output=tmp_path / "out", pooling_strategy="CLS_POOLED"))
+    # Without the pooler every other strategy still exports.
+    assert export_model(ExportOptions(model_dir=source, output=tmp_path / "out", target="onnx")).is_dir()

@@ -1,0 +1,41 @@
+"""`make serve`, the README's first command: it exports the default model if needed and serves it in the foreground."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+
+import numpy as np
+import pytest
+
+from conftest import REPO_ROOT, RunningBridge, free_port, wait_for_log
+
+pytestmark = pytest.mark.slow
+
+
+def test_make_serve_brings_up_the_default_model(legacy_client, tmp_path):
+    port, port_out = free_port(), free_port()
+    log_path = tmp_path / "make-serve.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(["make", "serve", f"PORT={port}", f"PORT_OUT={port_out}"], cwd=REPO_ROOT,
+                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    service = RunningBridge(process=process, port=port, port_out=port_out, log_path=log_path)
+    try:
+        wait_for_log(service, "ready to serve", timeout_s=600)
+        ready = next(line for line in service.log().splitlines() if "ready to serve" in line)
+        assert f":{port} (requests)" in ready and f":{port_out} (replies)" in ready
+        assert "model_repository/minilm" in ready and "REDUCE_MEAN" in ready and "max_seq_len 25" in ready
+        assert (REPO_ROOT / "model_repository" / "minilm" / "bert_export.json").is_file()
+        with legacy_client.BertClient(port=port, port_out=port_out, timeout=60000) as bc:
+            vectors = bc.encode(["make serve works"])
+        assert vectors.shape == (1, 384) and vectors.dtype == np.float32
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGINT)
+            try:
+                process.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+    # make dies of the SIGINT itself; the service must have shut down cleanly, Triton included.
+    assert "bye" in service.log() and "stopping the embedded tritonserver" in service.log(), service.log()[-2000:]
