@@ -18,7 +18,10 @@ from .manifest import INPUT_NAMES, OUTPUT_NAME
 log = logging.getLogger(__name__)
 
 CATCH_ERRORS_VARIABLE = "TF2ONNX_CATCH_ERRORS"
-PROBE_TOLERANCE = 1e-3  # fp32 kernels differ by ~1e-6; fp16 outputs round at ~1e-3 relative, checked relatively
+# Relative to the largest output. fp32 kernels of TF and onnxruntime differ by ~1e-6; two float16 casts of nearly equal
+# float32 values may land one float16 step (2**-10 relative) apart.
+PROBE_TOLERANCE = 1e-4
+PROBE_TOLERANCE_FP16 = 4e-3
 
 
 def to_onnx(encoder, path: Path, *, opset: int) -> Path:
@@ -46,10 +49,8 @@ def verify(encoder, path: Path) -> None:
     """Loads ``path`` in onnxruntime and compares it with the TensorFlow graph on a small probe batch."""
     import onnxruntime as ort
 
-    try:
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph types, all plain Exceptions
-        raise ConversionError(f"onnxruntime cannot load the converted model {path}: {str(e).splitlines()[0]}") from e
+    # An unloadable model raises onnxruntime's own error here; the orchestrator's translate_errors names it.
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     names = sorted(i.name for i in session.get_inputs())
     outputs = [o.name for o in session.get_outputs()]
     if names != sorted(INPUT_NAMES) or outputs != [OUTPUT_NAME]:
@@ -60,7 +61,8 @@ def verify(encoder, path: Path) -> None:
     actual = session.run([OUTPUT_NAME], feeds)[0].astype(np.float32)
     scale = max(1.0, float(np.abs(expected).max()))
     difference = float(np.abs(actual - expected).max()) / scale
-    if actual.shape != expected.shape or not difference <= PROBE_TOLERANCE:
+    tolerance = PROBE_TOLERANCE_FP16 if encoder.output_dtype.name == "float16" else PROBE_TOLERANCE
+    if actual.shape != expected.shape or not difference <= tolerance:
         raise ConversionError(f"converted model disagrees with TensorFlow on a probe batch "
                               f"(shape {actual.shape} vs {expected.shape}, relative difference {difference:.2e})")
     log.debug("ONNX matches TensorFlow on the probe batch (relative difference %.1e)", difference)

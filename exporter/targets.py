@@ -15,7 +15,7 @@ from pathlib import Path
 from .errors import ConversionError, TargetUnavailableError
 from .manifest import INPUT_NAMES, VOCAB_FILE, ExportManifest, Target
 from .options import ExportOptions
-from .triton_config import CONFIG_FILE, model_config, render
+from .triton_config import CONFIG_FILE, model_config, render, tensorrt_profile
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,6 @@ ONNX_FILE = "model.onnx"
 PLAN_FILE = "model.plan"
 SAVEDMODEL_DIR = "model.savedmodel"
 EMBEDDED_TEMPLATE = "model.py"
-TRT_OPT_BATCH = 32  # the profile's optimum; the bridge's typical batch (its priority_batch_size is 16)
 
 
 def write_frame(folder: Path, *, options: ExportOptions, manifest: ExportManifest, vocab: list[str]) -> None:
@@ -83,13 +82,6 @@ def cuda_device_count() -> int:
     return count.value
 
 
-def trt_profile(options: ExportOptions) -> dict[str, tuple[tuple[int, int], tuple[int, int], tuple[int, int]]]:
-    """min/opt/max shapes per input: any batch 1..max_batch_size, any length 1..max_seq_len (the bridge pads to it)."""
-    length = options.max_seq_len
-    shapes = ((1, 1), (min(TRT_OPT_BATCH, options.max_batch_size), length), (options.max_batch_size, length))
-    return {name: shapes for name in INPUT_NAMES}
-
-
 def build_plan(onnx_file: Path, plan_file: Path, *, options: ExportOptions) -> None:
     import tensorrt as trt
 
@@ -104,7 +96,7 @@ def build_plan(onnx_file: Path, plan_file: Path, *, options: ExportOptions) -> N
     if options.fp16:
         config.set_flag(trt.BuilderFlag.FP16)
     profile = builder.create_optimization_profile()
-    for name, (minimum, optimum, maximum) in trt_profile(options).items():
+    for name, (minimum, optimum, maximum) in tensorrt_profile(options).items():
         profile.set_shape(name, minimum, optimum, maximum)
     config.add_optimization_profile(profile)
     log.info("building the TensorRT plan (minutes on large models)")

@@ -15,6 +15,8 @@ from .options import ExportOptions
 
 CONFIG_FILE = "config.pbtxt"
 PRIORITY_LEVELS = 2
+TRT_ENGINE_CACHE = "/tmp/triton_trt_cache"  # on the server: engines survive model reloads
+TRT_OPT_BATCH = 32  # the optimum of TensorRT profiles: a typical full batch from the bridge
 DEFAULT_PRIORITY_LEVEL = 2
 
 # How Triton knows which runtime to use for each target.
@@ -48,6 +50,21 @@ def instance_groups(options: ExportOptions) -> list[dict]:
     return [{"count": options.num_worker, "kind": kind}]
 
 
+def tensorrt_profile(options: ExportOptions) -> dict[str, tuple[tuple[int, int], ...]]:
+    """(min, opt, max) shape per input: any batch 1..max_batch_size, any length 1..max_seq_len (the bridge pads to it).
+
+    Used for the tensorrt target's plan and for the onnx target's TensorRT accelerator, so that one engine covers
+    every request instead of one engine being built per new shape.
+    """
+    length = options.max_seq_len
+    shapes = ((1, 1), (min(TRT_OPT_BATCH, options.max_batch_size), length), (options.max_batch_size, length))
+    return {name: shapes for name in INPUT_NAMES}
+
+
+def _profile_parameter(profile: dict, which: int) -> str:
+    return ",".join(f"{name}:{'x'.join(map(str, shapes[which]))}" for name, shapes in profile.items())
+
+
 def model_config(options: ExportOptions, *, output_dim: int) -> model_config_pb2.ModelConfig:
     output_dims = [-1, output_dim] if options.pooling_strategy.name == "NONE" else [output_dim]
     config = {
@@ -62,11 +79,14 @@ def model_config(options: ExportOptions, *, output_dim: int) -> model_config_pb2
         "instance_group": instance_groups(options),
     }
     if options.trt_accelerator:
-        config["optimization"] = {"execution_accelerators": {"gpu_execution_accelerator": [{
-            "name": "tensorrt",
-            "parameters": {"precision_mode": "FP16", "trt_engine_cache_enable": "1",
-                           "trt_engine_cache_path": "/tmp/triton_trt_cache"},
-        }]}}
+        parameters = {"precision_mode": "FP16", "trt_engine_cache_enable": "1",
+                      "trt_engine_cache_path": TRT_ENGINE_CACHE}
+        if options.max_seq_len is not None:
+            profile = tensorrt_profile(options)
+            for which, key in enumerate(("trt_profile_min_shapes", "trt_profile_opt_shapes", "trt_profile_max_shapes")):
+                parameters[key] = _profile_parameter(profile, which)
+        config["optimization"] = {"execution_accelerators": {"gpu_execution_accelerator": [
+            {"name": "tensorrt", "parameters": parameters}]}}
     return json_format.ParseDict(config, model_config_pb2.ModelConfig())
 
 

@@ -22,24 +22,33 @@ import numpy as np
 from .bert_config import BertConfig
 from .errors import SourceError
 
-POOLER_NAMES = ("pooler/dense/kernel", "pooler/dense/bias")
 SAFETENSORS_FILE = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 TORCH_FILE = "pytorch_model.bin"
 
 
-def expected_names(config: BertConfig) -> list[str]:
-    """The encoder's tensors, pooler excluded."""
-    names = [f"embeddings/{n}" for n in ("word_embeddings", "position_embeddings", "token_type_embeddings")]
-    names += ["embeddings/LayerNorm/gamma", "embeddings/LayerNorm/beta"]
+def expected_shapes(config: BertConfig) -> dict[str, tuple[int, ...]]:
+    """Every encoder tensor and its shape (the pooler is optional: only CLS_POOLED needs it)."""
+    hidden, inner = config.hidden_size, config.intermediate_size
+    shapes = {
+        "embeddings/word_embeddings": (config.vocab_size, hidden),
+        "embeddings/position_embeddings": (config.max_position_embeddings, hidden),
+        "embeddings/token_type_embeddings": (config.type_vocab_size, hidden),
+        "embeddings/LayerNorm/gamma": (hidden,),
+        "embeddings/LayerNorm/beta": (hidden,),
+    }
+    dense = {"attention/self/query": (hidden, hidden), "attention/self/key": (hidden, hidden),
+             "attention/self/value": (hidden, hidden), "attention/output/dense": (hidden, hidden),
+             "intermediate/dense": (hidden, inner), "output/dense": (inner, hidden)}
     for i in range(config.num_hidden_layers):
         layer = f"encoder/layer_{i}"
-        for dense in ("attention/self/query", "attention/self/key", "attention/self/value",
-                      "attention/output/dense", "intermediate/dense", "output/dense"):
-            names += [f"{layer}/{dense}/kernel", f"{layer}/{dense}/bias"]
+        for scope, (fan_in, fan_out) in dense.items():
+            shapes[f"{layer}/{scope}/kernel"] = (fan_in, fan_out)
+            shapes[f"{layer}/{scope}/bias"] = (fan_out,)
         for norm in ("attention/output/LayerNorm", "output/LayerNorm"):
-            names += [f"{layer}/{norm}/gamma", f"{layer}/{norm}/beta"]
-    return names
+            shapes[f"{layer}/{norm}/gamma"] = (hidden,)
+            shapes[f"{layer}/{norm}/beta"] = (hidden,)
+    return shapes
 
 
 def checkpoint_exists(folder: Path, ckpt_name: str) -> bool:
@@ -69,19 +78,18 @@ def load_weights(folder: Path, *, config: BertConfig, ckpt_name: str) -> tuple[d
 
 
 def _check(weights: dict[str, np.ndarray], config: BertConfig, path: Path) -> None:
-    missing = [name for name in expected_names(config) if name not in weights]
+    """Every tensor the graph reads is present with the shape the config implies (the pooler when present)."""
+    shapes = expected_shapes(config)
+    if "pooler/dense/kernel" in weights:
+        shapes.update({"pooler/dense/kernel": (config.hidden_size, config.hidden_size),
+                       "pooler/dense/bias": (config.hidden_size,)})
+    missing = [name for name in shapes if name not in weights]
     if missing:
         raise SourceError(f"{path} is not a BERT checkpoint matching its config: {len(missing)} tensors missing, "
                           f"e.g. {missing[0]}")
-    shapes = {
-        "embeddings/word_embeddings": (config.vocab_size, config.hidden_size),
-        "embeddings/position_embeddings": (config.max_position_embeddings, config.hidden_size),
-        "embeddings/token_type_embeddings": (config.type_vocab_size, config.hidden_size),
-        "encoder/layer_0/intermediate/dense/kernel": (config.hidden_size, config.intermediate_size),
-    }
     for name, shape in shapes.items():
         if weights[name].shape != shape:
-            raise SourceError(f"{path}: {name} has shape {weights[name].shape}, the config says {shape}")
+            raise SourceError(f"{path}: {name} has shape {weights[name].shape}, the config implies {shape}")
 
 
 # --- Google TF checkpoints -------------------------------------------------------------------------------------------

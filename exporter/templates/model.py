@@ -18,9 +18,10 @@ class TritonPythonModel:
     def initialize(self, args):
         folder = os.path.join(args["model_repository"], args["model_version"])
         config = json.loads(args["model_config"])
-        threads = int(config.get("parameters", {}).get("intra_op_num_threads", {}).get("string_value", "0") or 0)
+        # The onnxruntime backend's parameter name, so the same config.pbtxt edit works for both targets.
+        threads = config.get("parameters", {}).get("intra_op_thread_count", {}).get("string_value", "0")
         session_options = ort.SessionOptions()
-        session_options.intra_op_num_threads = threads  # 0: onnxruntime decides
+        session_options.intra_op_num_threads = int(threads or 0)  # 0: onnxruntime decides
         self.session = ort.InferenceSession(
             os.path.join(folder, "model.onnx"), sess_options=session_options, providers=["CPUExecutionProvider"]
         )

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from export_oracle import TINY, make_batch, run_onnx
 
-from bert_exporter.targets import cuda_device_count, trt_profile
+from bert_exporter.targets import cuda_device_count
+from bert_exporter.triton_config import tensorrt_profile
 
 
 def tensorrt_missing_reason() -> str | None:
@@ -22,7 +23,7 @@ def test_profile_covers_what_the_bridge_sends():
     from bert_exporter.options import ExportOptions
 
     options = ExportOptions(model_dir=".", output=".", target="tensorrt", max_seq_len=64, max_batch_size=128)
-    for name, (minimum, optimum, maximum) in trt_profile(options).items():
+    for name, (minimum, optimum, maximum) in tensorrt_profile(options).items():
         assert minimum == (1, 1) and maximum == (128, 64), name
         assert minimum <= optimum <= maximum
 
