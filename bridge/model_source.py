@@ -10,8 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -95,18 +93,17 @@ def export_on_the_fly(config: ServerConfig, source: Path) -> ServedModel:
     if (repository / name / MANIFEST_FILE).is_file():
         log.info("reusing the model exported earlier from %s (%s)", source, repository / name)
         return ServedModel(repository=repository, name=name, manifest=ExportManifest.load(repository / name))
-    staging = repository.with_name(repository.name + f".tmp-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    command = [sys.executable, "-m", "bert_exporter.cli", *args, "-output", str(staging), "-name", name]
+    # bert-export assembles the folder aside and moves it into place last: a manifest means a complete export.
+    command = [sys.executable, "-m", "bert_exporter.cli", *args, "-output", str(repository), "-name", name]
     log.info("exporting %s for Triton (first start with these settings; later starts reuse it)", source)
-    # bert-export prints its own progress; a failure ends with its one-line reason on stderr.
-    completed = subprocess.run(command, stdout=sys.stderr, stderr=subprocess.PIPE, text=True)
-    if completed.returncode != 0:
-        shutil.rmtree(staging, ignore_errors=True)
-        reason = completed.stderr.strip().splitlines()[-1] if completed.stderr.strip() else "no message"
-        raise StartupError(f"exporting {source} failed: {reason}")
-    shutil.rmtree(repository, ignore_errors=True)
-    staging.rename(repository)
+    # bert-export's progress lines are passed on as they come; a failure ends with its one-line reason.
+    last_line = "no message"
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as export:
+        for line in export.stdout:
+            sys.stderr.write(line)
+            last_line = line.strip() or last_line
+    if export.returncode != 0:
+        raise StartupError(f"exporting {source} failed: {last_line}")
     return ServedModel(repository=repository, name=name, manifest=ExportManifest.load(repository / name))
 
 

@@ -135,11 +135,14 @@ def _packaged_model_dir() -> Path:
 
 
 def _log_to_stderr(verbose: bool) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(f"{PROG}: %(message)s"))
+    """Progress lines ``bert-export: ...`` on stderr; stdout carries only the model folder."""
     logger = logging.getLogger("bert_exporter")
-    logger.addHandler(handler)
     logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+    if not any(getattr(h, "name", None) == PROG for h in logger.handlers):  # main() may run twice in one process
+        handler = logging.StreamHandler(sys.stderr)
+        handler.set_name(PROG)
+        handler.setFormatter(logging.Formatter(f"{PROG}: %(message)s"))
+        logger.addHandler(handler)
 
 
 def fail(message: str) -> int:

@@ -44,7 +44,7 @@ class BertEncoder(tf.Module):
         self.pooling_layer = tuple(pooling_layer)
         self.use_position_embeddings = use_position_embeddings
         self.output_dtype = tf.float16 if fp16 else tf.float32
-        # Only the tensors the graph reads become variables: fewer bytes in the SavedModel, nothing unused in ONNX.
+        # The pooler only when it is used: checkpoints without one still export every other strategy.
         needed = [name for name in weights if not name.startswith("pooler/") or strategy is PoolingStrategy.CLS_POOLED]
         self.variables_by_name = {name: tf.Variable(weights[name], trainable=False, name=name.replace("/", "_"))
                                   for name in needed}

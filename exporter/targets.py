@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 
 from .errors import ConversionError, TargetUnavailableError
-from .manifest import INPUT_NAMES, VOCAB_FILE, ExportManifest, Target
+from .manifest import VOCAB_FILE, ExportManifest, Target
 from .options import ExportOptions
 from .triton_config import CONFIG_FILE, model_config, render, tensorrt_profile
 

@@ -3,7 +3,6 @@ test batches, and writers for Google-format checkpoints. Independent of the expo
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 

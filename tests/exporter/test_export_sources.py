@@ -15,7 +15,7 @@ from export_oracle import TINY
 from bert_exporter.bert_config import BertConfig
 from bert_exporter.errors import SourceError
 from bert_exporter.source import read_vocab
-from bert_exporter.weights import expected_names, load_weights
+from bert_exporter.weights import expected_shapes, load_weights
 
 
 def tiny_config() -> BertConfig:
@@ -39,7 +39,7 @@ def plain(tiny_hf):
 
 
 def test_plain_folder_has_every_tensor(plain):
-    assert set(expected_names(tiny_config())) <= set(plain)
+    assert set(expected_shapes(tiny_config())) <= set(plain)
     assert plain["encoder/layer_0/intermediate/dense/kernel"].shape == (TINY["hidden_size"], TINY["intermediate_size"])
     assert {"pooler/dense/kernel", "pooler/dense/bias"} <= set(plain)
 
@@ -123,3 +123,13 @@ def test_checkpoint_only_folder_has_no_config(tiny_tuned, tmp_path):
 
     with pytest.raises(SourceError, match="neither"):
         config_path(tiny_tuned.tuned_model_dir, "bert_config.json")
+
+
+def test_a_tensor_of_the_wrong_shape_is_a_source_error(tiny_hf, tmp_path):
+    from safetensors.numpy import load_file, save_file
+
+    tensors = load_file(str(tiny_hf.model_dir / "model.safetensors"))
+    tensors["encoder.layer.3.output.dense.weight"] = tensors["encoder.layer.3.output.dense.weight"][:, :-1].copy()
+    save_file(tensors, str(tmp_path / "model.safetensors"))
+    with pytest.raises(SourceError, match="encoder/layer_3/output/dense/kernel has shape"):
+        load(tmp_path)
