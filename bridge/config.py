@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
+from bert_exporter.manifest import parse_max_seq_len
 from bert_serving.client.protocol import SERVER_VERSION
 
 DEFAULT_MODEL_NAME = "bert"
@@ -37,15 +38,10 @@ EXPORT_FLAGS = (
 
 
 def _max_seq_len(value: str) -> Optional[int]:
-    if value.strip().upper() == "NONE":
-        return None
     try:
-        length = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"max_seq_len must be an integer > 3 or NONE, got {value!r}") from None
-    if length <= 3:
-        raise argparse.ArgumentTypeError(f"max_seq_len must be > 3 or NONE, got {length}")
-    return length
+        return parse_max_seq_len(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _positive(value: str) -> int:
@@ -95,7 +91,7 @@ class ServerConfig:
     verbose: bool = False
     # Triton
     triton_url: Optional[str] = None  # host:port of an external tritonserver's gRPC endpoint; None: start one
-    triton_timeout_s: float = 30.0
+    triton_timeout_s: float = 300.0
     # which flags the user gave explicitly (decides whether they may disagree with an exported model)
     explicit: frozenset = frozenset()
 
@@ -218,8 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     triton = parser.add_argument_group("Triton")
     _flag(parser, triton, "triton_url",
           help="host:port of a running tritonserver's gRPC endpoint to use instead of starting the embedded one")
-    _flag(parser, triton, "triton_timeout_s", type=float, default=30.0,
-          help="seconds to wait for Triton to answer an inference call")
+    _flag(parser, triton, "triton_timeout_s", type=float, default=300.0,
+          help="seconds one inference call may take, queueing in Triton included, before the client gets an error")
     return parser
 
 

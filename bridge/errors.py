@@ -27,6 +27,12 @@ class BackendUnavailable(BridgeError):
     kind = "BackendUnavailable"
 
 
+class BackendOverloaded(BridgeError):
+    """Triton did not answer in time: the request may succeed when the load is lower."""
+
+    kind = "BackendOverloaded"
+
+
 class BackendError(BridgeError):
     """Triton answered with an error for a well-formed request."""
 

@@ -24,8 +24,28 @@ log = logging.getLogger("bert_bridge.service")
 
 # Lengths a dynamic-length (NONE) batch is padded up to, so few distinct shapes reach Triton's batcher.
 LENGTH_BUCKETS = (16, 32, 64, 128, 256, 384, 512)
-# Triton calls in flight at once; more requests wait here instead of piling up in gRPC.
-MAX_INFLIGHT_CALLS = 64
+# Sentences queued in Triton at once, in multiples of max_batch_size: enough to keep its batcher full, few enough
+# that a chunk never waits in Triton's queue past the call's deadline while a huge request is being served.
+INFLIGHT_BATCHES = 4
+
+
+class SentenceBudget:
+    """At most ``limit`` sentences in flight; a chunk larger than the whole budget still goes alone."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.in_flight = 0
+        self._changed = asyncio.Condition()
+
+    async def acquire(self, count: int) -> None:
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.in_flight == 0 or self.in_flight + count <= self.limit)
+            self.in_flight += count
+
+    async def release(self, count: int) -> None:
+        async with self._changed:
+            self.in_flight -= count
+            self._changed.notify_all()
 
 
 @dataclass(frozen=True)
@@ -54,7 +74,7 @@ class EncodingService:
             mask_cls_sep=config.mask_cls_sep,
             no_special_token=config.no_special_token,
         ))
-        self._inflight = asyncio.Semaphore(MAX_INFLIGHT_CALLS)
+        self._budget = SentenceBudget(INFLIGHT_BATCHES * config.max_batch_size)
         self._token_level = PoolingStrategy.parse(config.pooling_strategy) is PoolingStrategy.NONE
 
     async def encode(self, texts: Any) -> EncodeResult:
@@ -93,8 +113,13 @@ class EncodingService:
 
     async def _infer(self, chunk: list[Encoding], length: int, high_priority: bool) -> np.ndarray:
         input_ids, input_mask, segment_ids = pad(chunk, length)
-        async with self._inflight:
-            return await self.backend.infer(input_ids, input_mask, segment_ids, high_priority=high_priority)
+        if high_priority:  # small by definition: straight to Triton's priority queue, never behind big chunks here
+            return await self.backend.infer(input_ids, input_mask, segment_ids, high_priority=True)
+        await self._budget.acquire(len(chunk))
+        try:
+            return await self.backend.infer(input_ids, input_mask, segment_ids, high_priority=False)
+        finally:
+            await self._budget.release(len(chunk))
 
 
 def error_message(error: BaseException) -> tuple[str, str]:

@@ -9,7 +9,7 @@ import numpy as np
 
 from bert_exporter.manifest import INPUT_NAMES, OUTPUT_NAME
 
-from .errors import BackendError, BackendUnavailable
+from .errors import BackendError, BackendOverloaded, BackendUnavailable
 
 log = logging.getLogger("bert_bridge.triton")
 
@@ -25,12 +25,15 @@ CHANNEL_ARGS = [
 ]
 
 # gRPC status codes that mean "Triton is not there right now" rather than "this request is wrong".
-UNAVAILABLE_CODES = ("StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED", "StatusCode.CANCELLED")
+UNAVAILABLE_CODES = ("StatusCode.UNAVAILABLE", "StatusCode.CANCELLED")
 
 
-def _translate(error: Exception, url: str, model_name: str) -> Exception:
+def _translate(error: Exception, url: str, model_name: str, timeout_s: float = 0) -> Exception:
     status = str(getattr(error, "status", lambda: "")() or "")
     message = getattr(error, "message", lambda: str(error))() or str(error)
+    if status == "StatusCode.DEADLINE_EXCEEDED":
+        return BackendOverloaded(f"Triton at {url} did not answer within {timeout_s:g}s (overloaded or hung); "
+                                 "try again, or raise --triton-timeout-s")
     if status in UNAVAILABLE_CODES or "failed to connect" in message.lower() or "connection refused" in message.lower():
         return BackendUnavailable(f"Triton at {url} is unavailable ({status or 'no connection'}): {message}")
     if "not ready" in message.lower() or "unknown model" in message.lower() or "not found" in message.lower():
@@ -100,7 +103,7 @@ class TritonBackend:
                                               outputs=[self._grpc.InferRequestedOutput(OUTPUT_NAME)],
                                               priority=priority, client_timeout=self.timeout_s)
         except Exception as e:
-            raise _translate(e, self.url, self.model_name) from e
+            raise _translate(e, self.url, self.model_name, self.timeout_s) from e
         return result.as_numpy(OUTPUT_NAME)
 
     async def close(self) -> None:

@@ -53,7 +53,8 @@ class BertConfig:
             raise SourceError(f"{path}: position_embedding_type {data['position_embedding_type']!r} is not supported")
         activation = data.get("hidden_act", "gelu")
         if activation not in ACTIVATIONS:
-            raise SourceError(f"{path}: hidden_act {activation!r} is not supported (use one of {', '.join(ACTIVATIONS)})")
+            raise SourceError(f"{path}: hidden_act {activation!r} is not supported "
+                              f"(use one of {', '.join(ACTIVATIONS)})")
         config = cls(
             vocab_size=int(data["vocab_size"]),
             hidden_size=int(data["hidden_size"]),

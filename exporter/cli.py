@@ -17,7 +17,7 @@ from pathlib import Path
 import click
 
 from .errors import ExportError
-from .manifest import PoolingStrategy, Target
+from .manifest import PoolingStrategy, Target, parse_max_seq_len
 from .options import DEFAULT_CKPT_NAME, DEFAULT_CONFIG_NAME
 
 PROG = "bert-export"
@@ -52,15 +52,10 @@ def _int_list(ctx, param, value):
 
 
 def _max_seq_len(ctx, param, value):
-    if value.strip().upper() == "NONE":
-        return None
     try:
-        length = int(value)
-    except ValueError:
-        raise click.BadParameter(f"expected an integer > 3 or NONE, got {value!r}") from None
-    if length <= 3:
-        raise click.BadParameter(f"expected an integer > 3 or NONE, got {value!r}")
-    return length
+        return parse_max_seq_len(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
 
 
 def _strategy(ctx, param, value):
@@ -84,18 +79,19 @@ def option(name: str, **kwargs):
 @option("ckpt_name", default=DEFAULT_CKPT_NAME, show_default=True, help="Checkpoint prefix of a Google model.")
 @option("config_name", default=DEFAULT_CONFIG_NAME, show_default=True,
         help="Config file in -model_dir (config.json is used when it is absent).")
-@option("pooling_strategy", default="REDUCE_MEAN", show_default=True, callback=_strategy,
+@option("pooling_strategy", default="REDUCE_MEAN", show_default=True, callback=_strategy, metavar="NAME",
         help=f"One of {', '.join(STRATEGIES)}.")
-@option("pooling_layer", default="-2", show_default=True, callback=_int_list,
+@option("pooling_layer", default="-2", show_default=True, callback=_int_list, metavar="N [N ...]",
         help="Encoder layer(s) to pool, e.g. -pooling_layer -4 -3 -2 -1 (concatenated in that order).")
 @option("mask_cls_sep", is_flag=True, help="The bridge masks [CLS] and [SEP] out of attention and pooling.")
 @option("no_position_embeddings", is_flag=True, help="Do not add position embeddings.")
-@option("max_seq_len", default="25", show_default=True, callback=_max_seq_len,
+@option("max_seq_len", default="25", show_default=True, callback=_max_seq_len, metavar="INT|NONE",
         help="Sequence length the bridge pads to: an integer > 3, or NONE for dynamic length.")
 @option("fp16", is_flag=True, help="Output float16 vectors.")
 @option("cased_tokenization", is_flag=True, help="Tokenize without lower-casing (cased models).")
 @option("num_worker", type=int, default=1, show_default=True, help="Model instances (Triton instance_group count).")
-@option("device_map", default=None, callback=_int_list, help="GPU ids, e.g. -device_map 0 1; workers go round-robin.")
+@option("device_map", default=None, callback=_int_list, metavar="ID [ID ...]",
+        help="GPU ids, e.g. -device_map 0 1; workers go round-robin.")
 @option("cpu", is_flag=True, help="Run the model instances on CPU (KIND_CPU).")
 @option("max_batch_size", type=int, default=256, show_default=True, help="Triton max_batch_size.")
 @option("priority_batch_size", type=int, default=16, show_default=True,

@@ -59,8 +59,12 @@ class BertEncoder(tf.Module):
         return tf.matmul(x, self._w(f"{scope}/kernel")) + self._w(f"{scope}/bias")
 
     def _layer_norm(self, x, scope: str):
-        mean, variance = tf.nn.moments(x, axes=[-1], keepdims=True)
-        normed = (x - mean) * tf.math.rsqrt(variance + self.config.layer_norm_eps)
+        # Spelled as onnxruntime's LayerNormFusion expects (ReduceMean, Sub, Pow, ReduceMean, Add, Sqrt, Div, Mul, Add),
+        # so the converted graph runs one fused LayerNormalization kernel instead of nine elementwise ones.
+        mean = tf.reduce_mean(x, axis=-1, keepdims=True)
+        centered = x - mean
+        variance = tf.reduce_mean(tf.pow(centered, 2.0), axis=-1, keepdims=True)
+        normed = centered / tf.sqrt(variance + self.config.layer_norm_eps)
         return normed * self._w(f"{scope}/gamma") + self._w(f"{scope}/beta")
 
     def _activation(self, x):
@@ -72,18 +76,19 @@ class BertEncoder(tf.Module):
         return tf.nn.relu(x)
 
     def _embeddings(self, input_ids, segment_ids):
+        """[B, T] ids -> [B*T, H] token states."""
         x = tf.gather(self._w("embeddings/word_embeddings"), input_ids)
         x += tf.gather(self._w("embeddings/token_type_embeddings"), segment_ids)
         if self.use_position_embeddings:
             length = tf.shape(input_ids)[1]
             x += self._w("embeddings/position_embeddings")[tf.newaxis, :length, :]
-        return self._layer_norm(x, "embeddings/LayerNorm")
+        return self._layer_norm(tf.reshape(x, [-1, self.config.hidden_size]), "embeddings/LayerNorm")
 
-    def _attention(self, x, mask_adder, scope: str):
+    def _attention(self, x, mask_adder, shape, scope: str):
         heads, head_size = self.config.num_attention_heads, self.config.head_size
-        batch, length = tf.shape(x)[0], tf.shape(x)[1]
+        batch, length = shape
 
-        def split_heads(t):  # [B, T, H*d] -> [B, H, T, d]
+        def split_heads(t):  # [B*T, H*d] -> [B, H, T, d]
             return tf.transpose(tf.reshape(t, [batch, length, heads, head_size]), [0, 2, 1, 3])
 
         query = split_heads(self._dense(x, f"{scope}/self/query"))
@@ -91,20 +96,24 @@ class BertEncoder(tf.Module):
         value = split_heads(self._dense(x, f"{scope}/self/value"))
         scores = tf.matmul(query, key, transpose_b=True) * (1.0 / math.sqrt(head_size)) + mask_adder
         context = tf.matmul(tf.nn.softmax(scores, axis=-1), value)
-        context = tf.reshape(tf.transpose(context, [0, 2, 1, 3]), [batch, length, heads * head_size])
+        context = tf.reshape(tf.transpose(context, [0, 2, 1, 3]), [-1, heads * head_size])
         return self._layer_norm(x + self._dense(context, f"{scope}/output/dense"), f"{scope}/output/LayerNorm")
 
-    def _layer(self, x, mask_adder, index: int):
+    def _layer(self, x, mask_adder, shape, index: int):
         scope = f"encoder/layer_{index}"
-        x = self._attention(x, mask_adder, f"{scope}/attention")
+        x = self._attention(x, mask_adder, shape, f"{scope}/attention")
         inner = self._activation(self._dense(x, f"{scope}/intermediate/dense"))
         return self._layer_norm(x + self._dense(inner, f"{scope}/output/dense"), f"{scope}/output/LayerNorm")
 
     # --- the graph -----------------------------------------------------------------------------------------------
 
     def _encode(self, input_ids, input_mask, segment_ids):
+        shape = (tf.shape(input_ids)[0], tf.shape(input_ids)[1])  # B, T
         mask = tf.cast(input_mask, tf.float32)  # [B, T]
         mask_adder = (1.0 - mask[:, tf.newaxis, tf.newaxis, :]) * ATTENTION_MASK_ADDER  # [B, 1, 1, T]
+        # Token states stay a [B*T, H] matrix between layers, as in Google's modeling.py: plain 2-D MatMuls, and
+        # layer norms over the last axis of a matrix (tf2onnx rewrites a rank-3 mean over the last axis into
+        # GlobalAveragePool, which hides the layer norm from onnxruntime's fusion).
         x = self._embeddings(input_ids, segment_ids)
         count = self.config.num_hidden_layers
         # Run only as deep as the deepest layer pooled (CLS_POOLED reads the last one).
@@ -112,12 +121,15 @@ class BertEncoder(tf.Module):
         depth = count if self.strategy is PoolingStrategy.CLS_POOLED else max(wanted) + 1
         layers = []
         for index in range(depth):
-            x = self._layer(x, mask_adder, index)
+            x = self._layer(x, mask_adder, shape, index)
             layers.append(x)
+        hidden_size = self.config.hidden_size
         if self.strategy is PoolingStrategy.CLS_POOLED:
-            pooled = tf.tanh(self._dense(layers[-1][:, 0, :], "pooler/dense"))
+            first_tokens = tf.reshape(layers[-1], [shape[0], shape[1], hidden_size])[:, 0, :]
+            pooled = tf.tanh(self._dense(first_tokens, "pooler/dense"))
         else:
-            selected = [layers[layer % count] for layer in self.pooling_layer]
+            selected = [tf.reshape(layers[layer % count], [shape[0], shape[1], hidden_size])
+                        for layer in self.pooling_layer]
             hidden = selected[0] if len(selected) == 1 else tf.concat(selected, axis=-1)
             pooled = pool(hidden, mask, self.strategy)
         return {OUTPUT_NAME: tf.cast(pooled, self.output_dtype)}

@@ -48,6 +48,19 @@ class PoolingStrategy(enum.IntEnum):
             raise ValueError(f"unknown pooling strategy {name!r}; choose one of {choices}") from None
 
 
+def parse_max_seq_len(text: str) -> Optional[int]:
+    """The original's -max_seq_len: an integer > 3, or NONE for dynamic length (None). Raises ValueError."""
+    if text.strip().upper() == "NONE":
+        return None
+    try:
+        length = int(text)
+    except ValueError:
+        raise ValueError(f"max_seq_len must be an integer > 3 or NONE, got {text!r}") from None
+    if length <= 3:
+        raise ValueError(f"max_seq_len must be an integer > 3 or NONE, got {length}")
+    return length
+
+
 class Target(str, enum.Enum):
     EMBEDDED = "embedded"  # python backend running onnxruntime: what the bundled tritonserver loads
     ONNX = "onnx"  # onnxruntime_onnx backend (NGC tritonserver, CPU or GPU)

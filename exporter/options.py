@@ -59,7 +59,8 @@ class ExportOptions:
         try:
             set_(self, "target", Target(self.target))
         except ValueError:
-            raise OptionError(f"unknown target {self.target!r}; choose one of {', '.join(t.value for t in Target)}") from None
+            choices = ", ".join(t.value for t in Target)
+            raise OptionError(f"unknown target {self.target!r}; choose one of {choices}") from None
         if not isinstance(self.pooling_strategy, PoolingStrategy):
             try:
                 set_(self, "pooling_strategy", PoolingStrategy.parse(str(self.pooling_strategy)))
@@ -83,7 +84,8 @@ class ExportOptions:
             raise OptionError(f"-name must be a plain folder name, got {self.name!r}")
         if self.target is Target.TENSORRT:
             if self.max_seq_len is None:
-                raise OptionError("-target tensorrt needs a fixed -max_seq_len (its optimization profile bounds the length)")
+                raise OptionError("-target tensorrt needs a fixed -max_seq_len "
+                                  "(its optimization profile bounds the length)")
             if self.cpu:
                 raise OptionError("-target tensorrt runs on GPUs only; drop -cpu or choose -target onnx")
         if self.trt_accelerator and self.target is not Target.ONNX:

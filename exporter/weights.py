@@ -71,7 +71,8 @@ def load_weights(folder: Path, *, config: BertConfig, ckpt_name: str) -> tuple[d
         weights = _from_hf(_read_torch_bin(path))
     else:
         raise SourceError(
-            f"no weights in {folder}: expected {ckpt_name}.index (Google checkpoint), {SAFETENSORS_FILE} or {TORCH_FILE}"
+            f"no weights in {folder}: expected {ckpt_name}.index (Google checkpoint), {SAFETENSORS_FILE} "
+            f"or {TORCH_FILE}"
         )
     _check(weights, config, path)
     return weights, str(path)
@@ -126,7 +127,8 @@ def _read_torch_bin(path: Path) -> dict[str, np.ndarray]:
     try:
         import torch
     except ImportError:
-        raise SourceError(f"{path} needs torch to read (pip install torch), or convert it to model.safetensors") from None
+        raise SourceError(f"{path} needs torch to read (pip install torch), "
+                          "or convert it to model.safetensors") from None
     state = torch.load(str(path), map_location="cpu", weights_only=True)
     return {name: tensor.float().numpy() for name, tensor in state.items()}
 

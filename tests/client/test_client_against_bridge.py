@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import socket
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -183,7 +184,7 @@ def test_clones_sharing_an_identity_listen(default_bridge, client):
     thread.start()
     assert subscribed.wait(30)
     # The clone's SUBSCRIBE travels on its own connection: give it a moment to reach the bridge's XPUB.
-    threading.Event().wait(0.5)
+    time.sleep(0.5)
     sent = [client.encode(SENTENCES[:2]), client.encode(SENTENCES[2:5])]
     thread.join(60)
     assert not errors and len(received) == 2

@@ -20,6 +20,13 @@ def client_of(server, **kwargs) -> BertClient:
     return BertClient(port=server.port, port_out=server.port_out, **{"timeout": 5000, **kwargs})
 
 
+def wait_until(condition, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting for the scripted server"
+        time.sleep(0.01)
+
+
 def test_a_late_reply_does_not_break_the_next_call():
     def slow_first_encode(request):
         replies = fake_bert(request)
@@ -28,10 +35,11 @@ def test_a_late_reply_does_not_break_the_next_call():
     with scripted_server(slow_first_encode) as server, client_of(server, timeout=300) as client:
         with pytest.raises(BertTimeoutError):
             client.encode(["first"])
-        time.sleep(1.0)  # the late reply to request 2 arrives now
-        np.testing.assert_array_equal(client.encode(["second"]), fake_embedding(["second"]))
-        client.encode(["third"], blocking=False)
-        assert [r.id for r in client.fetch()] == [4]
+        wait_until(lambda: any(frames[-1] == b"2" for frames in server.replies_sent))  # the late reply is on its way
+        client.encode(["second"], blocking=False)
+        # 1.10 raised KeyError: 2 here, when the late reply reached fetch before the one it was waiting for.
+        np.testing.assert_array_equal(client.fetch_all(concat=True), fake_embedding(["second"]))
+        np.testing.assert_array_equal(client.encode(["third"]), fake_embedding(["third"]))
         assert client.status["num_ignored_reply"] == 1
 
 
@@ -134,7 +142,8 @@ def test_a_large_list_is_streamed_in_order_with_bounded_requests_in_flight(max_b
         embeddings = client.encode(texts)
         np.testing.assert_array_equal(embeddings, fake_embedding(texts))
         sizes = [request.length for request in server.encode_requests()]
-        assert sizes == [expected_chunk] * (5000 // expected_chunk) + ([5000 % expected_chunk] if 5000 % expected_chunk else [])
+        full, rest = divmod(len(texts), expected_chunk)
+        assert sizes == [expected_chunk] * full + [rest] * bool(rest)  # in order, max_batch_size each
         assert 1 < server.max_in_flight_seen <= 3
         assert client.status["num_pending_request"] == 0
 
@@ -236,9 +245,8 @@ def test_listen_receives_what_is_multicast_to_a_shared_identity():
 
         thread = threading.Thread(target=clone)
         thread.start()
-        deadline = time.monotonic() + 10
-        while server.subscriptions.count(client.identity) < 2 and time.monotonic() < deadline:
-            time.sleep(0.01)  # replies are multicast only to the subscribers the server knows of
+        # Replies are multicast only to the subscribers the server knows of.
+        wait_until(lambda: server.subscriptions.count(client.identity) == 2)
         batches = [["a"], ["b", "c"], ["d"]]
         for batch in batches:
             np.testing.assert_array_equal(client.encode(batch), fake_embedding(batch))

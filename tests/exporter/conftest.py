@@ -8,7 +8,8 @@ only a couple of times.
 Sources built from the same tiny weights:
 - ``tiny_hf``: an HF folder written by ``save_pretrained`` (safetensors, keys without ``bert.``);
 - ``tiny_google``: a genuine TF1 name-based checkpoint (``tf.compat.v1.train.Saver``) with Google's variable names,
-  ``bert_config.json`` and ``vocab.txt``; the mapping (export_oracle.py) is written independently of the exporter's weights.py;
+  ``bert_config.json`` and ``vocab.txt``; the name mapping (export_oracle.py) is written independently of the
+  exporter's weights.py;
 - ``tiny_tuned``: a checkpoint-only folder holding perturbed weights (plus optimizer slots and a classifier head, as
   fine-tuned checkpoints have), used as ``-tuned_model_dir`` over ``tiny_google``.
 """
@@ -64,7 +65,8 @@ def tiny_google(tiny_model, tmp_path_factory) -> Source:
     config = {k: v for k, v in TINY.items() if k != "layer_norm_eps"}  # Google's bert_config.json has no eps
     (folder / "bert_config.json").write_text(json.dumps(config))
     write_vocab(folder, TINY["vocab_size"])
-    write_google_checkpoint(folder / "bert_model.ckpt", google_variables(state_of(tiny_model), TINY["num_hidden_layers"]))
+    variables = google_variables(state_of(tiny_model), TINY["num_hidden_layers"])
+    write_google_checkpoint(folder / "bert_model.ckpt", variables)
     return Source(name="google", model_dir=folder, oracle=tiny_model)
 
 
@@ -82,7 +84,8 @@ def tiny_tuned(tiny_model, tiny_google, tmp_path_factory) -> Source:
     folder = tmp_path_factory.mktemp("tiny-tuned")  # checkpoint only: config and vocab come from -model_dir
     variables = google_variables(state_of(tuned), TINY["num_hidden_layers"])
     variables.update({
-        "bert/encoder/layer_0/output/dense/kernel/adam_m": np.ones((TINY["intermediate_size"], TINY["hidden_size"]), np.float32),
+        "bert/encoder/layer_0/output/dense/kernel/adam_m": np.ones((TINY["intermediate_size"], TINY["hidden_size"]),
+                                                                   np.float32),
         "output_weights": np.ones((2, TINY["hidden_size"]), np.float32),
         "output_bias": np.zeros((2,), np.float32),
     })

