@@ -7,6 +7,7 @@ from __future__ import annotations
 import signal
 import socket
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,3 +61,24 @@ def wait_for_log(bridge: RunningBridge, marker: str, timeout_s: float) -> None:
         time.sleep(0.2)
     bridge.stop()
     pytest.fail(f"bert-serving-start did not log '{marker}' within {timeout_s}s:\n{bridge.log()}")
+
+
+def run_concurrently(work, arguments, timeout_s: float = 300) -> list:
+    """Call ``work(argument)`` in one thread per argument, all at once; return what they raised.
+
+    A failure inside a thread must fail the test, so every exception is collected for the caller to assert on.
+    """
+    errors: list = []
+
+    def guarded(argument) -> None:
+        try:
+            work(argument)
+        except Exception as e:  # handed back to the test
+            errors.append(e)
+
+    threads = [threading.Thread(target=guarded, args=(argument,)) for argument in arguments]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout_s)
+    return errors

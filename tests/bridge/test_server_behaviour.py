@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -17,7 +16,7 @@ import numpy as np
 import pytest
 import zmq
 
-from harness import free_port
+from harness import free_port, run_concurrently
 
 pytestmark = pytest.mark.slow
 
@@ -130,14 +129,10 @@ def test_encode_async_list_format_status_and_concurrent_client(bridge, legacy_cl
     results = []
     concurrent = legacy_client.ConcurrentBertClient(max_concurrency=4, port=bridge.port, port_out=bridge.port_out,
                                                     timeout=60000)
-    threads = [threading.Thread(target=lambda i=i: results.append(concurrent.encode([f"thread {i}"]).shape))
-               for i in range(4)]  # more threads than max_concurrency is the 1.10 client's RuntimeError
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    # More threads than max_concurrency is the 1.10 client's RuntimeError, so exactly four.
+    errors = run_concurrently(lambda i: results.append(concurrent.encode([f"thread {i}"]).shape), range(4))
     concurrent.close()
-    assert results == [(1, 384)] * 4
+    assert not errors and results == [(1, 384)] * 4
 
 
 def test_clones_sharing_an_identity_all_construct_and_encode(bridge, legacy_client):
@@ -172,24 +167,14 @@ def test_ten_thousand_non_blocking_requests_are_all_answered(bridge, legacy_clie
 
 
 def test_twenty_clients_started_at_once_all_get_their_first_reply(bridge, legacy_client):
-    results, errors = [], []
+    results = []
 
     def first_contact(index: int) -> None:
-        try:
-            if index % 2:  # the constructor's SHOW_CONFIG is the first request
-                with client(legacy_client, bridge) as bc:
-                    results.append(bc.encode(["first"]).shape)
-            else:  # the first encode is the first request (RID 1)
-                with client(legacy_client, bridge, ignore_all_checks=True) as bc:
-                    results.append(bc.encode(["first"]).shape)
-        except Exception as e:
-            errors.append(repr(e))
+        # Odd: the constructor's SHOW_CONFIG is the first request; even: the first encode is (RID 1).
+        with client(legacy_client, bridge, ignore_all_checks=index % 2 == 0) as bc:
+            results.append(bc.encode(["first"]).shape)
 
-    threads = [threading.Thread(target=first_contact, args=(i,)) for i in range(20)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    errors = run_concurrently(first_contact, range(20))
     assert not errors
     assert results == [(1, 384)] * 20
 

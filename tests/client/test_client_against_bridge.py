@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from bert_serving.client import BertClient, BertTimeoutError, ConcurrentBertClient, ServerError
+from harness import run_concurrently
 
 DIM = 384
 TIMEOUT_MS = 120_000  # a CPU-only Triton shared with other test suites is slow; a hang must still end
@@ -146,21 +147,14 @@ def test_encode_async(client):
 def test_concurrent_client_from_threads(default_bridge, client):
     texts = [sentence(i) for i in range(40)]
     expected = client.encode(texts)
-    results, errors = {}, []
+    results = {}
     with ConcurrentBertClient(max_concurrency=3, port=default_bridge.port, port_out=default_bridge.port_out,
                               timeout=TIMEOUT_MS) as pool:
         def work(worker):
-            try:
-                for i in range(worker, 40, 5):
-                    results[i] = pool.encode([texts[i]])
-            except Exception as e:  # surfaced below
-                errors.append(e)
+            for i in range(worker, 40, 5):
+                results[i] = pool.encode([texts[i]])
 
-        threads = [threading.Thread(target=work, args=(worker,)) for worker in range(5)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(300)
+        errors = run_concurrently(work, range(5))
         assert pool.server_config["max_seq_len"] == 25
     assert not errors and len(results) == 40
     np.testing.assert_allclose(np.concatenate([results[i] for i in range(40)]), expected, atol=1e-5)

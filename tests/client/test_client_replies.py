@@ -13,6 +13,7 @@ import pytest
 from bert_serving.client import (BertClient, BertTimeoutError, ClientClosedError, ConcurrentBertClient, ProtocolError,
                                  ServerError, VersionMismatchError, protocol)
 
+from harness import run_concurrently
 from scripted_server import fake_bert, fake_config, fake_embedding, scripted_server
 
 
@@ -259,22 +260,14 @@ def test_listen_receives_what_is_multicast_to_a_shared_identity():
 def test_concurrent_client_from_threads():
     with scripted_server() as server, \
             ConcurrentBertClient(max_concurrency=3, port=server.port, port_out=server.port_out, timeout=5000) as pool:
-        results, errors = {}, []
+        results = {}
 
         def work(worker):
-            try:
-                for i in range(10):
-                    texts = [f"worker {worker} text {i}", "shared"]
-                    results[(worker, i)] = (texts, pool.encode(texts))
-            except Exception as e:  # surfaced below: a thread's failure must fail the test
-                errors.append(e)
+            for i in range(10):
+                texts = [f"worker {worker} text {i}", "shared"]
+                results[(worker, i)] = (texts, pool.encode(texts))
 
-        threads = [threading.Thread(target=work, args=(worker,)) for worker in range(6)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(60)
-        assert not errors
+        assert not run_concurrently(work, range(6), timeout_s=60)
         assert len(results) == 60
         for texts, embeddings in results.values():
             np.testing.assert_array_equal(embeddings, fake_embedding(texts))
@@ -300,19 +293,8 @@ def test_a_busy_pool_waits_for_a_free_client_instead_of_failing():
 
     with scripted_server(slow_encodes) as server, \
             ConcurrentBertClient(max_concurrency=1, port=server.port, port_out=server.port_out, timeout=5000) as pool:
-        results, errors = [], []
-
-        def work(i):
-            try:
-                results.append(pool.encode([f"text {i}"]))
-            except Exception as e:  # surfaced below
-                errors.append(e)
-
-        threads = [threading.Thread(target=work, args=(i,)) for i in range(3)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(30)
+        results = []
+        errors = run_concurrently(lambda i: results.append(pool.encode([f"text {i}"])), range(3), timeout_s=30)
         assert not errors and len(results) == 3  # 1.10 raised RuntimeError('Too many concurrent connections!')
         assert len({request.identity for request in server.requests}) == 1
 
