@@ -24,7 +24,6 @@ IGNORED_FLAGS = {
     "xla": "Triton runs the exported ONNX model; XLA is TensorFlow's compiler",
     "gpu_memory_fraction": "Triton manages GPU memory itself",
     "prefetch_size": "Triton's dynamic batcher queues requests; there is no per-worker prefetch",
-    "verbose": "only raises the bridge's log level to DEBUG (no TensorFlow logging)",
     "http_max_connect": "HTTP comes in a later release; the flag is recorded",
     "cors": "HTTP comes in a later release; the flag is recorded",
     "http_port": "HTTP comes in a later release; the flag is recorded",
@@ -208,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(parser, serving, "gpu_memory_fraction", type=float, default=0.5, help="(ignored) GPU memory per worker")
     _flag(parser, serving, "device_map", type=int, nargs="+", default=[], help="GPU ids for the model instances")
     _flag(parser, serving, "prefetch_size", type=int, default=10, help="(ignored) batches to prefetch per worker")
-    _flag(parser, serving, "verbose", action="store_true", help="debug logging")
+    _flag(parser, serving, "verbose", action="store_true", help="debug logging of the bridge (there is no TensorFlow)")
     parser.add_argument("-version", "--version", action="version", version=f"%(prog)s {SERVER_VERSION}")
 
     triton = parser.add_argument_group("Triton")
