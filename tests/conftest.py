@@ -17,7 +17,8 @@ import sys
 
 import pytest
 
-from harness import READY_MARKER, REPO_ROOT, RunningBridge, default_model_dir, free_port, wait_for_log
+from bert_exporter.options import packaged_model_dir
+from harness import READY_MARKER, REPO_ROOT, RunningBridge, free_port, wait_for_log
 
 @pytest.fixture(scope="session")
 def start_bridge(tmp_path_factory):
@@ -52,7 +53,7 @@ def hf_model():
     import torch
     from transformers import BertModel, BertTokenizer
 
-    path = default_model_dir()
+    path = packaged_model_dir()
     torch.set_num_threads(2)
     return BertTokenizer(str(path / "vocab.txt"), do_lower_case=True), BertModel.from_pretrained(str(path)).eval()
 

