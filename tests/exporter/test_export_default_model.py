@@ -45,7 +45,7 @@ def bridge_like_batch(vocab_file, max_seq_len: int) -> dict:
 def test_default_model_matches_transformers(minilm_export):
     import transformers
 
-    from bert_exporter.cli import _packaged_model_dir
+    from bert_exporter.options import packaged_model_dir
 
     manifest = ExportManifest.load(minilm_export)
     assert (manifest.pooling_strategy, manifest.pooling_layer, manifest.max_seq_len) == ("REDUCE_MEAN", (-2,), 25)
@@ -55,7 +55,7 @@ def test_default_model_matches_transformers(minilm_export):
     feeds = bridge_like_batch(minilm_export / "vocab.txt", manifest.max_seq_len)
     actual = run_onnx(minilm_export / "1" / "model.onnx", feeds)
 
-    oracle = transformers.BertModel.from_pretrained(str(_packaged_model_dir())).eval()
+    oracle = transformers.BertModel.from_pretrained(str(packaged_model_dir())).eval()
     expected = original_pooling(reference(oracle, feeds), feeds["input_mask"], "REDUCE_MEAN", [-2])
     assert actual.shape == (len(SENTENCES), 384)
     assert_close(actual, expected)
