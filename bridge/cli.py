@@ -83,7 +83,7 @@ class Server:
             log.warning("%s; serving anyway, requests fail until it is ready", e)
         service = EncodingService(config=config, vocab_file=self.model.vocab_file,
                                   max_position_embeddings=self.model.manifest.max_position_embeddings,
-                                  backend=backend)
+                                  backend=backend, tokenizer_file=self.model.tokenizer_file)
         stopped = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -146,6 +146,8 @@ class Server:
             "model_source": manifest.source,
             "output_dim": manifest.output_dim,
             "output_dtype": manifest.output_dtype,
+            "normalize": manifest.normalize,
+            "sentence_transformers": manifest.sentence_transformers,  # what -pooling_strategy AUTO resolved to
             "triton": {"url": self.backend.url, "model": self.backend.model_name, **self.backend.details},
         }
         return {**runtime, **config.original_args(), **static, **ours}

@@ -13,6 +13,7 @@ from pathlib import Path
 from .errors import ConversionError, translate_errors
 from .manifest import ExportManifest, Target
 from .options import ExportOptions
+from .sentence_transformers import TOKENIZER_FILE
 from .source import ModelSource, read_source
 
 __all__ = ["ExportOptions", "export_model", "build_manifest"]
@@ -38,7 +39,8 @@ def export_model(options: ExportOptions) -> Path:
 
     encoder = BertEncoder(config=source.config, weights=source.weights, strategy=options.pooling_strategy,
                           pooling_layer=options.pooling_layer,
-                          use_position_embeddings=not options.no_position_embeddings, fp16=options.fp16)
+                          use_position_embeddings=not options.no_position_embeddings, fp16=options.fp16,
+                          normalize=options.normalize)
     manifest = build_manifest(options, source)
 
     options.output.mkdir(parents=True, exist_ok=True)
@@ -78,6 +80,9 @@ def build_manifest(options: ExportOptions, source: ModelSource) -> ExportManifes
         source=source.weights_path,
         no_position_embeddings=options.no_position_embeddings,
         priority_batch_size=options.priority_batch_size,
+        normalize=options.normalize,
+        tokenizer_file=TOKENIZER_FILE if options.sentence_transformers else None,
+        sentence_transformers=options.sentence_transformers,
         extra={
             "config": str(source.config_path),
             "vocab_size": len(source.vocab),

@@ -50,6 +50,7 @@ class ExportOptions:
     no_position_embeddings: bool = False
     max_seq_len: Optional[int] = 25
     fp16: bool = False
+    normalize: bool = False  # L2-normalize each output vector in the graph (after pooling, before the fp16 cast)
     cased_tokenization: bool = False
     num_worker: int = 1
     device_map: tuple[int, ...] = ()
@@ -58,6 +59,8 @@ class ExportOptions:
     priority_batch_size: int = 16
     trt_accelerator: bool = False  # onnx target: TensorRT execution accelerator (fp16) in onnxruntime
     opset: int = 17
+    # Set by -pooling_strategy AUTO (sentence_transformers.resolve_auto): what it resolved to, recorded in the manifest.
+    sentence_transformers: Optional[dict] = None
 
     def __post_init__(self):
         # Accept plain values from Python callers; store the canonical types.
