@@ -40,7 +40,9 @@ def export_model(options: ExportOptions) -> Path:
     encoder = BertEncoder(config=source.config, weights=source.weights, strategy=options.pooling_strategy,
                           pooling_layer=options.pooling_layer,
                           use_position_embeddings=not options.no_position_embeddings, fp16=options.fp16,
-                          normalize=options.normalize)
+                          normalize=options.normalize,
+                          dense_activations=[layer["activation"] for layer in
+                                             (options.sentence_transformers or {}).get("dense", ())])
     manifest = build_manifest(options, source)
 
     options.output.mkdir(parents=True, exist_ok=True)

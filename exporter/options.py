@@ -112,7 +112,10 @@ class ExportOptions:
             raise OptionError(f"-max_seq_len {self.max_seq_len} exceeds the model's max_position_embeddings {limit}")
 
     def output_dim(self, config: "BertConfig") -> int:
-        """Width of one pooled vector (of one token's vector for NONE)."""
+        """Width of one pooled vector (of one token's vector for NONE); a sentence-transformers Dense layer's."""
+        dense = (self.sentence_transformers or {}).get("dense")
+        if dense:
+            return dense[-1]["out_features"]
         if self.pooling_strategy is PoolingStrategy.CLS_POOLED:
             return config.hidden_size
         width = config.hidden_size * len(self.pooling_layer)

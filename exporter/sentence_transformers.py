@@ -1,9 +1,10 @@
 """``-pooling_strategy AUTO``: the settings a sentence-transformers folder implies, read from its own files.
 
 sentence-transformers describes a model as a pipeline in ``modules.json``: a Transformer (the BERT at the folder's
-root), a Pooling module (``1_Pooling/config.json``), optionally a Normalize module. ``SentenceTransformer(folder)
-.encode`` pools the last encoder layer, truncates to ``sentence_bert_config.json``'s ``max_seq_length`` and
-L2-normalizes when a Normalize module follows the pooling. This module maps that pipeline onto the original's
+root), a Pooling module (``1_Pooling/config.json``), optionally Dense modules (a linear layer and an activation, e.g.
+``2_Dense/``) and a Normalize module. ``SentenceTransformer(folder).encode`` pools the last encoder layer, truncates
+to ``sentence_bert_config.json``'s ``max_seq_length``, applies the Dense layers and L2-normalizes when a Normalize
+module comes last. This module maps that pipeline onto the original's
 settings where an exact equivalent exists, and refuses the rest naming what it met (one ``SourceError`` line).
 
 Tokenization is the model's own: sentence-transformers (with transformers 5) builds a ``BertTokenizer`` from the
@@ -13,7 +14,7 @@ WordPiece vocabulary of ``tokenizer.json`` (or ``vocab.txt``), a ``BertNormalize
 export, and the bridge runs it instead of its Python re-creation of the original's BasicTokenizer, which disagrees
 with the Rust normalizer on a few characters (Greek final sigma, unassigned code points).
 
-Only the standard library is imported at module level: ``tokenizers`` loads inside ``write_tokenizer``.
+Only the standard library is imported at module level: ``tokenizers``, numpy and safetensors load where they are used.
 """
 from __future__ import annotations
 
@@ -50,7 +51,17 @@ LEGACY_POOLING_KEYS = (
     ("pooling_mode_weightedmean_tokens", "weightedmean"),
     ("pooling_mode_lasttoken", "lasttoken"),
 )
-TRANSFORMER, POOLING, NORMALIZE = "transformer", "pooling", "normalize"
+TRANSFORMER, POOLING, DENSE, NORMALIZE = "transformer", "pooling", "dense", "normalize"
+# A Dense module's activation, as sentence-transformers saves it (the torch class), -> the graph's name for it.
+DENSE_ACTIVATIONS = {
+    "torch.nn.modules.activation.Tanh": "tanh",
+    "torch.nn.modules.linear.Identity": "identity",
+    "torch.nn.modules.activation.ReLU": "relu",
+    "torch.nn.modules.activation.Sigmoid": "sigmoid",
+    "torch.nn.modules.activation.GELU": "gelu",
+}
+DEFAULT_DENSE_ACTIVATION = "torch.nn.modules.activation.Tanh"  # Dense's default when its config names none
+DENSE_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 # sentence-transformers 6 (transformers 5) builds BERT tokenizers with these defaults when tokenizer_config.json
 # does not say otherwise.
 TOKENIZER_DEFAULTS = {"do_lower_case": True, "tokenize_chinese_chars": True, "strip_accents": None,
@@ -68,12 +79,13 @@ class SentenceTransformersModel:
     max_seq_length: int
     do_lower_case: bool  # sentence_bert_config.json's: a Lowercase before the tokenizer's own normalizer
     tokenizer_lowercases: bool  # the tokenizer as a whole lower-cases (this, or tokenizer_config.json's do_lower_case)
+    dense: tuple = ()  # one dict per Dense module, in order: path, in_features, out_features, bias, activation
 
     def record(self) -> dict:
         """What the manifest keeps of it (``sentence_transformers``), also reported in server_config."""
         return {"resolved_from": AUTO, "pooling_mode": self.pooling_mode, "pooling_strategy": self.strategy.name,
                 "pooling_layer": [LAST_LAYER], "normalize": self.normalize, "max_seq_length": self.max_seq_length,
-                "do_lower_case": self.do_lower_case, "tokenizer": TOKENIZER_FILE}
+                "do_lower_case": self.do_lower_case, "tokenizer": TOKENIZER_FILE, "dense": list(self.dense)}
 
 
 def read_sentence_transformers(model_dir: Path, config: BertConfig) -> SentenceTransformersModel:
@@ -88,10 +100,11 @@ def read_sentence_transformers(model_dir: Path, config: BertConfig) -> SentenceT
     if not isinstance(modules, list) or not all(isinstance(m, dict) and "type" in m for m in modules):
         raise SourceError(f"{modules_file} is not a sentence-transformers module list")
     kinds = [_kind(module) for module in modules]
-    if kinds[:2] != [TRANSFORMER, POOLING] or any(kind != NORMALIZE for kind in kinds[2:]):
+    between = kinds[2:-1] if kinds[-1] == NORMALIZE else kinds[2:]
+    if kinds[:2] != [TRANSFORMER, POOLING] or any(kind != DENSE for kind in between):
         pipeline = " -> ".join(str(module["type"]) for module in modules)
-        raise SourceError(f"{modules_file}: AUTO reproduces Transformer -> Pooling (-> Normalize) only, this model is "
-                          f"{pipeline}")
+        raise SourceError(f"{modules_file}: AUTO reproduces Transformer -> Pooling (-> Dense ...) (-> Normalize) "
+                          f"only, this model is {pipeline}")
     if modules[0].get("path", "") not in ("", "."):
         raise SourceError(f"{modules_file}: the Transformer lives in {modules[0]['path']}/; AUTO reads a model whose "
                           f"BERT is at the folder's root")
@@ -111,6 +124,7 @@ def read_sentence_transformers(model_dir: Path, config: BertConfig) -> SentenceT
         max_seq_length=_max_seq_length(model_dir, st_config, config),
         do_lower_case=do_lower_case,
         tokenizer_lowercases=do_lower_case or bool(tokenizer_settings(model_dir)["do_lower_case"]),
+        dense=_dense_layers(model_dir, [m for m, kind in zip(modules, kinds) if kind == DENSE], config.hidden_size),
     )
 
 
@@ -173,6 +187,57 @@ def write_tokenizer(model_dir: Path, path: Path, *, do_lower_case: bool, vocab: 
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tokenizer.post_processor = None
     tokenizer.save(str(path))
+
+
+def dense_weights(model_dir: Path, dense: list) -> dict:
+    """The Dense layers' weights under the graph's names ``dense_I/kernel`` ([in, out]) and ``dense_I/bias``."""
+    import numpy as np
+
+    from .weights import _read_torch_bin
+
+    weights = {}
+    for index, layer in enumerate(dense):
+        folder = Path(model_dir) / layer["path"]
+        if (folder / DENSE_WEIGHTS[0]).is_file():
+            from safetensors.numpy import load_file
+
+            tensors = load_file(str(folder / DENSE_WEIGHTS[0]))
+        else:
+            tensors = _read_torch_bin(folder / DENSE_WEIGHTS[1])
+        shapes = {"linear.weight": (layer["out_features"], layer["in_features"])}
+        if layer["bias"]:
+            shapes["linear.bias"] = (layer["out_features"],)
+        for name, shape in shapes.items():
+            if name not in tensors or tuple(tensors[name].shape) != shape:
+                found = tuple(tensors[name].shape) if name in tensors else "nothing"
+                raise SourceError(f"{folder}: {name} should have shape {shape}, found {found}")
+        weights[f"dense_{index}/kernel"] = np.ascontiguousarray(tensors["linear.weight"].T, dtype=np.float32)
+        if layer["bias"]:
+            weights[f"dense_{index}/bias"] = np.asarray(tensors["linear.bias"], dtype=np.float32)
+    return weights
+
+
+def _dense_layers(model_dir: Path, modules: list, width: int) -> tuple:
+    """Each Dense module's settings, checked: a chain of widths starting at the pooled width, known activations."""
+    layers = []
+    for module in modules:
+        folder = model_dir / module.get("path", "")
+        config = _read_json(folder / POOLING_CONFIG)
+        activation = config.get("activation_function", DEFAULT_DENSE_ACTIVATION)
+        if activation not in DENSE_ACTIVATIONS:
+            raise SourceError(f"{folder}: activation {activation} has no equivalent in the graph (AUTO supports "
+                              f"{', '.join(name.rsplit('.', 1)[-1] for name in DENSE_ACTIVATIONS)})")
+        if config.get("use_residual") or config.get("module_input_name", "sentence_embedding") != "sentence_embedding":
+            raise SourceError(f"{folder}: AUTO applies a Dense layer to the sentence embedding without a residual only")
+        if int(config["in_features"]) != width:
+            raise SourceError(f"{folder}: in_features {config['in_features']} does not follow the width {width}")
+        if not any((folder / name).is_file() for name in DENSE_WEIGHTS):
+            raise SourceError(f"{folder} has no weights ({' or '.join(DENSE_WEIGHTS)})")
+        width = int(config["out_features"])
+        layers.append({"path": module.get("path", ""), "in_features": int(config["in_features"]),
+                       "out_features": width, "bias": bool(config.get("bias", True)),
+                       "activation": DENSE_ACTIVATIONS[activation]})
+    return tuple(layers)
 
 
 def _kind(module: dict) -> str:

@@ -84,14 +84,70 @@ def test_pooling_modes_without_an_equivalent_are_refused_by_name(tmp_path, pooli
     assert named in str(refused.value) and "\n" not in str(refused.value)
 
 
-def test_a_dense_module_is_refused(tmp_path):
-    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-               {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
-               {"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"},
-               {"idx": 3, "name": "3", "path": "3_Normalize", "type": "sentence_transformers.models.Normalize"}]
+MODULES_WITH_DENSE = [
+    {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+    {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+    {"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"},
+    {"idx": 3, "name": "3", "path": "3_Normalize", "type": "sentence_transformers.models.Normalize"},
+]
+
+
+def dense_folder(tmp_path: Path, activation=None) -> Path:
+    """The packaged model with a 384 -> 96 Dense layer (random weights, saved by sentence-transformers) before
+    its Normalize module."""
+    import torch
+    from sentence_transformers.sentence_transformer.modules import Dense
+
+    folder = sentence_transformers_folder(tmp_path, {"pooling_mode_mean_tokens": True}, MODULES_WITH_DENSE)
+    torch.manual_seed(7)
+    dense = Dense(384, 96, activation_function=activation or torch.nn.Tanh())
+    with torch.no_grad():
+        dense.linear.weight.normal_(0, 0.2)
+        dense.linear.bias.normal_(0, 0.2)
+    (folder / "2_Dense").mkdir()
+    dense.save(str(folder / "2_Dense"))
+    return folder
+
+
+def test_a_dense_module_is_read_with_its_activation(tmp_path):
+    model = read_sentence_transformers(dense_folder(tmp_path), minilm_config())
+    assert model.dense == ({"path": "2_Dense", "in_features": 384, "out_features": 96, "bias": True,
+                            "activation": "tanh"},)
+    assert model.normalize
+
+
+def test_a_dense_activation_without_an_equivalent_is_refused(tmp_path):
+    import torch
+
+    with pytest.raises(SourceError, match="activation torch.nn.modules.activation.Softplus has no equivalent"):
+        read_sentence_transformers(dense_folder(tmp_path, torch.nn.Softplus()), minilm_config())
+
+
+def test_modules_after_normalize_are_refused(tmp_path):
+    modules = [*MODULES_WITH_DENSE[:2], MODULES_WITH_DENSE[3], {**MODULES_WITH_DENSE[2], "idx": 3}]
     folder = sentence_transformers_folder(tmp_path, {"pooling_mode_mean_tokens": True}, modules)
-    with pytest.raises(SourceError, match="sentence_transformers.models.Dense"):
+    with pytest.raises(SourceError, match="Normalize -> sentence_transformers.models.Dense"):
         read_sentence_transformers(folder, minilm_config())
+
+
+@pytest.mark.slow
+def test_a_dense_model_exports_to_what_sentence_transformers_encodes(tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    folder = dense_folder(tmp_path)
+    result = bert_export("-model_dir", folder, "-pooling_strategy", "AUTO", "-target", "onnx", "-output",
+                         tmp_path / "repository", "-name", "dense")
+    assert result.returncode == 0, result.stderr
+    sentences = ["a Dense layer after the pooling", "Ελληνικά και 日本語", "short"]
+    model = SentenceTransformer(str(folder), device="cpu")
+    features = model.preprocess(sentences)
+    feeds = {"input_ids": features["input_ids"].numpy().astype(np.int32),
+             "input_mask": features["attention_mask"].numpy().astype(np.int32),
+             "segment_ids": features["token_type_ids"].numpy().astype(np.int32)}
+    actual = run_onnx(tmp_path / "repository" / "dense" / "1" / "model.onnx", feeds)
+    expected = model.encode(sentences, convert_to_numpy=True)
+    assert actual.shape == expected.shape == (3, 96)
+    assert_close(actual, expected, tolerance=1e-5)
 
 
 def test_bert_export_refuses_an_unsupported_mode_in_one_line(tmp_path):
