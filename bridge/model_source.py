@@ -145,8 +145,10 @@ def settle_config(config: ServerConfig, model: ServedModel) -> ServerConfig:
     conflicts = [f"-{flag} {getattr(config, flag)!r} (exported with {recorded[flag]!r})"
                  for flag in EXPORT_FLAGS if flag in recorded and flag in config.explicit
                  and getattr(config, flag) != recorded[flag]]
-    if manifest.tokenizer_file and "do_lower_case" in config.explicit and config.do_lower_case != manifest.do_lower_case:
-        conflicts.append("-cased_tokenization (the model's own tokenizer lower-cases)")  # its casing is not a choice
+    # The casing of a model's own tokenizer is part of the model, not a runtime choice.
+    if (manifest.tokenizer_file and "do_lower_case" in config.explicit
+            and config.do_lower_case != manifest.do_lower_case):
+        conflicts.append("-cased_tokenization (the model's own tokenizer lower-cases)")
     if conflicts:
         raise StartupError(f"{model.folder} was exported with other settings: {'; '.join(conflicts)}. "
                            "Export it again with bert-export, or pass the source model folder as -model_dir.")

@@ -167,7 +167,10 @@ def write_tokenizer(model_dir: Path, path: Path, *, do_lower_case: bool, vocab: 
     words = {token: index for index, token in enumerate(vocab)}
     source = model_dir / TOKENIZER_FILE
     if source.is_file():
-        tokenizer = Tokenizer.from_file(str(source))
+        try:
+            tokenizer = Tokenizer.from_file(str(source))
+        except Exception as e:  # tokenizers raises bare Exceptions
+            raise SourceError(f"cannot read {source}: {e}") from e
         if tokenizer.get_vocab(with_added_tokens=False) != words:
             raise SourceError(f"{source} and the exported vocabulary ({VOCAB_TXT}) disagree; AUTO needs them equal")
         tokenizer.no_truncation()  # the bridge truncates, to max_seq_len, after adding [CLS]/[SEP] itself

@@ -21,8 +21,7 @@ from bert_exporter.options import packaged_model_dir
 
 pytestmark = pytest.mark.slow
 
-LONG_GERMAN = " ".join(["Die Universität Heidelberg wurde 1386 gegründet und ist die älteste Hochschule Deutschlands;"]
-                       * 12)
+LONG_GERMAN = " ".join(["Die Universität Heidelberg wurde 1386 gegründet, die älteste Hochschule Deutschlands;"] * 12)
 LONG_MIXED = " ".join(f"sentence {i}: 東京, Αθήνα, القاهرة, café, 🎉" for i in range(40))
 SENTENCES = [
     "First do it, then do it right, then do it better.",

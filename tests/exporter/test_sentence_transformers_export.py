@@ -5,6 +5,7 @@ rewritten. Reading them needs no TensorFlow; the refusals go through the real co
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -165,6 +166,29 @@ def test_auto_on_a_folder_without_sentence_transformers_files_is_refused_in_one_
 def test_auto_refuses_a_pooling_layer_of_its_own(tmp_path):
     result = bert_export("-pooling_strategy", "AUTO", "-pooling_layer", "-2", "-output", tmp_path)
     assert_refused_in_one_line(result, "-pooling_layer")
+
+
+MULTILINGUAL = ["Café naïve résumé", "ΟΔΥΣΣΕΥΣ ΚΑΙ Ο ΚΥΚΛΩΨ", "東京は日本の首都です。", "مرحبا بالعالم",
+                "I ❤️ emoji 🎉👍🏽 🇫🇷", "Straße İstanbul ǅ ﬁne ＡＢＣ", "unassigned \u0378 \U000e0001", "a [SEP] b"]
+
+
+def test_the_exported_tokenizer_splits_text_as_sentence_transformers_does(tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    from bert_bridge.tokenization import TokenizerSettings, WordPieceTokenizer
+    from bert_exporter.sentence_transformers import write_tokenizer
+    from bert_exporter.source import read_vocab
+
+    packaged = packaged_model_dir()
+    write_tokenizer(packaged, tmp_path / "tokenizer.json", do_lower_case=False, vocab=read_vocab(packaged))
+    settings = TokenizerSettings(vocab_file=packaged / "vocab.txt", max_seq_len=256)
+    own = WordPieceTokenizer(dataclasses.replace(settings, tokenizer_file=tmp_path / "tokenizer.json"))
+    original = WordPieceTokenizer(settings)
+    oracle = SentenceTransformer(str(packaged), device="cpu").tokenizer
+    expected = [oracle(text)["input_ids"] for text in MULTILINGUAL]
+    assert [e.input_ids for e in own.encode(MULTILINGUAL)] == expected
+    # Why AUTO carries the model's tokenizer: the original's rules split some of these otherwise.
+    assert [e.input_ids for e in original.encode(MULTILINGUAL)] != expected
 
 
 @pytest.mark.slow
