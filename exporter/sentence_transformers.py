@@ -97,7 +97,7 @@ def read_sentence_transformers(model_dir: Path, config: BertConfig) -> SentenceT
         raise SourceError(f"-pooling_strategy AUTO reads a sentence-transformers model, but {model_dir} has no "
                           f"{MODULES_FILE}; choose a pooling strategy such as REDUCE_MEAN instead")
     modules = _read_json(modules_file)
-    if not isinstance(modules, list) or not all(isinstance(m, dict) and "type" in m for m in modules):
+    if not isinstance(modules, list) or not modules or not all(isinstance(m, dict) and "type" in m for m in modules):
         raise SourceError(f"{modules_file} is not a sentence-transformers module list")
     kinds = [_kind(module) for module in modules]
     between = kinds[2:-1] if kinds[-1] == NORMALIZE else kinds[2:]

@@ -45,7 +45,9 @@ def sentence_transformers_vectors(folder: Path, sentences: list[str]) -> np.ndar
 
 
 def encode(bridge, legacy_client, sentences) -> tuple[np.ndarray, dict]:
-    with legacy_client.BertClient(port=bridge.port, port_out=bridge.port_out, timeout=120000) as bc:
+    # check_length off: the long sentences are meant to be truncated at the model's max_seq_length
+    with legacy_client.BertClient(port=bridge.port, port_out=bridge.port_out, timeout=120000,
+                                  check_length=False) as bc:
         return bc.encode(sentences), bc.server_config
 
 
