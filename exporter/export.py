@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import shutil
 from pathlib import Path
 
 from .errors import ConversionError, OptionError, translate_errors
 from .manifest import ExportManifest, Target
 from .options import ExportOptions
 from .source import ModelSource, read_source
-from .staging import create_staging, move_into_place, remove_stale_staging
+from .staging import create_staging, move_into_place, remove_own_staging, remove_stale_staging
 
 __all__ = ["ExportOptions", "export_model", "build_manifest"]
 
@@ -29,11 +28,10 @@ def export_model(options: ExportOptions) -> Path:
     if options.target is Target.TENSORRT:
         targets.check_tensorrt_available()
     repository_is_new = not options.output.exists()
-    staging = _prepare_output(options)
     try:
-        folder = _export_into(staging, options)
+        folder = _export_into(_prepare_output(options), options)
     except BaseException:  # an error, or an interrupting signal (cli.py): nothing partial may stay behind
-        shutil.rmtree(staging, ignore_errors=True)
+        remove_own_staging(options.output, options.name)
         if repository_is_new:
             with contextlib.suppress(OSError):
                 options.output.rmdir()  # only if still empty

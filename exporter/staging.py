@@ -21,7 +21,7 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["create_staging", "remove_stale_staging", "move_into_place"]
+__all__ = ["create_staging", "remove_own_staging", "remove_stale_staging", "move_into_place"]
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,13 @@ def _owner_is_gone(folder_name: str, name: str) -> bool:
     except PermissionError:  # alive, another user's
         return False
     return False
+
+
+def remove_own_staging(output: Path, name: str) -> None:
+    """Remove this process's staging folders of ``name``: found by owner, so an interruption at any point is covered."""
+    if output.is_dir():
+        for folder in output.glob(f"{_prefix(name)}{_host()}-{os.getpid()}-*"):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def remove_stale_staging(output: Path, name: str) -> list[Path]:
