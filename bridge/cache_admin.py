@@ -32,6 +32,7 @@ from typing import Optional, Sequence
 from bert_exporter.manifest import MANIFEST_FILE
 
 from .config import default_cache_dir
+from .errors import StartupError
 
 __all__ = ["claim_cache_entry", "CacheEntry", "cache_entries", "main"]
 
@@ -50,22 +51,29 @@ def claim_cache_entry(repository: Path, *, source: Path, name: str, export_flags
     The lock's file descriptor is left open on purpose: it must live exactly as long as this process, which the kernel
     guarantees and no Python object would.
     """
+    try:
+        _lock_for_this_process(repository)
+        record = _read_record(repository) or {"source": str(source), "name": name, "export_flags": list(export_flags),
+                                              "created": _now()}
+        record["last_used"] = _now()
+        partial = repository / f".{ENTRY_FILE}.{os.getpid()}"
+        partial.write_text(json.dumps(record, indent=2) + "\n")
+        partial.replace(repository / ENTRY_FILE)  # two bridges starting at once each write a whole file
+    except OSError as e:
+        raise StartupError(f"cannot use the cache folder {repository}: {e.strerror or e}") from e
+
+
+def _lock_for_this_process(repository: Path) -> None:
     while True:
         repository.mkdir(parents=True, exist_ok=True)
         descriptor = os.open(repository, os.O_RDONLY | os.O_DIRECTORY)
         fcntl.flock(descriptor, fcntl.LOCK_SH)  # waits while a prune removes this entry
         try:
             if os.stat(repository).st_ino == os.fstat(descriptor).st_ino:
-                break
+                return
         except FileNotFoundError:
             pass
         os.close(descriptor)  # the entry was pruned while we waited: make it again
-    record = _read_record(repository) or {"source": str(source), "name": name, "export_flags": list(export_flags),
-                                          "created": _now()}
-    record["last_used"] = _now()
-    partial = repository / f".{ENTRY_FILE}.{os.getpid()}"
-    partial.write_text(json.dumps(record, indent=2) + "\n")
-    partial.replace(repository / ENTRY_FILE)  # two bridges starting at once each write a whole file
 
 
 def _read_record(repository: Path) -> Optional[dict]:

@@ -171,3 +171,20 @@ def _group_alive(pgid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def test_only_staging_folders_of_exited_owners_on_this_host_are_stale(tmp_path):
+    from bert_exporter.staging import create_staging, remove_stale_staging
+
+    exited = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    mine = create_staging(tmp_path, NAME)  # this test's process is alive
+    dead = mine.with_name(mine.name.replace(f"-{os.getpid()}-", f"-{exited.stdout.strip()}-"))
+    dead.mkdir()
+    legacy = tmp_path / f".{NAME}.partial-k3j_9x2a"  # an exporter before owners were recorded (mkdtemp)
+    legacy.mkdir()
+    elsewhere = tmp_path / f".{NAME}.partial-otherhost-1-abcd1234"  # a shared volume: not ours to judge
+    elsewhere.mkdir()
+    other_model = tmp_path / ".other.partial-k3j_9x2a"
+    other_model.mkdir()
+    assert sorted(remove_stale_staging(tmp_path, NAME)) == sorted([dead, legacy])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([mine.name, elsewhere.name, other_model.name])
