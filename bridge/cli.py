@@ -1,7 +1,6 @@
-"""``bert-serving-start`` and ``bert-serving-terminate``: wire the config, the model, Triton and the front ends."""
+"""``bert-serving-start``: wire the config, the model, Triton and the front ends."""
 from __future__ import annotations
 
-import argparse
 import asyncio
 import datetime
 import logging
@@ -203,27 +202,6 @@ def start(argv: Optional[Sequence[str]] = None) -> None:
     except KeyboardInterrupt as e:
         log.info("stopped before serving (%s)", e or "SIGINT")
         sys.exit(0)
-
-
-def terminate(argv: Optional[Sequence[str]] = None) -> None:
-    """Ask a running server to shut down, as the original's bert-serving-terminate did."""
-    import zmq
-
-    from bert_serving.client.protocol import TERMINATION, encode_request
-
-    parser = argparse.ArgumentParser(prog="bert-serving-terminate", description="Shut down a bert-serving server.")
-    parser.add_argument("-ip", "--ip", default="localhost", help="the server's address")
-    parser.add_argument("-port", "--port", "-port_in", "-port_data", dest="port", type=int, default=5555,
-                        help="the server's request port")
-    args = parser.parse_args(argv)
-    context = zmq.Context()
-    socket = context.socket(zmq.PUSH)
-    socket.setsockopt(zmq.LINGER, 2000)
-    socket.connect(f"tcp://{args.ip}:{args.port}")
-    socket.send_multipart(encode_request(b"0", TERMINATION, 0))  # [b"0", b"TERMINATION", b"0", b"0"]
-    socket.close()
-    context.term()
-    print(f"sent TERMINATION to tcp://{args.ip}:{args.port}")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from bert_exporter.manifest import MANIFEST_FILE, ExportManifest, PoolingStrateg
 from bert_exporter.options import packaged_model_dir
 
 from . import child_process
+from .cache_admin import claim_cache_entry
 from .config import EXPORT_FLAGS, ServerConfig, with_model_settings
 from .errors import StartupError
 
@@ -82,6 +83,8 @@ def export_on_the_fly(config: ServerConfig, source: Path) -> ServedModel:
     key = hashlib.sha256(json.dumps([args, _fingerprint(sources), _exporter_code_digest()]).encode()).hexdigest()
     repository = config.cache_dir / "models" / key[:20]
     name = config.model_name
+    # Held until this process exits, so `bert-serving-cache prune` leaves the entry alone; records source and use.
+    claim_cache_entry(repository, source=source, name=name, export_flags=args)
     if (repository / name / MANIFEST_FILE).is_file():
         log.info("reusing the model exported earlier from %s (%s)", source, repository / name)
         return ServedModel(repository=repository, name=name, manifest=load_manifest(repository / name))
