@@ -53,7 +53,8 @@ def shut_down(*, ip: str, port: int, timeout_ms: int) -> tuple[bool, str]:
         # The server closes its request socket when it stops: that is the disconnect seen here.
         if monitor.poll(timeout_ms) and recv_monitor_message(monitor)["event"] == zmq.EVENT_DISCONNECTED:
             return True, f"the server at {address} has shut down"
-        return False, f"sent TERMINATION to {address}, but the server was still running after {timeout_ms} ms"
+        return False, (f"sent TERMINATION to {address}, but the server was still running after {timeout_ms} ms "
+                       "(it answers requests in flight for up to its --drain-timeout-s first)")
     finally:
         context.destroy(linger=0)
 
