@@ -29,10 +29,11 @@ IGNORED_FLAGS = {
     "http_port": "HTTP comes in a later release; the flag is recorded",
 }
 
-# Flags that change the exported model itself: they must agree with an already exported model.
+# Flags that change the exported model itself: they must agree with an already exported model. (-num_worker,
+# -device_map and -cpu are Triton instance settings: see model_source.settle_config.)
 EXPORT_FLAGS = (
     "tuned_model_dir", "ckpt_name", "config_name", "pooling_strategy", "pooling_layer", "no_position_embeddings",
-    "fp16", "num_worker", "device_map", "cpu", "priority_batch_size", "normalize",
+    "fp16", "priority_batch_size", "normalize",
 )
 # -pooling_strategy AUTO: the sentence-transformers model's own pooling, layer, length, normalization and tokenizer.
 AUTO_STRATEGY = "AUTO"
@@ -43,6 +44,27 @@ def _max_seq_len(value: str) -> Optional[int]:
         return parse_max_seq_len(value)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _port(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a port is a number from 1 to 65535, got {value!r}") from None
+    if not 1 <= number <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is a number from 1 to 65535, got {number}")
+    return number
+
+
+def _triton_url(value: str) -> str:
+    """HOST:PORT of one gRPC endpoint (several endpoints are not supported yet: refused, not passed to gRPC)."""
+    if "," in value:
+        raise argparse.ArgumentTypeError(f"one HOST:PORT is supported, got several: {value!r}")
+    host, _, port = value.rpartition(":")
+    if not host or "/" in value:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT of tritonserver's gRPC endpoint, got {value!r}")
+    _port(port)
+    return value
 
 
 def _positive(value: str) -> int:
@@ -94,6 +116,7 @@ class ServerConfig:
     # Triton
     triton_url: Optional[str] = None  # host:port of an external tritonserver's gRPC endpoint; None: start one
     triton_timeout_s: float = 300.0
+    drain_timeout_s: float = 10.0  # on shutdown, how long requests in flight may take before they get an error reply
     # which flags the user gave explicitly (decides whether they may disagree with an exported model)
     explicit: frozenset = frozenset()
 
@@ -194,10 +217,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     serving = parser.add_argument_group("Serving Configs", "sockets, batching and devices")
     _flag(parser, serving, "ip", default="0.0.0.0", help="address to bind the ZeroMQ ports to")
-    _flag(parser, serving, "port", "port_in", "port_data", type=int, default=5555,
+    _flag(parser, serving, "port", "port_in", "port_data", type=_port, default=5555,
           help="port receiving requests from clients")
-    _flag(parser, serving, "port_out", "port_result", type=int, default=5556, help="port publishing results")
-    _flag(parser, serving, "http_port", type=int, help="port for HTTP requests (recorded; HTTP comes later)")
+    _flag(parser, serving, "port_out", "port_result", type=_port, default=5556, help="port publishing results")
+    _flag(parser, serving, "http_port", type=_port, help="port for HTTP requests (recorded; HTTP comes later)")
     _flag(parser, serving, "http_max_connect", type=int, default=10, help="(recorded) max concurrent HTTP calls")
     _flag(parser, serving, "cors", default="*", help="(recorded) Access-Control-Allow-Origin for HTTP")
     _flag(parser, serving, "num_worker", type=_positive, default=1, help="Triton instances of the model")
@@ -216,10 +239,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-version", "--version", action="version", version=f"%(prog)s {SERVER_VERSION}")
 
     triton = parser.add_argument_group("Triton")
-    _flag(parser, triton, "triton_url",
+    _flag(parser, triton, "triton_url", type=_triton_url, action="append",
           help="host:port of a running tritonserver's gRPC endpoint to use instead of starting the embedded one")
     _flag(parser, triton, "triton_timeout_s", type=float, default=300.0,
           help="seconds one inference call may take, queueing in Triton included, before the client gets an error")
+    _flag(parser, serving, "drain_timeout_s", type=float, default=10.0,
+          help="on shutdown, seconds requests in flight may take to finish before they are answered with an error")
     return parser
 
 
@@ -239,6 +264,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> ServerConfig:
             given.add_argument(*action.option_strings, **kwargs)
     explicit = frozenset(vars(given.parse_known_args(argv)[0]))
     values = vars(args)
+    if values["port"] == values["port_out"]:
+        parser.error(f"-port and -port_out must differ (both are {values['port']})")
+    if values["triton_url"] is not None:
+        if len(values["triton_url"]) > 1:
+            parser.error(f"--triton-url was given {len(values['triton_url'])} times; one tritonserver is supported")
+        values["triton_url"] = values["triton_url"][0]
     values["do_lower_case"] = not values.pop("cased_tokenization")
     values["pooling_strategy"] = {"CLS_TOKEN": "FIRST_TOKEN", "SEP_TOKEN": "LAST_TOKEN"}.get(
         values["pooling_strategy"], values["pooling_strategy"])

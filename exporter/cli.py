@@ -4,21 +4,26 @@ Single-dash long options (``-model_dir``) as the original's argparse had them, d
 and ``-device_map`` take several values like argparse's ``nargs='+'`` (``-pooling_layer -4 -3 -2 -1``), which click
 cannot express; ``main`` folds such runs of integers into one comma-separated value before click parses.
 Heavy modules (tensorflow, tf2onnx, onnx) load inside the command body, so ``--help`` is instant.
-Every user error ends as one line ``bert-export: error: ...`` and exit status 2.
+Every user error ends as one line ``bert-export: error: ...`` and exit status 2. SIGINT, SIGTERM and SIGHUP stop an
+export cleanly: its staging folder is removed and it exits with one line and status 128 + the signal's number.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import click
 
-from .errors import ExportError
+from .errors import ExportError, ExportInterrupted
 from .manifest import PoolingStrategy, Target, parse_max_seq_len
 from .options import DEFAULT_CKPT_NAME, DEFAULT_CONFIG_NAME, packaged_model_dir
+from .staging import INTERRUPTING_SIGNALS
 
 PROG = "bert-export"
 LIST_OPTIONS = ("-pooling_layer", "--pooling_layer", "-device_map", "--device_map")
@@ -111,6 +116,8 @@ def option(name: str, **kwargs):
               help="onnx target: switch on onnxruntime's TensorRT execution accelerator with FP16.")
 @click.option("--opset", "-opset", "opset", type=int, default=17, show_default=True, help="ONNX opset.")
 @click.option("--verbose", "-verbose", "verbose", is_flag=True, help="More detail on stderr.")
+@click.version_option(None, "-version", "--version", package_name="bert-serving-triton", prog_name=PROG,
+                      message="%(prog)s %(version)s", help="Print the version and exit.")
 def command(*, model_dir, verbose, **flags):
     """Export a BERT with its pooling into a Triton model repository (REPO/NAME/)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ banner is not progress
@@ -124,7 +131,11 @@ def command(*, model_dir, verbose, **flags):
     if flags["pooling_strategy"] == AUTO:
         flags = _resolve_auto(model_dir, flags)
     options = ExportOptions(model_dir=model_dir, **flags)
-    folder = export_model(options)
+    try:
+        with _interrupted_by_signals():
+            folder = export_model(options)
+    except ExportInterrupted as e:  # handled here: click would turn any KeyboardInterrupt into a bare Abort
+        return fail(f"{e}; the partial export was removed", status=128 + e.signum)
     click.echo(str(folder))
 
 
@@ -140,6 +151,27 @@ def _resolve_auto(model_dir: Path, flags: dict) -> dict:
     return resolve_auto(model_dir, config, flags, explicit=explicit)
 
 
+@contextlib.contextmanager
+def _interrupted_by_signals():
+    """SIGINT, SIGTERM and SIGHUP (Ctrl-C, systemd, docker stop, a closed terminal) raise ExportInterrupted, so the
+    export unwinds and removes its staging folder instead of dying with it in the repository."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+
+    def interrupt(signum, frame):
+        for sig in INTERRUPTING_SIGNALS:  # one interruption: the cleanup that follows runs undisturbed
+            signal.signal(sig, signal.SIG_IGN)
+        raise ExportInterrupted(signum)
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in INTERRUPTING_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def _log_to_stderr(verbose: bool) -> None:
     """Progress lines ``bert-export: ...`` on stderr; stdout carries only the model folder."""
     logger = logging.getLogger("bert_exporter")
@@ -151,10 +183,11 @@ def _log_to_stderr(verbose: bool) -> None:
         logger.addHandler(handler)
 
 
-def fail(message: str) -> int:
+def fail(message: str, status: int = 2) -> int:
     text = " ".join(message.split())  # one line, whatever the message held
-    click.echo(f"{PROG}: error: {text}", err=True)
-    return 2
+    with contextlib.suppress(OSError):  # stderr may be a pipe whose reader was killed with us
+        click.echo(f"{PROG}: error: {text}", err=True)
+    return status
 
 
 def _unknown_option(reported: str, args: list[str]) -> str:

@@ -120,6 +120,8 @@ class ExportManifest:
         if not path.is_file():
             raise FileNotFoundError(f"{model_dir} has no {MANIFEST_FILE}: it was not written by bert-export")
         data = json.loads(path.read_text())
+        if not isinstance(data, dict):
+            raise ValueError(f"{path} holds {type(data).__name__}, not a JSON object")
         if data.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"{path} has format_version {data.get('format_version')}, expected {FORMAT_VERSION}")
         return cls(**data)

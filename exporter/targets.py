@@ -49,6 +49,10 @@ def write_runtime_files(folder: Path, *, options: ExportOptions, encoder) -> Non
     if options.target is Target.EMBEDDED:
         template = importlib.resources.files("bert_exporter").joinpath("templates", EMBEDDED_TEMPLATE)
         (version / EMBEDDED_TEMPLATE).write_text(template.read_text())
+        # Triton's python backend imports model.py in an isolated interpreter (PYTHONDONTWRITEBYTECODE is ignored)
+        # and would write __pycache__/ into the repository: a plain file of that name makes Python skip the cache.
+        (version / "__pycache__").write_text("A file, not a folder: keeps Python from writing bytecode caches into "
+                                             "this model repository (written by bert-export).\n")
     elif options.target is Target.SAVEDMODEL:
         write_savedmodel(encoder, version / SAVEDMODEL_DIR)
     elif options.target is Target.TENSORRT:
