@@ -1,8 +1,9 @@
 """The service core every front end calls: validate, tokenize, split, pad, infer on Triton, reassemble in order.
 
-Triton's dynamic batcher merges only same-shape requests (DESIGN.md, decision 4), so every chunk is padded to
-``max_seq_len`` -- or, with max_seq_len NONE, to a length bucket -- and requests above ``max_batch_size`` are split
-into chunks sent concurrently and put back together in input order.
+Length-adaptive padding (DESIGN.md, decision 4): ``max_seq_len`` only truncates. Within a request the sentences are
+ordered by length and cut into chunks; each chunk is padded to its longest sentence rounded up to a multiple of
+``LENGTH_STEP`` (so equal shapes from concurrent requests still meet in Triton's dynamic batcher), the chunks are sent
+concurrently, and the rows go back in input order. Masked pooling makes the padding invisible in the vectors.
 """
 from __future__ import annotations
 
@@ -22,8 +23,12 @@ from .triton_backend import TritonBackend
 
 log = logging.getLogger("bert_bridge.service")
 
-# Lengths a dynamic-length (NONE) batch is padded up to, so few distinct shapes reach Triton's batcher.
-LENGTH_BUCKETS = (16, 32, 64, 128, 256, 384, 512)
+# A chunk is padded to its longest sentence rounded up to a multiple of this (docs/PERFORMANCE.md: steps of 8 cost
+# under 5% against exact padding and keep the shapes few enough for Triton's batcher to merge concurrent requests).
+LENGTH_STEP = 8
+# Sentences per chunk of a length-sorted request: small enough that a chunk's longest sentence is close to its others
+# (lengths 5..128 cost half of pad-to-longest), large enough that per-call overhead stays small (docs/PERFORMANCE.md).
+CHUNK_SENTENCES = 32
 # Sentences queued in Triton at once, in multiples of max_batch_size: enough to keep its batcher full, few enough
 # that a chunk never waits in Triton's queue past the call's deadline while a huge request is being served.
 INFLIGHT_BATCHES = 4
@@ -55,10 +60,8 @@ class EncodeResult:
 
 
 def bucket_length(longest: int, cap: int) -> int:
-    for length in LENGTH_BUCKETS:
-        if longest <= length:
-            return min(length, cap)
-    return cap
+    """``longest`` rounded up to a multiple of LENGTH_STEP, at most ``cap``."""
+    return min(-(-longest // LENGTH_STEP) * LENGTH_STEP, cap)
 
 
 class EncodingService:
@@ -84,29 +87,37 @@ class EncodingService:
         # of CPU: off the event loop all the same.
         encodings = await asyncio.get_running_loop().run_in_executor(None, self.tokenizer.encode, texts)
         high_priority = len(encodings) <= self.config.priority_batch_size
-        size = self.config.max_batch_size
-        chunks = [encodings[start:start + size] for start in range(0, len(encodings), size)]
-        length = self._padded_length(encodings)
-        parts = await asyncio.gather(*(self._infer(chunk, length, high_priority) for chunk in chunks))
-        embeddings = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
+        order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].input_ids))
+        size = min(self.config.max_batch_size, CHUNK_SENTENCES)
+        chunks = [[encodings[i] for i in order[start:start + size]] for start in range(0, len(order), size)]
+        parts = await asyncio.gather(*(self._infer(chunk, self._padded_length(chunk), high_priority)
+                                       for chunk in chunks))
         if self._token_level:
-            embeddings = self._fit_token_axis(embeddings, encodings)
+            target = self._token_axis_length(encodings)
+            parts = [self._fit_token_axis(part, target) for part in parts]
+        sorted_rows = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
+        embeddings = np.empty_like(sorted_rows)
+        embeddings[order] = sorted_rows
         tokens = [e.tokens for e in encodings] if self.config.show_tokens_to_client else ""
         return EncodeResult(embeddings=embeddings, tokens=tokens)
 
-    def _padded_length(self, encodings: list[Encoding]) -> int:
+    def _padded_length(self, chunk: list[Encoding]) -> int:
+        cap = self.config.max_seq_len or self.max_position_embeddings
+        if self.config.pad_to_max_seq_len:
+            return cap
+        return bucket_length(max(len(e.input_ids) for e in chunk), cap)
+
+    def _token_axis_length(self, encodings: list[Encoding]) -> int:
+        """T of [B, T, D] as the original: max_seq_len, max_position_embeddings, or the longest sequence."""
         if self.config.max_seq_len is not None:
             return self.config.max_seq_len
-        return bucket_length(max(len(e.input_ids) for e in encodings), self.max_position_embeddings)
+        if self.config.fixed_embed_length:
+            return self.max_position_embeddings
+        return self.tokenizer.batch_length(encodings)  # the original's: longest content + special tokens
 
-    def _fit_token_axis(self, embeddings: np.ndarray, encodings: list[Encoding]) -> np.ndarray:
-        """[B, T, D] with T as the original: max_seq_len, the longest sequence, or max_position_embeddings."""
-        if self.config.max_seq_len is not None:
-            target = self.config.max_seq_len
-        elif self.config.fixed_embed_length:
-            target = self.max_position_embeddings
-        else:
-            target = self.tokenizer.batch_length(encodings)  # the original's: longest content + special tokens
+    @staticmethod
+    def _fit_token_axis(embeddings: np.ndarray, target: int) -> np.ndarray:
+        """Cut or zero-pad the token axis of [B, T, D] to ``target``."""
         if embeddings.shape[1] >= target:
             return embeddings[:, :target]
         padding = np.zeros((embeddings.shape[0], target - embeddings.shape[1], embeddings.shape[2]), embeddings.dtype)
