@@ -33,7 +33,7 @@ IGNORED_FLAGS = {
 # -device_map and -cpu are Triton instance settings: see model_source.settle_config.)
 EXPORT_FLAGS = (
     "tuned_model_dir", "ckpt_name", "config_name", "pooling_strategy", "pooling_layer", "no_position_embeddings",
-    "fp16", "priority_batch_size", "normalize",
+    "fp16", "priority_batch_size", "normalize", "quantize",
 )
 # -pooling_strategy AUTO: the sentence-transformers model's own pooling, layer, length, normalization and tokenizer.
 AUTO_STRATEGY = "AUTO"
@@ -109,6 +109,8 @@ class ServerConfig:
     xla: bool = False
     fp16: bool = False
     normalize: bool = False  # L2-normalized output vectors (in the exported graph)
+    pad_to_max_seq_len: bool = False  # no length-adaptive padding: the baseline bert-serving-benchmark compares with
+    quantize: Optional[str] = None  # "int8": bert-export -quantize int8 (an int8 ONNX model, checked against fp32)
     gpu_memory_fraction: float = 0.5
     device_map: tuple = ()
     prefetch_size: int = 10
@@ -232,6 +234,10 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(parser, serving, "xla", action="store_true", help="(ignored) enable XLA")
     _flag(parser, serving, "fp16", action="store_true", help="float16 output")
     _flag(parser, serving, "normalize", action="store_true", help="L2-normalize every output vector")
+    _flag(parser, serving, "pad_to_max_seq_len", action="store_true",
+          help="pad every sentence to max_seq_len instead of its chunk's longest (for benchmarks: slower, same vectors)")
+    _flag(parser, serving, "quantize", choices=["int8"], default=None,
+          help="serve an int8 model (bert-export -quantize int8; the export checks its cosine to fp32)")
     _flag(parser, serving, "gpu_memory_fraction", type=float, default=0.5, help="(ignored) GPU memory per worker")
     _flag(parser, serving, "device_map", type=int, nargs="+", default=[], help="GPU ids for the model instances")
     _flag(parser, serving, "prefetch_size", type=int, default=10, help="(ignored) batches to prefetch per worker")

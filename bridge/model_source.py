@@ -64,6 +64,8 @@ def _export_arguments(config: ServerConfig, source: Path) -> list[str]:
     for flag in ("no_position_embeddings", "fp16", "normalize"):
         if getattr(config, flag):
             args.append(f"-{flag}")
+    if config.quantize:
+        args += ["-quantize", config.quantize]
     return args
 
 
@@ -171,6 +173,7 @@ def settle_config(config: ServerConfig, model: ServedModel) -> ServerConfig:
         "fp16": manifest.output_dtype == "float16",
         "priority_batch_size": manifest.priority_batch_size,
         "normalize": manifest.normalize,
+        "quantize": manifest.quantize,
     }
     config = _settle_auto(config, model)
     conflicts = [f"-{flag} {getattr(config, flag)!r} (exported with {recorded[flag]!r})"

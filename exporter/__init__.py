@@ -12,6 +12,7 @@ One module, one job::
     weights.py        weights from Google checkpoints / safetensors / pytorch_model.bin into one neutral dict
     graph.py          the TensorFlow 2 BERT with the pooling inside
     convert.py        tf2onnx, verified in onnxruntime
+    quantize.py       -quantize int8: onnxruntime dynamic quantization, checked against fp32
     triton_config.py  config.pbtxt through Triton's ModelConfig protobuf
     targets.py        the model folder of each target (embedded, onnx, tensorrt, savedmodel)
     manifest.py       bert_export.json, what the bridge reads (standard library only)

@@ -114,6 +114,12 @@ def option(name: str, **kwargs):
 @option("name", default="bert", show_default=True, help="Model name (its folder in the repository).")
 @click.option("--trt-accelerator", "-trt_accelerator", "trt_accelerator", is_flag=True,
               help="onnx target: switch on onnxruntime's TensorRT execution accelerator with FP16.")
+@option("quantize", type=click.Choice(["int8"]), default=None,
+        help="Quantize the ONNX model (onnxruntime dynamic, per channel); refused when its worst cosine to fp32 on a "
+             "built-in multilingual set is below -quantize_min_cosine.")
+@option("quantize_min_cosine", type=float, default=0.99, show_default=True,
+        help="The accuracy -quantize must keep.")
+@option("force_quantize", is_flag=True, help="Keep the quantized model even below -quantize_min_cosine.")
 @click.option("--opset", "-opset", "opset", type=int, default=17, show_default=True, help="ONNX opset.")
 @click.option("--verbose", "-verbose", "verbose", is_flag=True, help="More detail on stderr.")
 @click.version_option(None, "-version", "--version", package_name="bert-serving-triton", prog_name=PROG,

@@ -18,6 +18,7 @@ __all__ = [
     "ConversionError",
     "TargetUnavailableError",
     "ExportInterrupted",
+    "QuantizationError",
     "translate_errors",
 ]
 
@@ -36,6 +37,10 @@ class OptionError(ExportError):
 
 class ConversionError(ExportError):
     """TensorFlow -> ONNX (or ONNX -> TensorRT) produced no usable model."""
+
+
+class QuantizationError(ExportError):
+    """The quantized model strays too far from the fp32 one (-quantize's accuracy check)."""
 
 
 class TargetUnavailableError(ExportError):

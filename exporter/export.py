@@ -7,6 +7,7 @@ The output is checked (by creating the staging folder) before the model is read,
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -81,10 +82,27 @@ def _export_into(staging: Path, options: ExportOptions) -> Path:
 
     with translate_errors("converting to ONNX", into=ConversionError):
         to_onnx(encoder, targets.onnx_path(staging), opset=options.opset)
+    if options.quantize:
+        manifest = _quantize(staging, options, manifest)
     log.info("writing the %s target", options.target.value)
     with translate_errors(f"writing the {options.target.value} target", into=ConversionError):
         targets.write_runtime_files(staging, options=options, encoder=encoder)
     return move_into_place(staging, options.model_folder)
+
+
+def _quantize(staging: Path, options: ExportOptions, manifest: ExportManifest) -> ExportManifest:
+    from . import targets
+    from .quantize import quantize_int8
+
+    log.info("quantizing to %s and checking it against fp32", options.quantize)
+    with translate_errors("quantizing the ONNX model", into=ConversionError):
+        worst = quantize_int8(targets.onnx_path(staging), vocab_file=staging / manifest.vocab_file,
+                              do_lower_case=manifest.do_lower_case, max_seq_len=options.max_seq_len,
+                              min_cosine=options.quantize_min_cosine, force=options.force_quantize)
+    manifest = dataclasses.replace(manifest, extra={**manifest.extra, "quantize_worst_cosine": worst,
+                                                    "quantize_min_cosine": options.quantize_min_cosine})
+    manifest.save(staging)
+    return manifest
 
 
 def build_manifest(options: ExportOptions, source: ModelSource) -> ExportManifest:
@@ -107,6 +125,7 @@ def build_manifest(options: ExportOptions, source: ModelSource) -> ExportManifes
         normalize=options.normalize,
         tokenizer_file=TOKENIZER_FILE if options.sentence_transformers else None,
         sentence_transformers=options.sentence_transformers,
+        quantize=options.quantize,
         extra={
             "config": str(source.config_path),
             "vocab_size": len(source.vocab),

@@ -93,6 +93,7 @@ class ExportManifest:
     normalize: bool = False  # every output vector (every token's for NONE) is L2-normalized in the graph
     tokenizer_file: Optional[str] = None  # the bridge tokenizes text with this tokenizer.json instead of the original's
     sentence_transformers: Optional[dict] = None  # what -pooling_strategy AUTO resolved to; None without AUTO
+    quantize: Optional[str] = None  # "int8": model.onnx is quantized; extra["quantize_worst_cosine"] is its check
     format_version: int = FORMAT_VERSION
     extra: dict = field(default_factory=dict)
 

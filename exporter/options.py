@@ -59,6 +59,9 @@ class ExportOptions:
     priority_batch_size: int = 16
     trt_accelerator: bool = False  # onnx target: TensorRT execution accelerator (fp16) in onnxruntime
     opset: int = 17
+    quantize: Optional[str] = None  # "int8": the ONNX model quantized (quantize.py), checked against fp32
+    quantize_min_cosine: float = 0.99  # the export refuses a quantized model whose worst cosine to fp32 is lower
+    force_quantize: bool = False  # keep it anyway
     # Set by -pooling_strategy AUTO (sentence_transformers.resolve_auto): what it resolved to, recorded in the manifest.
     sentence_transformers: Optional[dict] = None
 
@@ -101,6 +104,13 @@ class ExportOptions:
                                   "(its optimization profile bounds the length)")
             if self.cpu:
                 raise OptionError("-target tensorrt runs on GPUs only; drop -cpu or choose -target onnx")
+        if self.quantize is not None:
+            if self.quantize != "int8":
+                raise OptionError(f"-quantize takes int8, got {self.quantize!r}")
+            if self.target not in (Target.EMBEDDED, Target.ONNX):
+                raise OptionError("-quantize int8 applies to -target embedded and onnx (onnxruntime on CPU)")
+            if self.fp16:
+                raise OptionError("-quantize int8 and -fp16 exclude each other")
         if self.trt_accelerator and self.target is not Target.ONNX:
             raise OptionError("--trt-accelerator applies to -target onnx only")
 
