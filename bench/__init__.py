@@ -1,1 +1,11 @@
-"""bench"""
+"""bert-serving-benchmark: the original's five tables, baselines side by side, perf_analyzer (docs/PERFORMANCE.md).
+
+    cli.py             the command: settings, the parts of a run, the summary of ratios
+    server_process.py  one bert-serving-start per setting, readiness polled
+    client_load.py     the original's client load: N concurrent BertClients, warm-up excluded, latencies
+    baselines.py       onnxruntime on the same ONNX and sentence-transformers, in process
+    perf_analyzer.py   Triton's perf_analyzer against the model, without the bridge
+    process_memory.py  peak RSS of the whole service's process tree
+    workload.py        sentences of chosen token lengths; the held-out multilingual set
+    report.py          CSV, Markdown tables, PNG plots
+"""

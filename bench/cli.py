@@ -114,11 +114,14 @@ class Benchmark:
         return write_bert_base(self.work / "bert-base-random", packaged_model_dir() / "vocab.txt")
 
     def export(self, name: str, *flags: str) -> Path:
-        folder = self.models / name
+        """The source exported with these flags, reused while the exporter's code is unchanged."""
+        from bert_bridge.model_source import _exporter_code_digest
+
+        folder = self.models / f"{name}_{_exporter_code_digest()[:8]}"
         if (folder / "bert_export.json").is_file():
             return folder
         command = [sys.executable, "-m", "bert_exporter.cli", "-model_dir", str(self.source), "-output",
-                   str(self.models), "-name", name, "-max_seq_len", "128", *flags]
+                   str(self.models), "-name", folder.name, "-max_seq_len", "128", *flags]
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0:
             raise SystemExit(f"bert-serving-benchmark: bert-export {' '.join(flags)} failed: {done.stderr.strip()}")
@@ -170,9 +173,11 @@ class Benchmark:
         a = self.args
         skip = set(a.skip)
         layer = str(a.common_pooling_layer)
-        steps = (0 if "tables" in skip else len(a.test_max_seq_len) + 1 + len(a.test_max_batch_size)
-                 + len(a.test_pooling_layer)) + (0 if "padding" in skip else 2) + (0 if "int8" in skip else 1) \
-            + (0 if "baselines" in skip else 1) + (0 if "perf_analyzer" in skip else 1)
+        server_tables = sum(len([v for v in values if v != common_value]) for values, common_value in (
+            (a.test_max_seq_len, a.common_max_seq_len), (a.test_max_batch_size, a.common_max_batch_size),
+            (a.test_pooling_layer, a.common_pooling_layer)))
+        steps = 1 + (0 if "tables" in skip else server_tables) + (0 if "padding" in skip else 2) \
+            + sum(part not in skip for part in ("int8", "baselines", "perf_analyzer"))
         progress = Progress(steps)
         common = a.common_client_batch_size
         fp32 = self.export(f"fp32_l{layer}", "-pooling_layer", layer)

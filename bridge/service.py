@@ -23,11 +23,12 @@ from .triton_backend import TritonBackend
 
 log = logging.getLogger("bert_bridge.service")
 
-# A chunk is padded to its longest sentence rounded up to a multiple of this (docs/PERFORMANCE.md: steps of 8 cost
-# under 5% against exact padding and keep the shapes few enough for Triton's batcher to merge concurrent requests).
+# A chunk is padded to its longest sentence rounded up to a multiple of this: at most 7 wasted positions per row
+# (a few percent on sentences of ~40 tokens), and few enough shapes for Triton's batcher to merge concurrent requests.
 LENGTH_STEP = 8
 # Sentences per chunk of a length-sorted request: small enough that a chunk's longest sentence is close to its others
-# (lengths 5..128 cost half of pad-to-longest), large enough that per-call overhead stays small (docs/PERFORMANCE.md).
+# (on lengths 5..128, sorted chunks of 32 need about half the positions of padding to 128), large enough that the
+# per-call overhead stays small; Triton's batcher merges equal-shape chunks again. docs/PERFORMANCE.md measures it.
 CHUNK_SENTENCES = 32
 # Sentences queued in Triton at once, in multiples of max_batch_size: enough to keep its batcher full, few enough
 # that a chunk never waits in Triton's queue past the call's deadline while a huge request is being served.
