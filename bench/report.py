@@ -19,8 +19,9 @@ def markdown_table(rows: list[dict], setting: str) -> str:
     lines = [f"| {setting} | sentences/s | per client | p50 ms | p90 ms | p99 ms | peak RSS MB |",
              "|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
+        rss = f"{r['peak_rss_mb']:.0f}" if r["peak_rss_mb"] else "–"  # in process, or a server we did not start
         lines.append(f"| {r['value']} | {r['sentences_per_s']:.1f} | {r['per_client_sentences_per_s']:.1f} | "
-                     f"{r['p50_ms']:.1f} | {r['p90_ms']:.1f} | {r['p99_ms']:.1f} | {r['peak_rss_mb']:.0f} |"
+                     f"{r['p50_ms']:.1f} | {r['p90_ms']:.1f} | {r['p99_ms']:.1f} | {rss} |"
                      + (f" errors: {r['errors']}" if r.get("errors") else ""))
     return "\n".join(lines)
 
