@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness import RunningBridge, free_port, wait_for_log
+from harness import RunningBridge, alive, descendants, free_port, wait_for_log
 
 pytestmark = pytest.mark.slow
 
@@ -28,36 +28,6 @@ SHARED_MEMORY = Path("/dev/shm")
 
 
 # --- helpers -------------------------------------------------------------------------------------------------------
-
-def descendants(pid: int) -> set[int]:
-    """Every living process below ``pid`` (tritonserver runs in its own session, but is still the bridge's child)."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] != "Z":
-            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    found, queue = set(), [pid]
-    while queue:
-        for child in children.get(queue.pop(), []):
-            found.add(child)
-            queue.append(child)
-    return found
-
-
-def alive(pids: set[int]) -> set[int]:
-    living = set()
-    for pid in pids:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state != "Z":
-            living.add(pid)
-    return living
-
 
 def shm_regions(bridge_pid: int) -> list[str]:
     """The python backend's shared-memory regions of a tritonserver started by this bridge process."""
