@@ -67,6 +67,7 @@ class Server:
                 self.triton.stop()
 
     async def _serve(self, url: str) -> int:
+        from .metrics import BridgeMetrics
         from .service import EncodingService
         from .statistics import ServerStatistic
         from .triton_backend import TritonBackend
@@ -88,9 +89,21 @@ class Server:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stopped.set)
-        frontend = ZmqFrontend(service=service, statistic=ServerStatistic(), bind_ip=config.ip, port=config.port,
-                               port_out=config.port_out, config_reply=self.config_reply, on_terminate=stopped.set)
+        statistic, metrics = ServerStatistic(), BridgeMetrics()  # shared by the ZeroMQ and HTTP front ends
+        frontend = ZmqFrontend(service=service, statistic=statistic, metrics=metrics, bind_ip=config.ip,
+                               port=config.port, port_out=config.port_out, config_reply=self.config_reply,
+                               on_terminate=stopped.set)
         tasks = [asyncio.create_task(frontend.serve()), asyncio.create_task(stopped.wait())]
+        http = None
+        if config.http_port is not None:
+            from .http_frontend import HttpFrontend
+
+            http = HttpFrontend(service=service, statistic=statistic, metrics=metrics, config=config,
+                                backend=backend, output_dim=self.model.manifest.output_dim,
+                                config_reply=self.config_reply)
+            tasks.append(asyncio.create_task(http.serve()))
+            log.info("HTTP on %s (OpenAI-compatible /v1/embeddings, /metrics, /docs, /dashboard)%s", http.url,
+                     "; API key required" if config.api_key else "")
         if self.triton is not None:
             tasks.append(asyncio.create_task(self._watch_triton()))
         manifest = self.model.manifest
@@ -100,6 +113,8 @@ class Server:
                  config.pooling_strategy, list(config.pooling_layer), config.max_seq_len or "NONE",
                  manifest.output_dim, manifest.output_dtype, url)
         done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        if http is not None:
+            await http.shutdown()  # stop accepting, finish the HTTP requests in flight
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)

@@ -21,6 +21,7 @@ import zmq.asyncio
 from bert_serving.client.protocol import (SHOW_STATUS, TERMINATION, ProtocolError, Request,
                                           decode_request, encode_error_reply, encode_json_reply, encode_ndarray_reply)
 
+from .metrics import BridgeMetrics
 from .service import EncodingService, error_message
 from .statistics import ServerStatistic
 
@@ -101,10 +102,11 @@ class ReplyPublisher:
 
 
 class ZmqFrontend:
-    def __init__(self, *, service: EncodingService, statistic: ServerStatistic, bind_ip: str, port: int,
-                 port_out: int, config_reply: Callable[[Request], dict], on_terminate: Callable[[], None]):
+    def __init__(self, *, service: EncodingService, statistic: ServerStatistic, metrics: BridgeMetrics, bind_ip: str,
+                 port: int, port_out: int, config_reply: Callable[[Request], dict], on_terminate: Callable[[], None]):
         self.service = service
         self.statistic = statistic
+        self.metrics = metrics
         self.config_reply = config_reply
         self.on_terminate = on_terminate
         self.context = zmq.asyncio.Context()
@@ -161,15 +163,19 @@ class ZmqFrontend:
         self.publisher.publish(request.identity, frames, request.request_id, needed)
 
     async def _encode(self, request: Request) -> list:
-        try:
-            result = await self.service.encode(request.texts())
-        except ProtocolError as e:
-            return encode_error_reply(request.identity, str(e), "InvalidRequest", request.request_id)
-        except Exception as e:  # every failure becomes a reply: a client must never hang
-            kind, message = error_message(e)
-            log.warning("request %s of %r failed: %s: %s", request.request_id.decode(), request.identity, kind,
-                        message)
-            return encode_error_reply(request.identity, message, kind, request.request_id)
+        with self.metrics.track("zmq", request.length) as tracker:
+            try:
+                result = await self.service.encode(request.texts())
+            except ProtocolError as e:
+                tracker.failed("InvalidRequest")
+                return encode_error_reply(request.identity, str(e), "InvalidRequest", request.request_id)
+            except Exception as e:  # every failure becomes a reply: a client must never hang
+                kind, message = error_message(e)
+                tracker.failed(kind)
+                log.warning("request %s of %r failed: %s: %s", request.request_id.decode(), request.identity, kind,
+                            message)
+                return encode_error_reply(request.identity, message, kind, request.request_id)
+            tracker.succeeded(result)
         return encode_ndarray_reply(request.identity, result.embeddings, request.request_id, result.tokens)
 
     def close(self) -> None:
