@@ -129,7 +129,7 @@ class EncodeRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
     id: Any = Field(description="echoed back, to match replies with requests")
     texts: Union[list[StrictStr], list[list[StrictStr]]] = Field(
-        min_length=1, description="sentences ('a ||| b' for a pair), or token lists with is_tokenized")
+        description="sentences ('a ||| b' for a pair), or token lists with is_tokenized; at least one")
     is_tokenized: StrictBool = Field(default=False, description="texts are lists of tokens")
 
 
@@ -383,7 +383,7 @@ class HttpFrontend:
             self.metrics.rejected("http", e.kind)
             return error_response(e, path)
         try:
-            if payload.is_tokenized != all(isinstance(item, list) for item in payload.texts):
+            if payload.texts and payload.is_tokenized != all(isinstance(item, list) for item in payload.texts):
                 error = InvalidRequest("is_tokenized is true but texts are strings" if payload.is_tokenized
                                        else "texts are token lists: set is_tokenized to true")
                 self.metrics.rejected("http", error.kind)
