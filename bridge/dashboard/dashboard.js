@@ -132,6 +132,7 @@ function drawChart(canvas, values, minutes) {
   g.textBaseline = "top";
   for (let i = 0; i <= 5; i++) {
     const label = i === 5 ? "now" : `-${+(minutes * (1 - i / 5)).toFixed(1)} min`;
+    g.textAlign = i === 0 ? "left" : i === 5 ? "right" : "center";
     g.fillText(label, left + plotWidth * i / 5, top + plotHeight + 5);
   }
 
