@@ -371,6 +371,7 @@ class HttpFrontend:
         app.mount("/dashboard/static", StaticFiles(directory=str(_package_folder("dashboard"))), name="dashboard")
         app.get("/docs", include_in_schema=False)(self.docs)
         app.mount("/docs/static", StaticFiles(directory=_swagger_ui_folder()), name="swagger-ui")
+        app.openapi = _with_bearer_auth(app.openapi)
         return app
 
     # -- the original API -------------------------------------------------------------------------------------------
@@ -559,6 +560,23 @@ class HttpFrontend:
 
     async def _on_unexpected_error(self, request: Request, error: Exception) -> Response:
         return error_response(error, request.url.path)
+
+
+def _with_bearer_auth(make_schema: Callable[[], dict]) -> Callable[[], dict]:
+    """The OpenAPI description with the API key as a Bearer scheme on every route that requires it (the key itself
+    is checked by RequestGate), so /docs offers an Authorize button."""
+
+    def schema() -> dict:
+        description = make_schema()  # FastAPI builds it once and caches it; adding the same keys again is harmless
+        description.setdefault("components", {})["securitySchemes"] = {
+            "apiKey": {"type": "http", "scheme": "bearer", "description": "the server's --api-key, when it has one"}}
+        for path, operations in description["paths"].items():
+            if not path.startswith(PUBLIC_PATHS):
+                for operation in operations.values():
+                    operation["security"] = [{"apiKey": []}]
+        return description
+
+    return schema
 
 
 async def _read_encode_request(request: Request) -> EncodeRequest:
