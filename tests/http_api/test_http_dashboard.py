@@ -83,3 +83,20 @@ def test_dashboard_renders_the_servers_numbers(http_bridge, zmq_client, browser,
     assert painted > 1000
     assert browser.execute_script("return document.querySelectorAll('script[src^=\"http\"], link[href^=\"http\"]')"
                                   ".length") == 0
+
+
+def test_docs_page_renders_every_operation(http_bridge, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    spec = call(f"{http_bridge.url}/openapi.json").json()
+    operations = sum(len(methods) for methods in spec["paths"].values())
+    browser.get(f"{http_bridge.url}/docs")
+    WebDriverWait(browser, 30).until(lambda b: len(b.find_elements(By.CSS_SELECTOR, ".opblock")) == operations)
+    browser.save_screenshot(str(tmp_path / "docs.png"))
+    summaries = {e.text for e in browser.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")}
+    assert {"/encode", "/v1/embeddings", "/metrics", "/ready"} <= summaries
+    # Everything the page loaded came from the bridge itself.
+    origins = browser.execute_script(
+        "return performance.getEntriesByType('resource').map(e => new URL(e.name).origin)")
+    assert set(origins) == {http_bridge.url}
