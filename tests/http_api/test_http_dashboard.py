@@ -4,35 +4,11 @@ the numbers /status/server and /status/activity return; a screenshot is saved un
 Needs Debian's chromium and chromium-driver (the Makefile's test target installs them)."""
 from __future__ import annotations
 
-import shutil
-
 import pytest
 
 from http_calls import call
 
 pytestmark = pytest.mark.slow
-
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--window-size=1280,1000")
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    if not (chromium and driver):
-        pytest.fail("chromium and chromedriver are missing: `apt-get install chromium chromium-driver` "
-                    "(make test does it)")
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in CHROMIUM_FLAGS:
-        options.add_argument(flag)
-    browser = webdriver.Chrome(service=Service(executable_path=driver), options=options)
-    browser.set_page_load_timeout(60)
-    yield browser
-    browser.quit()
 
 
 def text(browser, element_id: str) -> str:

@@ -150,3 +150,18 @@ def test_concurrent_encodes_over_the_limit_get_429_never_a_hang(limited_bridge):
     # The limit counts requests in flight, not requests ever made: the server serves again at once.
     assert call(f"{limited_bridge.url}/encode", "POST", json_body={"id": 9, "texts": ["after"]},
                 headers=authorized()).status == 200
+
+
+def test_dashboard_asks_for_the_key_then_shows_the_numbers(limited_bridge, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(f"{limited_bridge.url}/dashboard")
+    form = browser.find_element(By.ID, "key-form")
+    WebDriverWait(browser, 30).until(lambda b: form.is_displayed())
+    browser.find_element(By.ID, "key-input").send_keys(KEY)
+    browser.find_element(By.CSS_SELECTOR, "#key-form button").click()
+    expected = call(f"{limited_bridge.url}/status/server", headers=authorized()).json()["statistic"]
+    WebDriverWait(browser, 30).until(
+        lambda b: b.find_element(By.ID, "num-total-seq").text == str(expected["num_total_seq"]))
+    assert not form.is_displayed()
