@@ -27,6 +27,7 @@ from typing import Any, Awaitable, Callable, Optional, Union
 
 import numpy as np
 import orjson
+import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
@@ -41,7 +42,7 @@ from bert_serving.client.protocol import Request as ZmqRequest
 
 from .config import ServerConfig
 from .errors import (BackendError, BackendUnavailable, BridgeError, InvalidRequest, Overloaded, RequestTooLarge,
-                     TooManyConcurrentRequests, Unauthorized)
+                     StartupError, TooManyConcurrentRequests, Unauthorized)
 from .metrics import CONTENT_TYPE_LATEST, BridgeMetrics
 from .service import EncodeResult, EncodingService
 from .statistics import ServerStatistic
@@ -56,6 +57,8 @@ __all__ = ["HttpFrontend", "error_response", "HTTP_ERRORS"]
 PUBLIC_PATHS = ("/health", "/ready", "/dashboard", "/docs", "/openapi.json")
 OPENAI_PATHS = ("/v1/", "/embeddings")
 RETRY_AFTER_S = 1
+SHUTDOWN_TIMEOUT_S = 30  # how long in-flight HTTP requests may take to finish when the bridge stops
+LISTEN_BACKLOG = 2048
 JSON = "application/json"
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
@@ -251,21 +254,12 @@ class RequestGate:
 
 # -- the front end ------------------------------------------------------------------------------------------------
 
-class _EmbeddedUvicorn:
-    """Builds uvicorn's Server so that the bridge, not uvicorn, owns SIGINT and SIGTERM."""
+class _EmbeddedUvicorn(uvicorn.Server):
+    """uvicorn's server inside the bridge's event loop: the bridge, not uvicorn, owns SIGINT and SIGTERM."""
 
-    @staticmethod
-    def create(app, *, log_level: str):
-        import uvicorn
-
-        class Server(uvicorn.Server):
-            @contextlib.contextmanager
-            def capture_signals(self):  # uvicorn would replace the bridge's handlers for the duration of serve()
-                yield
-
-        config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="off", server_header=False,
-                                timeout_graceful_shutdown=30, backlog=2048)
-        return Server(config)
+    @contextlib.contextmanager
+    def capture_signals(self):  # uvicorn would replace the bridge's signal handlers for the duration of serve()
+        yield
 
 
 class HttpFrontend:
@@ -277,8 +271,6 @@ class HttpFrontend:
     def __init__(self, *, service: EncodingService, statistic: ServerStatistic, metrics: BridgeMetrics,
                  config: ServerConfig, backend: TritonBackend, output_dim: int,
                  config_reply: Callable[[ZmqRequest], dict]):
-        from .errors import StartupError
-
         self.service = service
         self.statistic = statistic
         self.metrics = metrics
@@ -295,7 +287,9 @@ class HttpFrontend:
             self.socket = _listen(config.ip, config.http_port)
         except OSError as e:
             raise StartupError(f"cannot serve HTTP on {config.ip}:{config.http_port}: {e.strerror or e}") from e
-        self._server = _EmbeddedUvicorn.create(self.app, log_level="debug" if config.verbose else "warning")
+        self._server = _EmbeddedUvicorn(uvicorn.Config(
+            self.app, log_level="debug" if config.verbose else "warning", access_log=False, lifespan="off",
+            server_header=False, timeout_graceful_shutdown=SHUTDOWN_TIMEOUT_S, backlog=LISTEN_BACKLOG))
 
     @property
     def url(self) -> str:
@@ -309,7 +303,7 @@ class HttpFrontend:
             self.socket.close()
             self._finished.set()
 
-    async def shutdown(self, timeout_s: float = 30) -> None:
+    async def shutdown(self, timeout_s: float = SHUTDOWN_TIMEOUT_S) -> None:
         """Stop accepting connections, let requests in flight finish (at most timeout_s), then return."""
         self._server.should_exit = True
         try:
@@ -620,7 +614,7 @@ def _listen(host: str, port: int) -> socket.socket:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
-        sock.listen(2048)  # connections made before uvicorn starts accepting wait in the backlog
+        sock.listen(LISTEN_BACKLOG)  # connections made before uvicorn starts accepting wait in the backlog
         sock.setblocking(False)
     except OSError:
         sock.close()
