@@ -51,3 +51,21 @@ def test_dashboard_status_still_answers(bridge_without_triton):
     call(f"{bridge_without_triton.url}/encode", "POST", json_body={"id": 8, "texts": ["fails"]}, timeout_s=60)
     activity = call(f"{bridge_without_triton.url}/status/activity").json()
     assert activity["errors"].get("BackendUnavailable", 0) >= 1
+
+
+def test_http_port_in_use_is_a_one_line_startup_error(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "bert_bridge.cli", "-port", str(free_port()), "-port_out", str(free_port()),
+             "-http_port", str(port), "--triton-url", f"127.0.0.1:{free_port()}"],
+            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert f"cannot serve HTTP on 0.0.0.0:{port}" in result.stderr
+    assert "Traceback" not in result.stderr
