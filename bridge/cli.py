@@ -1,7 +1,6 @@
-"""``bert-serving-start`` and ``bert-serving-terminate``: wire the config, the model, Triton and the front ends."""
+"""``bert-serving-start``: wire the config, the model, Triton and the front ends."""
 from __future__ import annotations
 
-import argparse
 import asyncio
 import datetime
 import logging
@@ -9,6 +8,8 @@ import signal
 import sys
 from importlib.metadata import PackageNotFoundError, version
 from typing import Optional, Sequence
+
+from bert_exporter.manifest import Target
 
 from .config import IGNORED_FLAGS, ServerConfig, parse_args
 from .errors import BackendUnavailable, StartupError
@@ -25,7 +26,7 @@ def _package_version() -> str:
         return "unknown"
 
 
-def _configure_logging(verbose: bool) -> None:
+def configure_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname).1s %(name)s: %(message)s", datefmt="%H:%M:%S")
     for noisy in ("asyncio", "grpc"):
@@ -38,35 +39,62 @@ def _log_ignored_flags(config: ServerConfig) -> None:
 
 
 class Server:
-    """One running bridge: the served model, Triton (embedded or external) and the ZeroMQ front end."""
+    """One running bridge: the served model, Triton (embedded or external) and the ZeroMQ front end.
+
+    Start-up order: bind the ports (refused in one line if taken), resolve or export the model, start Triton, serve.
+    Whatever ends it -- SIGINT, SIGTERM, TERMINATION, a dead tritonserver, an error -- it stops accepting, answers
+    every request in flight (vectors or an error, within --drain-timeout-s), then stops Triton: nothing it started
+    outlives it.
+    """
 
     def __init__(self, config: ServerConfig):
-        from .model_source import resolve_model, settle_config
-
-        self.model = resolve_model(config)
-        self.config = settle_config(config, self.model)
+        self.config = config
+        self.model = None
         self.triton = None
         self.backend = None
         self.started_at = datetime.datetime.now()
 
     def run(self) -> int:
-        from .triton_server import EmbeddedTriton
+        from .model_source import resolve_model, settle_config
+        from .zmq_frontend import ZmqSockets
 
         config = self.config
-        if config.embedded_triton:
-            self.triton = EmbeddedTriton(
-                model_repository=self.model.repository, cache_dir=config.cache_dir,
-                log_path=config.cache_dir / "logs" / f"tritonserver-{config.port}.log")
-            url = self.triton.start().grpc_url
-        else:
-            url = config.triton_url
+        sockets = ZmqSockets.bind(ip=config.ip, port=config.port, port_out=config.port_out)
+        http_socket = None
         try:
-            return asyncio.run(self._serve(url))
+            if config.http_port is not None:
+                from .http_frontend import listen
+
+                http_socket = listen(config.ip, config.http_port)
+            self.model = resolve_model(config)
+            self.config = config = settle_config(config, self.model)
+            if config.embedded_triton:
+                url = self._start_embedded_triton()
+            else:
+                url = config.triton_url
+            return asyncio.run(self._serve(url, sockets, http_socket))
         finally:
+            sockets.close()
+            if http_socket is not None:
+                http_socket.close()
             if self.triton is not None:
                 self.triton.stop()
 
-    async def _serve(self, url: str) -> int:
+    def _start_embedded_triton(self) -> str:
+        from .triton_server import EmbeddedTriton
+
+        config, manifest = self.config, self.model.manifest
+        if manifest.target != Target.EMBEDDED.value:
+            raise StartupError(f"{self.model.folder} is a -target {manifest.target} export, which the embedded "
+                               "tritonserver cannot run (it has only the python backend): serve it with --triton-url "
+                               "HOST:PORT of a tritonserver that has that backend, or export -target embedded")
+        self.triton = EmbeddedTriton(
+            model_repository=self.model.repository, models=[self.model.name], cache_dir=config.cache_dir,
+            instance_group=[{"count": config.num_worker, "kind": "KIND_CPU"}],
+            log_path=config.cache_dir / "logs" / f"tritonserver-{config.port}.log")
+        return self.triton.start().grpc_url
+
+    async def _serve(self, url: str, sockets, http_socket) -> int:
         from .metrics import BridgeMetrics
         from .service import EncodingService
         from .statistics import ServerStatistic
@@ -75,6 +103,10 @@ class Server:
 
         config = self.config
         backend = self.backend = TritonBackend(url=url, model_name=self.model.name, timeout_s=config.triton_timeout_s)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            loop.add_signal_handler(sig, stop.set)
         try:
             await backend.wait_until_ready(timeout_s=60 if self.triton else 10)
         except BackendUnavailable as e:
@@ -84,43 +116,47 @@ class Server:
             log.warning("%s; serving anyway, requests fail until it is ready", e)
         service = EncodingService(config=config, vocab_file=self.model.vocab_file,
                                   max_position_embeddings=self.model.manifest.max_position_embeddings,
-                                  backend=backend)
-        stopped = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stopped.set)
+                                  backend=backend, tokenizer_file=self.model.tokenizer_file)
         statistic, metrics = ServerStatistic(), BridgeMetrics()  # shared by the ZeroMQ and HTTP front ends
-        frontend = ZmqFrontend(service=service, statistic=statistic, metrics=metrics, bind_ip=config.ip,
-                               port=config.port, port_out=config.port_out, config_reply=self.config_reply,
-                               on_terminate=stopped.set)
-        tasks = [asyncio.create_task(frontend.serve()), asyncio.create_task(stopped.wait())]
-        http = None
-        if config.http_port is not None:
+        frontend = ZmqFrontend(sockets=sockets, service=service, statistic=statistic, metrics=metrics,
+                               config_reply=self.config_reply, on_terminate=stop.set)
+        ending = [asyncio.create_task(frontend.serve()), asyncio.create_task(stop.wait())]
+        http = http_serving = None
+        if http_socket is not None:
             from .http_frontend import HttpFrontend
 
-            http = HttpFrontend(service=service, statistic=statistic, metrics=metrics, config=config,
-                                backend=backend, output_dim=self.model.manifest.output_dim,
+            http = HttpFrontend(listening_socket=http_socket, service=service, statistic=statistic, metrics=metrics,
+                                config=config, backend=backend, output_dim=self.model.manifest.output_dim,
                                 config_reply=self.config_reply)
-            tasks.append(asyncio.create_task(http.serve()))
+            http_serving = asyncio.create_task(http.serve())  # ends only through http.shutdown(), or by failing
             log.info("HTTP on %s (OpenAI-compatible /v1/embeddings, /metrics, /docs, /dashboard)%s", http.url,
                      "; API key required" if config.api_key else "")
         if self.triton is not None:
-            tasks.append(asyncio.create_task(self._watch_triton()))
+            ending.append(asyncio.create_task(self._watch_triton()))
         manifest = self.model.manifest
         log.info("%s: ZeroMQ on tcp://%s:%d (requests) and tcp://%s:%d (replies); model %s (%s), pooling %s over "
                  "layers %s, max_seq_len %s, %d-dim %s output; Triton %s",
                  READY_MESSAGE, config.ip, config.port, config.ip, config.port_out, self.model.folder, manifest.source,
                  config.pooling_strategy, list(config.pooling_layer), config.max_seq_len or "NONE",
                  manifest.output_dim, manifest.output_dtype, url)
-        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        if http is not None:
-            await http.shutdown()  # stop accepting, finish the HTTP requests in flight
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
-        frontend.close()
-        await backend.close()
-        failed = [task.exception() for task in done if task.exception() is not None]
+        try:
+            done, _ = await asyncio.wait(ending + [t for t in (http_serving,) if t],
+                                         return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in ending:
+                task.cancel()
+            await asyncio.gather(*ending, return_exceptions=True)
+            # A second signal while draining cuts the wait short: what is still in flight gets an error reply.
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                loop.add_signal_handler(sig, frontend.cut_drain_short)
+            drains = [frontend.shutdown(timeout_s=config.drain_timeout_s)]
+            if http is not None:
+                drains.append(http.shutdown(timeout_s=config.drain_timeout_s))
+            await asyncio.gather(*drains)
+            if http_serving is not None:
+                await asyncio.gather(http_serving, return_exceptions=True)
+            await backend.close()
+        failed = [task.exception() for task in done if not task.cancelled() and task.exception() is not None]
         if failed:
             raise failed[0]
         log.info("bye")
@@ -128,7 +164,7 @@ class Server:
 
     async def _watch_triton(self) -> None:
         while self.triton.is_alive():
-            await asyncio.sleep(1)
+            await asyncio.sleep(0.2)
         raise StartupError(f"the embedded tritonserver died (status {self.triton.process.returncode}):\n"
                            f"{self.triton.log_excerpt()}")
 
@@ -161,43 +197,37 @@ class Server:
             "model_source": manifest.source,
             "output_dim": manifest.output_dim,
             "output_dtype": manifest.output_dtype,
+            "normalize": manifest.normalize,
+            "sentence_transformers": manifest.sentence_transformers,  # what -pooling_strategy AUTO resolved to
             "triton": {"url": self.backend.url, "model": self.backend.model_name, **self.backend.details},
         }
         return {**runtime, **config.original_args(), **static, **ours}
 
 
+def interrupt_on_termination_signals() -> None:
+    """SIGTERM and SIGHUP (systemd, docker stop, a closed terminal) raise KeyboardInterrupt like Ctrl-C does, so a
+    start in progress unwinds through every step's cleanup. The event loop takes signals over once serving."""
+
+    def interrupt(signum, frame) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, interrupt)
+
+
 def start(argv: Optional[Sequence[str]] = None) -> None:
     config = parse_args(argv)
-    _configure_logging(config.verbose)
+    configure_logging(config.verbose)
     _log_ignored_flags(config)
+    interrupt_on_termination_signals()
     try:
         sys.exit(Server(config).run())
     except StartupError as e:
         log.error("%s", e.message)
         sys.exit(2)
-    except KeyboardInterrupt:
-        sys.exit(130)
-
-
-def terminate(argv: Optional[Sequence[str]] = None) -> None:
-    """Ask a running server to shut down, as the original's bert-serving-terminate did."""
-    import zmq
-
-    from bert_serving.client.protocol import TERMINATION, encode_request
-
-    parser = argparse.ArgumentParser(prog="bert-serving-terminate", description="Shut down a bert-serving server.")
-    parser.add_argument("-ip", "--ip", default="localhost", help="the server's address")
-    parser.add_argument("-port", "--port", "-port_in", "-port_data", dest="port", type=int, default=5555,
-                        help="the server's request port")
-    args = parser.parse_args(argv)
-    context = zmq.Context()
-    socket = context.socket(zmq.PUSH)
-    socket.setsockopt(zmq.LINGER, 2000)
-    socket.connect(f"tcp://{args.ip}:{args.port}")
-    socket.send_multipart(encode_request(b"0", TERMINATION, 0))  # [b"0", b"TERMINATION", b"0", b"0"]
-    socket.close()
-    context.term()
-    print(f"sent TERMINATION to tcp://{args.ip}:{args.port}")
+    except KeyboardInterrupt as e:
+        log.info("stopped before serving (%s)", e or "SIGINT")
+        sys.exit(0)
 
 
 if __name__ == "__main__":

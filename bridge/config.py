@@ -29,11 +29,14 @@ IGNORED_FLAGS = {
 API_KEY_ENV = "BERT_SERVING_API_KEY"
 DEFAULT_HTTP_MAX_REQUEST_BYTES = 10_000_000
 
-# Flags that change the exported model itself: they must agree with an already exported model.
+# Flags that change the exported model itself: they must agree with an already exported model. (-num_worker,
+# -device_map and -cpu are Triton instance settings: see model_source.settle_config.)
 EXPORT_FLAGS = (
     "tuned_model_dir", "ckpt_name", "config_name", "pooling_strategy", "pooling_layer", "no_position_embeddings",
-    "fp16", "num_worker", "device_map", "cpu", "priority_batch_size",
+    "fp16", "priority_batch_size", "normalize",
 )
+# -pooling_strategy AUTO: the sentence-transformers model's own pooling, layer, length, normalization and tokenizer.
+AUTO_STRATEGY = "AUTO"
 
 
 def _max_seq_len(value: str) -> Optional[int]:
@@ -41,6 +44,27 @@ def _max_seq_len(value: str) -> Optional[int]:
         return parse_max_seq_len(value)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _port(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a port is a number from 1 to 65535, got {value!r}") from None
+    if not 1 <= number <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is a number from 1 to 65535, got {number}")
+    return number
+
+
+def _triton_url(value: str) -> str:
+    """HOST:PORT of one gRPC endpoint (several endpoints are not supported yet: refused, not passed to gRPC)."""
+    if "," in value:
+        raise argparse.ArgumentTypeError(f"one HOST:PORT is supported, got several: {value!r}")
+    host, _, port = value.rpartition(":")
+    if not host or "/" in value:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT of tritonserver's gRPC endpoint, got {value!r}")
+    _port(port)
+    return value
 
 
 def _positive(value: str) -> int:
@@ -86,6 +110,7 @@ class ServerConfig:
     cpu: bool = False
     xla: bool = False
     fp16: bool = False
+    normalize: bool = False  # L2-normalized output vectors (in the exported graph)
     gpu_memory_fraction: float = 0.5
     device_map: tuple = ()
     prefetch_size: int = 10
@@ -93,6 +118,7 @@ class ServerConfig:
     # Triton
     triton_url: Optional[str] = None  # host:port of an external tritonserver's gRPC endpoint; None: start one
     triton_timeout_s: float = 300.0
+    drain_timeout_s: float = 10.0  # on shutdown, how long requests in flight may take before they get an error reply
     # which flags the user gave explicitly (decides whether they may disagree with an exported model)
     explicit: frozenset = frozenset()
 
@@ -180,8 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
           help="the encoder layer(s) that receive pooling; several are concatenated")
     _flag(parser, bert, "pooling_strategy", default="REDUCE_MEAN", type=str.upper,
           choices=["NONE", "REDUCE_MAX", "REDUCE_MEAN", "REDUCE_MEAN_MAX", "FIRST_TOKEN", "CLS_TOKEN", "LAST_TOKEN",
-                   "SEP_TOKEN", "CLS_POOLED"],
-          help="the pooling strategy for generating encoding vectors")
+                   "SEP_TOKEN", "CLS_POOLED", AUTO_STRATEGY],
+          help="the pooling strategy for generating encoding vectors; AUTO: a sentence-transformers model's own "
+               "(pooling, last layer, max_seq_length, Normalize, tokenizer)")
     _flag(parser, bert, "mask_cls_sep", action="store_true", help="mask [CLS] and [SEP] out of pooling")
     _flag(parser, bert, "no_special_token", action="store_true",
           help="no [CLS]/[SEP] around tokenized input (is_tokenized=True)")
@@ -192,10 +219,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     serving = parser.add_argument_group("Serving Configs", "sockets, batching and devices")
     _flag(parser, serving, "ip", default="0.0.0.0", help="address to bind the ZeroMQ ports to")
-    _flag(parser, serving, "port", "port_in", "port_data", type=int, default=5555,
+    _flag(parser, serving, "port", "port_in", "port_data", type=_port, default=5555,
           help="port receiving requests from clients")
-    _flag(parser, serving, "port_out", "port_result", type=int, default=5556, help="port publishing results")
-    _flag(parser, serving, "http_port", type=int,
+    _flag(parser, serving, "port_out", "port_result", type=_port, default=5556, help="port publishing results")
+    _flag(parser, serving, "http_port", type=_port,
           help="serve the HTTP API (/encode, /v1/embeddings, /metrics, /dashboard, ...) on this port as well")
     _flag(parser, serving, "http_max_connect", type=_positive, default=10,
           help="concurrent HTTP encode requests; more get 429 with Retry-After at once")
@@ -213,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(parser, serving, "cpu", action="store_true", help="run the model instances on CPU")
     _flag(parser, serving, "xla", action="store_true", help="(ignored) enable XLA")
     _flag(parser, serving, "fp16", action="store_true", help="float16 output")
+    _flag(parser, serving, "normalize", action="store_true", help="L2-normalize every output vector")
     _flag(parser, serving, "gpu_memory_fraction", type=float, default=0.5, help="(ignored) GPU memory per worker")
     _flag(parser, serving, "device_map", type=int, nargs="+", default=[], help="GPU ids for the model instances")
     _flag(parser, serving, "prefetch_size", type=int, default=10, help="(ignored) batches to prefetch per worker")
@@ -220,10 +248,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-version", "--version", action="version", version=f"%(prog)s {SERVER_VERSION}")
 
     triton = parser.add_argument_group("Triton")
-    _flag(parser, triton, "triton_url",
+    _flag(parser, triton, "triton_url", type=_triton_url, action="append",
           help="host:port of a running tritonserver's gRPC endpoint to use instead of starting the embedded one")
     _flag(parser, triton, "triton_timeout_s", type=float, default=300.0,
           help="seconds one inference call may take, queueing in Triton included, before the client gets an error")
+    _flag(parser, serving, "drain_timeout_s", type=float, default=10.0,
+          help="on shutdown, seconds requests in flight may take to finish before they are answered with an error")
     return parser
 
 
@@ -243,6 +273,14 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> ServerConfig:
             given.add_argument(*action.option_strings, **kwargs)
     explicit = frozenset(vars(given.parse_known_args(argv)[0]))
     values = vars(args)
+    if values["port"] == values["port_out"]:
+        parser.error(f"-port and -port_out must differ (both are {values['port']})")
+    if values["http_port"] in (values["port"], values["port_out"]):
+        parser.error(f"-http_port {values['http_port']} is also a ZeroMQ port (-port / -port_out)")
+    if values["triton_url"] is not None:
+        if len(values["triton_url"]) > 1:
+            parser.error(f"--triton-url was given {len(values['triton_url'])} times; one tritonserver is supported")
+        values["triton_url"] = values["triton_url"][0]
     values["do_lower_case"] = not values.pop("cased_tokenization")
     values["pooling_strategy"] = {"CLS_TOKEN": "FIRST_TOKEN", "SEP_TOKEN": "LAST_TOKEN"}.get(
         values["pooling_strategy"], values["pooling_strategy"])

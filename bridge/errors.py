@@ -67,3 +67,10 @@ class StartupError(BridgeError):
     """The service cannot start: bad flags, a missing model, a tritonserver that would not come up."""
 
     kind = "StartupError"
+
+
+class ShuttingDown(BridgeError):
+    """The service is stopping: the request was not (or not completely) served; another instance, or a restarted
+    one, will serve it."""
+
+    kind = "ShuttingDown"

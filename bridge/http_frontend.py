@@ -42,7 +42,7 @@ from bert_serving.client.protocol import Request as ZmqRequest
 
 from .config import ServerConfig
 from .errors import (BackendError, BackendUnavailable, BridgeError, InvalidRequest, Overloaded, RequestTooLarge,
-                     StartupError, TooManyConcurrentRequests, Unauthorized)
+                     ShuttingDown, StartupError, TooManyConcurrentRequests, Unauthorized)
 from .metrics import CONTENT_TYPE_LATEST, BridgeMetrics
 from .service import EncodeResult, EncodingService
 from .statistics import ServerStatistic
@@ -79,6 +79,7 @@ HTTP_ERRORS: tuple[tuple[type, HttpError], ...] = (
     (InvalidRequest, HttpError(422, "invalid_request_error", "invalid_value")),
     (Overloaded, HttpError(429, "rate_limit_error", "rate_limit_exceeded")),
     (BackendUnavailable, HttpError(503, "server_error", "backend_unavailable")),
+    (ShuttingDown, HttpError(503, "server_error", "shutting_down")),
     (BackendError, HttpError(502, "server_error", "backend_error")),
 )
 INTERNAL_ERROR = HttpError(500, "server_error", "internal_error")
@@ -265,10 +266,10 @@ class _EmbeddedUvicorn(uvicorn.Server):
 class HttpFrontend:
     """Serve the HTTP API with ``await serve()``; ``await shutdown()`` stops accepting and finishes what is in flight.
 
-    The listening socket is bound at construction, so a port in use is a StartupError before the bridge is ready.
+    ``listening_socket`` is the HTTP port, bound by ``listen`` at start-up before anything slow, like the ZeroMQ ports.
     """
 
-    def __init__(self, *, service: EncodingService, statistic: ServerStatistic, metrics: BridgeMetrics,
+    def __init__(self, *, listening_socket: socket.socket, service: EncodingService, statistic: ServerStatistic, metrics: BridgeMetrics,
                  config: ServerConfig, backend: TritonBackend, output_dim: int,
                  config_reply: Callable[[ZmqRequest], dict]):
         self.service = service
@@ -283,10 +284,7 @@ class HttpFrontend:
         self._requests_per_client: dict[bytes, int] = {}
         self._finished = asyncio.Event()
         self.app = self._build_app()
-        try:
-            self.socket = _listen(config.ip, config.http_port)
-        except OSError as e:
-            raise StartupError(f"cannot serve HTTP on {config.ip}:{config.http_port}: {e.strerror or e}") from e
+        self.socket = listening_socket
         self._server = _EmbeddedUvicorn(uvicorn.Config(
             self.app, log_level="debug" if config.verbose else "warning", access_log=False, lifespan="off",
             server_header=False, timeout_graceful_shutdown=SHUTDOWN_TIMEOUT_S, backlog=LISTEN_BACKLOG))
@@ -608,7 +606,8 @@ def _json(body: Any, *, status: int = 200, headers: Optional[dict] = None) -> Re
                     headers=headers, media_type=JSON)
 
 
-def _listen(host: str, port: int) -> socket.socket:
+def listen(host: str, port: int) -> socket.socket:
+    """The HTTP port, bound first thing at start-up like the ZeroMQ ports: a port in use is refused in one line."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
@@ -616,9 +615,9 @@ def _listen(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
         sock.listen(LISTEN_BACKLOG)  # connections made before uvicorn starts accepting wait in the backlog
         sock.setblocking(False)
-    except OSError:
+    except OSError as e:
         sock.close()
-        raise
+        raise StartupError(f"cannot listen on -http_port {port} at {host}: {e.strerror or e}") from e
     return sock
 
 

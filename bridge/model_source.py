@@ -7,6 +7,7 @@ and the exporter's own code, so an unchanged start reuses it.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -19,7 +20,9 @@ from bert_exporter.errors import ExportError
 from bert_exporter.manifest import MANIFEST_FILE, ExportManifest, PoolingStrategy
 from bert_exporter.options import packaged_model_dir
 
-from .config import EXPORT_FLAGS, ServerConfig, with_model_settings
+from . import child_process
+from .cache_admin import claim_cache_entry
+from .config import AUTO_STRATEGY, EXPORT_FLAGS, ServerConfig, with_model_settings
 from .errors import StartupError
 
 log = logging.getLogger("bert_bridge.model")
@@ -39,21 +42,26 @@ class ServedModel:
     def vocab_file(self) -> Path:
         return self.folder / self.manifest.vocab_file
 
+    @property
+    def tokenizer_file(self) -> Path | None:
+        """The model's own tokenizer.json (AUTO exports), which then splits text instead of the original's rules."""
+        return self.folder / self.manifest.tokenizer_file if self.manifest.tokenizer_file else None
+
 
 def _export_arguments(config: ServerConfig, source: Path) -> list[str]:
-    """bert-export flags for the settings that shape the exported model (runtime settings stay with the bridge)."""
+    """bert-export flags for the settings that shape the exported model. Runtime settings stay with the bridge, and
+    instances (-num_worker) are applied when the embedded Triton loads the model: changing them re-exports nothing."""
     args = ["-model_dir", str(source), "-target", "embedded",
             "-pooling_strategy", config.pooling_strategy,
-            "-pooling_layer", *map(str, config.pooling_layer),
-            "-num_worker", str(config.num_worker),
             "-max_batch_size", str(config.max_batch_size),
             "-priority_batch_size", str(config.priority_batch_size),
             "-ckpt_name", config.ckpt_name, "-config_name", config.config_name]
+    # AUTO takes the layer from the model; a -pooling_layer given with it goes along, for bert-export to refuse.
+    if config.pooling_strategy != AUTO_STRATEGY or "pooling_layer" in config.explicit:
+        args += ["-pooling_layer", *map(str, config.pooling_layer)]
     if config.tuned_model_dir:
         args += ["-tuned_model_dir", str(config.tuned_model_dir)]
-    if config.device_map:
-        args += ["-device_map", *map(str, config.device_map)]
-    for flag in ("no_position_embeddings", "fp16", "cpu"):
+    for flag in ("no_position_embeddings", "fp16", "normalize"):
         if getattr(config, flag):
             args.append(f"-{flag}")
     return args
@@ -83,21 +91,52 @@ def export_on_the_fly(config: ServerConfig, source: Path) -> ServedModel:
     key = hashlib.sha256(json.dumps([args, _fingerprint(sources), _exporter_code_digest()]).encode()).hexdigest()
     repository = config.cache_dir / "models" / key[:20]
     name = config.model_name
+    # Held until this process exits, so `bert-serving-cache prune` leaves the entry alone; records source and use.
+    claim_cache_entry(repository, source=source, name=name, export_flags=args)
     if (repository / name / MANIFEST_FILE).is_file():
         log.info("reusing the model exported earlier from %s (%s)", source, repository / name)
-        return ServedModel(repository=repository, name=name, manifest=ExportManifest.load(repository / name))
+        return ServedModel(repository=repository, name=name, manifest=load_manifest(repository / name))
     # bert-export assembles the folder aside and moves it into place last: a manifest means a complete export.
     command = [sys.executable, "-m", "bert_exporter.cli", *args, "-output", str(repository), "-name", name]
     log.info("exporting %s for Triton (first start with these settings; later starts reuse it)", source)
     # bert-export's progress lines are passed on as they come; a failure ends with its one-line reason.
     last_line = "no message"
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as export:
+    export = child_process.spawn(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
         for line in export.stdout:
             sys.stderr.write(line)
             last_line = line.strip() or last_line
+        export.wait()
+    finally:  # interrupted: bert-export removes its unfinished folder on SIGTERM
+        child_process.stop(export, timeout_s=30)
+        export.stdout.close()
     if export.returncode != 0:
         raise StartupError(f"exporting {source} failed: {last_line}")
-    return ServedModel(repository=repository, name=name, manifest=ExportManifest.load(repository / name))
+    return ServedModel(repository=repository, name=name, manifest=load_manifest(repository / name))
+
+
+def load_manifest(folder: Path) -> ExportManifest:
+    try:
+        return ExportManifest.load(folder)
+    except (OSError, ValueError, TypeError) as e:  # unreadable, not JSON, or keys that are not a manifest's
+        raise StartupError(f"{folder / MANIFEST_FILE} is not a valid bert-export manifest ({e}); "
+                           "export the model again with bert-export") from e
+
+
+def exported_instances(folder: Path) -> dict:
+    """-num_worker, -device_map and -cpu as the export's config.pbtxt has them (Triton's instance groups)."""
+    from bert_exporter.triton_config import CONFIG_FILE, read_as_dict
+
+    try:
+        config = read_as_dict(folder)
+    except Exception as e:  # a missing file, or text that is no model config
+        raise StartupError(f"{folder / CONFIG_FILE} cannot be read as a Triton model config: {e}") from e
+    groups = config.get("instance_group") or [{"count": 1}]
+    return {
+        "num_worker": sum(int(g.get("count", 1)) * max(1, len(g.get("gpus", []))) for g in groups),
+        "device_map": tuple(int(gpu) for g in groups for gpu in g.get("gpus", [])),
+        "cpu": all(g.get("kind") == "KIND_CPU" for g in groups),
+    }
 
 
 def resolve_model(config: ServerConfig) -> ServedModel:
@@ -106,7 +145,7 @@ def resolve_model(config: ServerConfig) -> ServedModel:
         if not (folder / MANIFEST_FILE).is_file():
             raise StartupError(f"{folder} is not a model exported by bert-export (no {MANIFEST_FILE})")
         return ServedModel(repository=config.model_repository, name=config.model_name,
-                           manifest=ExportManifest.load(folder))
+                           manifest=load_manifest(folder))
     if config.model_dir is not None:
         source = config.model_dir
     else:
@@ -118,7 +157,7 @@ def resolve_model(config: ServerConfig) -> ServedModel:
         raise StartupError(f"-model_dir {source} is not a directory")
     if (source / MANIFEST_FILE).is_file():
         source = source.resolve()
-        return ServedModel(repository=source.parent, name=source.name, manifest=ExportManifest.load(source))
+        return ServedModel(repository=source.parent, name=source.name, manifest=load_manifest(source))
     return export_on_the_fly(config, source)
 
 
@@ -131,21 +170,59 @@ def settle_config(config: ServerConfig, model: ServedModel) -> ServerConfig:
         "no_position_embeddings": manifest.no_position_embeddings,
         "fp16": manifest.output_dtype == "float16",
         "priority_batch_size": manifest.priority_batch_size,
+        "normalize": manifest.normalize,
     }
+    config = _settle_auto(config, model)
     conflicts = [f"-{flag} {getattr(config, flag)!r} (exported with {recorded[flag]!r})"
                  for flag in EXPORT_FLAGS if flag in recorded and flag in config.explicit
                  and getattr(config, flag) != recorded[flag]]
+    # The casing of a model's own tokenizer is part of the model, not a runtime choice.
+    if (manifest.tokenizer_file and "do_lower_case" in config.explicit
+            and config.do_lower_case != manifest.do_lower_case):
+        conflicts.append("-cased_tokenization (the model's own tokenizer lower-cases)")
     if conflicts:
         raise StartupError(f"{model.folder} was exported with other settings: {'; '.join(conflicts)}. "
                            "Export it again with bert-export, or pass the source model folder as -model_dir.")
+    instances = exported_instances(model.folder)
+    if config.embedded_triton:
+        # The embedded Triton loads the model with -num_worker instances; it runs on this machine's CPU only.
+        if config.device_map:
+            raise StartupError("-device_map needs GPUs: the embedded tritonserver runs on CPU; serve a -target onnx "
+                               "or tensorrt export with --triton-url on a GPU host")
+        instances = {"num_worker": instances["num_worker"], "device_map": (), "cpu": True}
+    else:
+        # An external Triton loads config.pbtxt as exported: instances were fixed by bert-export.
+        contradicted = [f"-{flag} {getattr(config, flag)!r} (exported with {instances[flag]!r})"
+                        for flag in instances if flag in config.explicit and getattr(config, flag) != instances[flag]]
+        if contradicted:
+            raise StartupError(f"{model.folder} was exported with other Triton instances: {'; '.join(contradicted)}; "
+                               "an external tritonserver loads its config.pbtxt as exported. Export it again with "
+                               "bert-export -num_worker/-device_map/-cpu.")
     if config.max_batch_size > manifest.max_batch_size and "max_batch_size" in config.explicit:
         raise StartupError(f"-max_batch_size {config.max_batch_size} exceeds the model's max_batch_size "
                            f"{manifest.max_batch_size}")
     return with_model_settings(
-        config, **recorded,
+        config, **recorded, **instances,
         max_seq_len=manifest.max_seq_len,
         do_lower_case=manifest.do_lower_case,
         mask_cls_sep=manifest.mask_cls_sep,
         max_batch_size=manifest.max_batch_size,
     )
 
+
+def _settle_auto(config: ServerConfig, model: ServedModel) -> ServerConfig:
+    """-pooling_strategy AUTO accepts a model exported with AUTO, and then stands for what AUTO resolved to."""
+    manifest = model.manifest
+    resolved = manifest.sentence_transformers
+    if config.pooling_strategy == AUTO_STRATEGY:
+        if resolved is None:
+            raise StartupError(f"{model.folder} was not exported with -pooling_strategy AUTO (it pools "
+                               f"{manifest.pooling_strategy}); export it again with -pooling_strategy AUTO, or pass "
+                               "the sentence-transformers folder itself as -model_dir")
+        config = dataclasses.replace(config, pooling_strategy=manifest.pooling_strategy,
+                                     explicit=config.explicit - {"pooling_strategy"})
+    if resolved is not None:
+        log.info("-pooling_strategy AUTO resolved sentence-transformers pooling %r to %s over layer %s, normalize %s, "
+                 "max_seq_len %s, the model's own %s", resolved["pooling_mode"], resolved["pooling_strategy"],
+                 resolved["pooling_layer"], manifest.normalize, manifest.max_seq_len, manifest.tokenizer_file)
+    return config

@@ -5,10 +5,16 @@ What it needs to serve a python-backend model when started directly (shared/refe
   this Python version (the wheel keeps the stubs apart; we link them into a cache folder, never edit site-packages);
 - this virtual environment's ``bin/`` first on PATH, so the stub's ``python3`` sees our site-packages;
 - LD_LIBRARY_PATH with libpython's folder and the wheel's bundled libraries.
-Ports open only after every model loaded; we poll readiness and fail fast if the child dies meanwhile.
+
+Triton runs in explicit model-control mode and loads only the models it is told to: a repository may also hold
+exports for other runtimes (onnx, tensorrt) or other models, and none of them is loaded, or can fail the start.
+Whatever happens to it, nothing of it outlives the bridge: the child dies with its parent (child_process), and once
+it has exited, its process group (the python backend stubs) is killed and its shared-memory regions are removed.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import signal
@@ -21,13 +27,17 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
+from . import child_process
 from .errors import StartupError
 
 log = logging.getLogger("bert_bridge.triton")
 
 PYTHON_BACKEND_FILES = ("libtriton_python.so", "triton_python_backend_utils.py")
+SHARED_MEMORY = Path("/dev/shm")
+# Lines every start on a CPU-only machine logs; they never explain a failure.
+LOG_NOISE = ("CudaDriverHelper", "NVML", "DCGM", "CUDA driver", "pinned memory", "GPU metrics", "cuda")
 
 
 def _free_port() -> int:
@@ -46,13 +56,17 @@ def _pytriton_root() -> Path:
 
 
 def prepare_backend_directory(cache_dir: Path) -> Path:
-    """A backend folder with the python backend and the stub for this interpreter, linked from the wheel."""
+    """A backend folder with the python backend and the stub for this interpreter, linked from the wheel.
+
+    One folder per wheel location, so bridges from different virtual environments never re-link each other's.
+    """
     root = _pytriton_root()
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     stub = root / "python_backend_stubs" / version / "triton_python_backend_stub"
     if not stub.is_file():
         raise StartupError(f"nvidia-pytriton ships no python backend stub for Python {version}")
-    backends = cache_dir / "triton-backends" / version
+    wheel = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:12]
+    backends = cache_dir / "triton-backends" / f"{version}-{wheel}"
     python_dir = backends / "python"
     python_dir.mkdir(parents=True, exist_ok=True)
     sources = {name: root / "backends" / "python" / name for name in PYTHON_BACKEND_FILES}
@@ -61,8 +75,10 @@ def prepare_backend_directory(cache_dir: Path) -> Path:
         link = python_dir / name
         if link.is_symlink() and link.resolve() == source.resolve():
             continue
-        link.unlink(missing_ok=True)
-        link.symlink_to(source)
+        staged = python_dir / f".{name}.{os.getpid()}"  # link aside, then rename: atomic for concurrent starts
+        staged.unlink(missing_ok=True)
+        staged.symlink_to(source)
+        staged.replace(link)
     return backends
 
 
@@ -84,83 +100,142 @@ class TritonEndpoints:
 
 
 class EmbeddedTriton:
-    """Start, supervise and stop one tritonserver child on free loopback ports."""
+    """Start, supervise and stop one tritonserver child on loopback ports, serving ``models`` of the repository.
 
-    def __init__(self, *, model_repository: Path, cache_dir: Path, log_path: Path, startup_timeout_s: float = 300,
-                 grpc_port: int = 0):
+    ``instance_group`` (Triton's JSON form, e.g. ``[{"count": 2, "kind": "KIND_CPU"}]``) replaces the exported one
+    at load time: the number of instances is Triton configuration, not part of the exported graph.
+    """
+
+    def __init__(self, *, model_repository: Path, models: Sequence[str], cache_dir: Path, log_path: Path,
+                 instance_group: Optional[list] = None, startup_timeout_s: float = 300, grpc_port: int = 0,
+                 http_port: int = 0, metrics_port: int = 0, address: str = "127.0.0.1"):
         self.model_repository = Path(model_repository)
+        self.models = tuple(models)
+        self.instance_group = instance_group
         self.grpc_port = grpc_port  # 0: any free port
+        self.http_port = http_port
+        self.metrics_port = metrics_port
+        self.address = address
         self.cache_dir = Path(cache_dir)
         self.log_path = Path(log_path)
         self.startup_timeout_s = startup_timeout_s
-        self.process: Optional[subprocess.Popen] = None
+        self.process = None
         self.endpoints: Optional[TritonEndpoints] = None
+        self._shm_prefix = ""
 
-    def start(self) -> TritonEndpoints:
+    def command(self) -> list[str]:
         binary = _pytriton_root() / "bin" / "tritonserver"
         backends = prepare_backend_directory(self.cache_dir)
-        grpc_port, http_port, metrics_port = self.grpc_port or _free_port(), _free_port(), _free_port()
-        command = [
+        self.grpc_port, self.http_port, self.metrics_port = (
+            port or _free_port() for port in (self.grpc_port, self.http_port, self.metrics_port))
+        # Separate shared-memory regions, so several servers on one machine never collide, and so ours can be
+        # found and removed if Triton could not remove them itself.
+        self._shm_prefix = f"bert-serving-{os.getpid()}-{self.grpc_port}"
+        return [
             str(binary),
             f"--model-repository={self.model_repository}",
             f"--backend-directory={backends}",
-            "--http-address=127.0.0.1", f"--http-port={http_port}",
-            "--grpc-address=127.0.0.1", f"--grpc-port={grpc_port}",
-            f"--metrics-port={metrics_port}",
+            "--model-control-mode=explicit",
+            f"--http-address={self.address}", f"--http-port={self.http_port}",
+            f"--grpc-address={self.address}", f"--grpc-port={self.grpc_port}",
+            f"--metrics-port={self.metrics_port}",
             "--pinned-memory-pool-byte-size=0",
-            # Separate shared-memory regions, so several bridges on one machine never collide.
-            f"--backend-config=python,shm-region-prefix-name=bert-serving-{os.getpid()}-{grpc_port}",
+            f"--backend-config=python,shm-region-prefix-name={self._shm_prefix}",
             "--log-verbose=0",
         ]
+
+    def start(self) -> TritonEndpoints:
+        """Start the server and load the models. On any failure -- an interrupt included -- nothing is left running."""
+        command = self.command()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log.info("starting the embedded tritonserver on %s (log: %s)", self.model_repository, self.log_path)
-        with open(self.log_path, "ab") as log_file:
-            self.process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT,
-                                            env=_child_environment(), start_new_session=True)
-        self.endpoints = TritonEndpoints(grpc_url=f"127.0.0.1:{grpc_port}", http_url=f"127.0.0.1:{http_port}",
-                                         metrics_url=f"127.0.0.1:{metrics_port}")
-        self._wait_until_ready()
+        try:
+            with open(self.log_path, "wb") as log_file:  # one log per start: an excerpt never shows an old run
+                self.process = child_process.spawn(command, stdout=log_file, stderr=subprocess.STDOUT,
+                                                   env=_child_environment())
+            self.endpoints = TritonEndpoints(grpc_url=f"{self.address}:{self.grpc_port}",
+                                             http_url=f"{self.address}:{self.http_port}",
+                                             metrics_url=f"{self.address}:{self.metrics_port}")
+            self._wait_until_live()
+            for model in self.models:
+                self._load(model)
+        except BaseException:
+            self.stop()
+            raise
+        log.info("tritonserver is ready (gRPC %s)", self.endpoints.grpc_url)
         return self.endpoints
 
-    def _wait_until_ready(self) -> None:
+    def _http(self, path: str, body: Optional[dict] = None, timeout_s: float = 1) -> tuple[int, str]:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(f"http://{self.endpoints.http_url}{path}", data=data, method=(
+            "GET" if body is None else "POST"))
+        try:
+            with urllib.request.urlopen(request, timeout=timeout_s) as response:
+                return response.status, response.read().decode(errors="replace")
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode(errors="replace")
+
+    def _wait_until_live(self) -> None:
         deadline = time.monotonic() + self.startup_timeout_s
-        url = f"http://{self.endpoints.http_url}/v2/health/ready"
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise StartupError(f"tritonserver exited with status {self.process.returncode} while loading the "
-                                   f"model:\n{self.log_excerpt()}")
+            self._check_running("starting")
             try:
-                with urllib.request.urlopen(url, timeout=1) as response:
-                    if response.status == 200:
-                        log.info("tritonserver is ready (gRPC %s)", self.endpoints.grpc_url)
-                        return
+                if self._http("/v2/health/live")[0] == 200:
+                    return
             except (urllib.error.URLError, ConnectionError, OSError):
                 pass
-            time.sleep(0.25)
-        self.stop()
-        raise StartupError(f"tritonserver was not ready within {self.startup_timeout_s:.0f}s:\n{self.log_excerpt()}")
+            time.sleep(0.2)
+        raise StartupError(f"tritonserver did not start within {self.startup_timeout_s:.0f}s:\n{self.log_excerpt()}")
 
-    def log_excerpt(self, lines: int = 30) -> str:
+    def _load(self, model: str) -> None:
+        body = {}
+        if self.instance_group is not None:
+            body = {"parameters": {"config": json.dumps(self._config_with_instances(model))}}
+        try:
+            status, text = self._http(f"/v2/repository/models/{model}/load", body, timeout_s=self.startup_timeout_s)
+        except (urllib.error.URLError, ConnectionError, OSError) as e:
+            self._check_running(f"loading model '{model}'")
+            raise StartupError(f"tritonserver did not answer while loading model '{model}': {e}") from e
+        if status != 200:
+            try:
+                reason = json.loads(text).get("error", text)
+            except ValueError:
+                reason = text
+            raise StartupError(f"tritonserver could not load model '{model}' from {self.model_repository}: {reason}")
+
+    def _config_with_instances(self, model: str) -> dict:
+        """The exported config.pbtxt, with this start's instance groups."""
+        from bert_exporter.triton_config import read_as_dict
+
+        config = read_as_dict(self.model_repository / model)
+        config["instance_group"] = self.instance_group
+        return config
+
+    def _check_running(self, doing: str) -> None:
+        if self.process.poll() is not None:
+            raise StartupError(f"tritonserver exited with status {self.process.returncode} while {doing}:\n"
+                               f"{self.log_excerpt()}")
+
+    def log_excerpt(self, lines: int = 12) -> str:
+        """The lines of this start that say what went wrong (the log is rewritten at every start)."""
         try:
             text = self.log_path.read_text(errors="replace").splitlines()
         except OSError:
             return "(no log)"
-        # Errors matter; the CUDA/NVML/DCGM lines on CPU-only machines are noise.
-        interesting = [line for line in text if line[:1] in ("E", "W") or "error" in line.lower()]
-        return "\n".join((interesting or text)[-lines:])
+        telling = [line for line in text if (line[:1] in ("E", "W") or "error" in line.lower())
+                   and not any(noise in line for noise in LOG_NOISE)]
+        return "\n".join((telling or text)[-lines:]) or "(the log is empty)"
 
     def is_alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
     def stop(self, timeout_s: float = 15) -> None:
-        """SIGINT, wait, then kill: Triton unloads models and removes its shared memory on SIGINT."""
-        if self.process is None or self.process.poll() is not None:
+        """SIGINT, wait, then kill: Triton unloads models and removes its shared memory on SIGINT. Then whatever
+        is left of it -- stubs of a Triton that was killed, their shared memory -- goes too."""
+        if self.process is None:
             return
-        log.info("stopping the embedded tritonserver")
-        self.process.send_signal(signal.SIGINT)
-        try:
-            self.process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            log.warning("tritonserver did not stop within %.0fs; killing it", timeout_s)
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+        if self.process.poll() is None:
+            log.info("stopping the embedded tritonserver")
+        child_process.stop(self.process, timeout_s=timeout_s, first_signal=signal.SIGINT)
+        for region in SHARED_MEMORY.glob(f"{self._shm_prefix}*") if self._shm_prefix else ():
+            region.unlink(missing_ok=True)

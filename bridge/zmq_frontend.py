@@ -4,7 +4,8 @@ The 1.10 client sends its first request the moment it connects, while its SUB su
 connection: a reply published before that subscription arrives is lost (the slow joiner). So replies are held until
 the identity has subscribed -- and a client instance's first request (RID 1) until as many SUBSCRIBEs were seen for
 the identity as new instances were, which covers clones sharing an identity (shared/reference/zmq-wire-protocol.md §8).
-Exactly one reply goes out per request; the send high-water mark is unlimited so a slow reader loses nothing.
+Exactly one reply goes out per request, shutdown included: requests in flight get their vectors or an error reply
+before the sockets close; the send high-water mark is unlimited so a slow reader loses nothing.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import zmq.asyncio
 from bert_serving.client.protocol import (SHOW_STATUS, TERMINATION, ProtocolError, Request,
                                           decode_request, encode_error_reply, encode_json_reply, encode_ndarray_reply)
 
+from .errors import ShuttingDown, StartupError
 from .metrics import BridgeMetrics
 from .service import EncodingService, error_message
 from .statistics import ServerStatistic
@@ -29,6 +31,7 @@ log = logging.getLogger("bert_bridge.zmq")
 
 HOLD_TIMEOUT_S = 5.0
 FLUSH_INTERVAL_S = 0.05
+CLOSE_LINGER_MS = 2000  # replies already queued still reach their clients after close
 
 
 @dataclass
@@ -48,6 +51,7 @@ class ReplyPublisher:
         self._new_instances: dict[bytes, int] = defaultdict(int)  # RID-1 requests seen per identity
         self._held: dict[bytes, deque] = defaultdict(deque)
         self._wakeup = asyncio.Event()
+        self._emptied = asyncio.Event()
 
     def note_request(self, request: Request) -> int:
         """Record an incoming request; returns how many subscribers its reply must wait for."""
@@ -58,6 +62,7 @@ class ReplyPublisher:
 
     def publish(self, identity: bytes, frames: list, request_id: bytes, subscribers_needed: int) -> None:
         self._held[identity].append(_HeldReply(frames, request_id, subscribers_needed))
+        self._emptied.clear()
         self._wakeup.set()
 
     async def read_subscriptions(self) -> None:
@@ -82,6 +87,11 @@ class ReplyPublisher:
             self._wakeup.clear()
             await self._flush()
 
+    async def wait_until_sent(self) -> None:
+        """Returns once no reply is held (each one was sent, or dropped after HOLD_TIMEOUT_S without subscriber)."""
+        if self._held:
+            await self._emptied.wait()
+
     async def _flush(self) -> None:
         now = time.monotonic()
         for identity in list(self._held):
@@ -99,40 +109,97 @@ class ReplyPublisher:
                 await self.socket.send_multipart(reply.frames, copy=False)
             if not queue:
                 del self._held[identity]
+        if not self._held:
+            self._emptied.set()
+
+
+@dataclass
+class ZmqSockets:
+    """The two bound sockets. Bound first thing at start, so a port in use is refused before any slow work."""
+
+    context: zmq.asyncio.Context
+    receiver: zmq.asyncio.Socket
+    sender: zmq.asyncio.Socket
+
+    @classmethod
+    def bind(cls, *, ip: str, port: int, port_out: int) -> "ZmqSockets":
+        context = zmq.asyncio.Context()
+        receiver = context.socket(zmq.PULL)
+        sender = context.socket(zmq.XPUB)
+        for socket in (receiver, sender):
+            socket.setsockopt(zmq.LINGER, 0)
+        sender.setsockopt(zmq.XPUB_VERBOSE, 1)  # report every SUBSCRIBE, also of clones sharing an identity
+        sender.setsockopt(zmq.SNDHWM, 0)  # never drop replies a client has not read yet
+        sender.setsockopt(zmq.XPUB_NODROP, 1)
+        sockets = cls(context, receiver, sender)
+        for socket, which, number in ((receiver, "-port", port), (sender, "-port_out", port_out)):
+            try:
+                socket.bind(f"tcp://{ip}:{number}")
+            except zmq.ZMQError as e:
+                sockets.close()
+                raise StartupError(f"cannot listen on {which} {number} at {ip}: {e.strerror}") from e
+        return sockets
+
+    def close(self) -> None:
+        self.receiver.close(0)
+        self.sender.close(CLOSE_LINGER_MS)
+        self.context.term()
 
 
 class ZmqFrontend:
-    def __init__(self, *, service: EncodingService, statistic: ServerStatistic, metrics: BridgeMetrics, bind_ip: str,
-                 port: int, port_out: int, config_reply: Callable[[Request], dict], on_terminate: Callable[[], None]):
+    def __init__(self, *, sockets: ZmqSockets, service: EncodingService, statistic: ServerStatistic,
+                 metrics: BridgeMetrics, config_reply: Callable[[Request], dict], on_terminate: Callable[[], None]):
+        self.sockets = sockets
         self.service = service
         self.statistic = statistic
         self.metrics = metrics
         self.config_reply = config_reply
         self.on_terminate = on_terminate
-        self.context = zmq.asyncio.Context()
-        self.receiver = self.context.socket(zmq.PULL)
-        self.receiver.setsockopt(zmq.LINGER, 0)
-        self.sender = self.context.socket(zmq.XPUB)
-        self.sender.setsockopt(zmq.LINGER, 0)
-        self.sender.setsockopt(zmq.XPUB_VERBOSE, 1)  # report every SUBSCRIBE, also of clones sharing an identity
-        self.sender.setsockopt(zmq.SNDHWM, 0)  # never drop replies a client has not read yet
-        self.sender.setsockopt(zmq.XPUB_NODROP, 1)
-        self.receiver.bind(f"tcp://{bind_ip}:{port}")
-        self.sender.bind(f"tcp://{bind_ip}:{port_out}")
-        self.publisher = ReplyPublisher(self.sender)
+        self.receiver = sockets.receiver
+        self.publisher = ReplyPublisher(sockets.sender)
         self._tasks: set[asyncio.Task] = set()
+        self._background: list[asyncio.Task] = []
+        self._stopping = False
+        self._cut_short = asyncio.Event()
 
     async def serve(self) -> None:
-        background = [asyncio.create_task(self.publisher.read_subscriptions()),
-                      asyncio.create_task(self.publisher.run())]
+        """Receives and serves requests until cancelled; then ``shutdown`` answers everything still in flight."""
+        self._background = [asyncio.create_task(self.publisher.read_subscriptions()),
+                            asyncio.create_task(self.publisher.run())]
+        await self._receive()
+
+    async def shutdown(self, timeout_s: float) -> None:
+        """Stop serving: requests arriving from now on get an error reply, requests in flight get up to
+        ``timeout_s`` to finish (then an error reply), and every reply is sent before this returns."""
+        self._stopping = True
+        refuse = asyncio.create_task(self._receive())  # from now on answered with ShuttingDown
+        if self._tasks:
+            log.info("shutting down: up to %.0fs for %d request(s) in flight", timeout_s, len(self._tasks))
+            finished = asyncio.create_task(asyncio.wait(list(self._tasks)))
+            cut_short = asyncio.create_task(self._cut_short.wait())
+            await asyncio.wait([finished, cut_short], timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+            finished.cancel()
+            cut_short.cancel()
+        unfinished = [task for task in self._tasks if not task.done()]
+        for task in unfinished:
+            task.cancel()  # its handler answers with an error
+        await asyncio.gather(*unfinished, return_exceptions=True)
         try:
-            while True:
-                frames = await self.receiver.recv_multipart()
-                self._spawn(self._handle(frames))
+            await asyncio.wait_for(self.publisher.wait_until_sent(), HOLD_TIMEOUT_S + 1)
         finally:
-            for task in background + list(self._tasks):
+            refuse.cancel()
+            for task in self._background:
                 task.cancel()
-            await asyncio.gather(*background, *self._tasks, return_exceptions=True)
+            await asyncio.gather(refuse, *self._background, return_exceptions=True)
+
+    def cut_drain_short(self) -> None:
+        """A second signal during shutdown: answer what is still in flight with an error now."""
+        self._cut_short.set()
+
+    async def _receive(self) -> None:
+        while True:
+            frames = await self.receiver.recv_multipart()
+            self._spawn(self._handle(frames))
 
     def _spawn(self, coroutine: Awaitable) -> None:
         task = asyncio.create_task(coroutine)
@@ -165,10 +232,16 @@ class ZmqFrontend:
     async def _encode(self, request: Request) -> list:
         with self.metrics.track("zmq", request.length) as tracker:
             try:
+                if self._stopping:
+                    raise ShuttingDown("the server is shutting down and accepts no new requests")
                 result = await self.service.encode(request.texts())
             except ProtocolError as e:
                 tracker.failed("InvalidRequest")
                 return encode_error_reply(request.identity, str(e), "InvalidRequest", request.request_id)
+            except asyncio.CancelledError:  # shutdown's drain timeout ran out: answer, then stop
+                error = ShuttingDown("the server shut down before this request was finished")
+                tracker.failed(error.kind)
+                return encode_error_reply(request.identity, error.message, error.kind, request.request_id)
             except Exception as e:  # every failure becomes a reply: a client must never hang
                 kind, message = error_message(e)
                 tracker.failed(kind)
@@ -177,9 +250,3 @@ class ZmqFrontend:
                 return encode_error_reply(request.identity, message, kind, request.request_id)
             tracker.succeeded(result)
         return encode_ndarray_reply(request.identity, result.embeddings, request.request_id, result.tokens)
-
-    def close(self) -> None:
-        self.receiver.close(0)
-        self.sender.close(0)
-        self.context.term()
-

@@ -5,8 +5,10 @@ One module, one job::
     cli.py            the `bert-export` command (click); builds ExportOptions, prints one-line errors
     options.py        ExportOptions: every setting of one export, validated once
     export.py         export_model(options) -> Path: the orchestration
+    staging.py        the hidden staging folder (owned by host + pid), stale ones removed, the move into place
     bert_config.py    BertConfig read from bert_config.json / config.json
     source.py         which files make the model: config, vocabulary, weights
+    sentence_transformers.py  -pooling_strategy AUTO: a sentence-transformers folder's pooling, length, Normalize
     weights.py        weights from Google checkpoints / safetensors / pytorch_model.bin into one neutral dict
     graph.py          the TensorFlow 2 BERT with the pooling inside
     convert.py        tf2onnx, verified in onnxruntime

@@ -4,26 +4,32 @@ Single-dash long options (``-model_dir``) as the original's argparse had them, d
 and ``-device_map`` take several values like argparse's ``nargs='+'`` (``-pooling_layer -4 -3 -2 -1``), which click
 cannot express; ``main`` folds such runs of integers into one comma-separated value before click parses.
 Heavy modules (tensorflow, tf2onnx, onnx) load inside the command body, so ``--help`` is instant.
-Every user error ends as one line ``bert-export: error: ...`` and exit status 2.
+Every user error ends as one line ``bert-export: error: ...`` and exit status 2. SIGINT, SIGTERM and SIGHUP stop an
+export cleanly: its staging folder is removed and it exits with one line and status 128 + the signal's number.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import click
 
-from .errors import ExportError
+from .errors import ExportError, ExportInterrupted
 from .manifest import PoolingStrategy, Target, parse_max_seq_len
 from .options import DEFAULT_CKPT_NAME, DEFAULT_CONFIG_NAME, packaged_model_dir
+from .staging import INTERRUPTING_SIGNALS
 
 PROG = "bert-export"
 LIST_OPTIONS = ("-pooling_layer", "--pooling_layer", "-device_map", "--device_map")
 INTEGER = re.compile(r"^-?\d+$")
-STRATEGIES = [s.name for s in PoolingStrategy] + ["CLS_TOKEN", "SEP_TOKEN"]
+AUTO = "AUTO"  # sentence_transformers.AUTO, without importing that module for --help
+STRATEGIES = [s.name for s in PoolingStrategy] + ["CLS_TOKEN", "SEP_TOKEN", AUTO]
 
 
 def fold_list_options(args: list[str]) -> list[str]:
@@ -59,6 +65,8 @@ def _max_seq_len(ctx, param, value):
 
 
 def _strategy(ctx, param, value):
+    if value.strip().upper() == AUTO:
+        return AUTO
     try:
         return PoolingStrategy.parse(value)
     except ValueError as e:
@@ -80,7 +88,8 @@ def option(name: str, **kwargs):
 @option("config_name", default=DEFAULT_CONFIG_NAME, show_default=True,
         help="Config file in -model_dir (config.json is used when it is absent).")
 @option("pooling_strategy", default="REDUCE_MEAN", show_default=True, callback=_strategy, metavar="NAME",
-        help=f"One of {', '.join(STRATEGIES)}.")
+        help=f"One of {', '.join(STRATEGIES)}. AUTO: what a sentence-transformers folder says (its pooling, the "
+             "last layer, its max_seq_length, Normalize, its tokenizer).")
 @option("pooling_layer", default="-2", show_default=True, callback=_int_list, metavar="N [N ...]",
         help="Encoder layer(s) to pool, e.g. -pooling_layer -4 -3 -2 -1 (concatenated in that order).")
 @option("mask_cls_sep", is_flag=True, help="The bridge masks [CLS] and [SEP] out of attention and pooling.")
@@ -88,6 +97,7 @@ def option(name: str, **kwargs):
 @option("max_seq_len", default="25", show_default=True, callback=_max_seq_len, metavar="INT|NONE",
         help="Sequence length the bridge pads to: an integer > 3, or NONE for dynamic length.")
 @option("fp16", is_flag=True, help="Output float16 vectors.")
+@option("normalize", is_flag=True, help="L2-normalize each output vector (each token's with NONE) in the graph.")
 @option("cased_tokenization", is_flag=True, help="Tokenize without lower-casing (cased models).")
 @option("num_worker", type=int, default=1, show_default=True, help="Model instances (Triton instance_group count).")
 @option("device_map", default=None, callback=_int_list, metavar="ID [ID ...]",
@@ -106,6 +116,8 @@ def option(name: str, **kwargs):
               help="onnx target: switch on onnxruntime's TensorRT execution accelerator with FP16.")
 @click.option("--opset", "-opset", "opset", type=int, default=17, show_default=True, help="ONNX opset.")
 @click.option("--verbose", "-verbose", "verbose", is_flag=True, help="More detail on stderr.")
+@click.version_option(None, "-version", "--version", package_name="bert-serving-triton", prog_name=PROG,
+                      message="%(prog)s %(version)s", help="Print the version and exit.")
 def command(*, model_dir, verbose, **flags):
     """Export a BERT with its pooling into a Triton model repository (REPO/NAME/)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ banner is not progress
@@ -116,9 +128,48 @@ def command(*, model_dir, verbose, **flags):
     if model_dir is None:
         model_dir = packaged_model_dir()
     flags["device_map"] = flags["device_map"] or ()
+    if flags["pooling_strategy"] == AUTO:
+        flags = _resolve_auto(model_dir, flags)
     options = ExportOptions(model_dir=model_dir, **flags)
-    folder = export_model(options)
+    try:
+        with _interrupted_by_signals():
+            folder = export_model(options)
+    except ExportInterrupted as e:  # handled here: click would turn any KeyboardInterrupt into a bare Abort
+        return fail(f"{e}; the partial export was removed", status=128 + e.signum)
     click.echo(str(folder))
+
+
+def _resolve_auto(model_dir: Path, flags: dict) -> dict:
+    from .bert_config import BertConfig
+    from .sentence_transformers import resolve_auto
+    from .source import config_path
+
+    context = click.get_current_context()
+    explicit = frozenset(name for name in flags
+                         if context.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE)
+    config = BertConfig.from_file(config_path(model_dir, flags["config_name"]))
+    return resolve_auto(model_dir, config, flags, explicit=explicit)
+
+
+@contextlib.contextmanager
+def _interrupted_by_signals():
+    """SIGINT, SIGTERM and SIGHUP (Ctrl-C, systemd, docker stop, a closed terminal) raise ExportInterrupted, so the
+    export unwinds and removes its staging folder instead of dying with it in the repository."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+
+    def interrupt(signum, frame):
+        for sig in INTERRUPTING_SIGNALS:  # one interruption: the cleanup that follows runs undisturbed
+            signal.signal(sig, signal.SIG_IGN)
+        raise ExportInterrupted(signum)
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in INTERRUPTING_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _log_to_stderr(verbose: bool) -> None:
@@ -132,10 +183,11 @@ def _log_to_stderr(verbose: bool) -> None:
         logger.addHandler(handler)
 
 
-def fail(message: str) -> int:
+def fail(message: str, status: int = 2) -> int:
     text = " ".join(message.split())  # one line, whatever the message held
-    click.echo(f"{PROG}: error: {text}", err=True)
-    return 2
+    with contextlib.suppress(OSError):  # stderr may be a pipe whose reader was killed with us
+        click.echo(f"{PROG}: error: {text}", err=True)
+    return status
 
 
 def _unknown_option(reported: str, args: list[str]) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
 from collections.abc import Iterator
 
 __all__ = [
@@ -16,6 +17,7 @@ __all__ = [
     "OptionError",
     "ConversionError",
     "TargetUnavailableError",
+    "ExportInterrupted",
     "translate_errors",
 ]
 
@@ -38,6 +40,19 @@ class ConversionError(ExportError):
 
 class TargetUnavailableError(ExportError):
     """The requested target needs something this machine lacks (TensorRT, a GPU)."""
+
+
+class ExportInterrupted(KeyboardInterrupt):
+    """A signal (SIGINT, SIGTERM, SIGHUP) stopped the export; raised by the CLI's signal handler.
+
+    A KeyboardInterrupt rather than an ExportError, so that no library's ``except Exception`` on the way swallows it
+    before the export removes its staging folder.
+    """
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        self.signal_name = signal.Signals(signum).name
+        super().__init__(f"interrupted by {self.signal_name}")
 
 
 @contextlib.contextmanager

@@ -1,19 +1,21 @@
 """Orchestrates one export: options -> source -> TF graph -> ONNX -> the target's model folder.
 
 The folder is assembled in a hidden staging folder beside it and moved into place at the end, so a model folder
-with a manifest is always complete (the bridge treats a manifest as "already exported").
+with a manifest is always complete (the bridge treats a manifest as "already exported"); staging.py owns that folder.
+The output is checked (by creating the staging folder) before the model is read, so a bad -output fails at once.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
-import shutil
-import tempfile
 from pathlib import Path
 
-from .errors import ConversionError, translate_errors
+from .errors import ConversionError, OptionError, translate_errors
 from .manifest import ExportManifest, Target
 from .options import ExportOptions
+from .sentence_transformers import TOKENIZER_FILE
 from .source import ModelSource, read_source
+from .staging import create_staging, move_into_place, remove_own_staging, remove_stale_staging
 
 __all__ = ["ExportOptions", "export_model", "build_manifest"]
 
@@ -26,6 +28,36 @@ def export_model(options: ExportOptions) -> Path:
 
     if options.target is Target.TENSORRT:
         targets.check_tensorrt_available()
+    repository_is_new = not options.output.exists()
+    try:
+        folder = _export_into(_prepare_output(options), options)
+    except BaseException:  # an error, or an interrupting signal (cli.py): nothing partial may stay behind
+        remove_own_staging(options.output, options.name)
+        if repository_is_new:
+            with contextlib.suppress(OSError):
+                options.output.rmdir()  # only if still empty
+        raise
+    log.info("wrote %s", folder)
+    return folder
+
+
+def _prepare_output(options: ExportOptions) -> Path:
+    """Create the repository if needed, clear what killed exports left there, and return a new staging folder."""
+    output = options.output
+    if output.exists() and not output.is_dir():
+        raise OptionError(f"-output {output} is not a folder")
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+        remove_stale_staging(output, options.name)
+        return create_staging(output, options.name)
+    except OSError as e:
+        where = f" ({e.filename})" if e.filename and Path(e.filename) != output else ""
+        raise OptionError(f"cannot write to -output {output}: {e.strerror or e}{where}") from e
+
+
+def _export_into(staging: Path, options: ExportOptions) -> Path:
+    from . import targets
+
     log.info("reading %s (weights from %s)", options.model_dir, options.weights_dir)
     with translate_errors("reading the model"):
         source = read_source(options)
@@ -38,27 +70,21 @@ def export_model(options: ExportOptions) -> Path:
 
     encoder = BertEncoder(config=source.config, weights=source.weights, strategy=options.pooling_strategy,
                           pooling_layer=options.pooling_layer,
-                          use_position_embeddings=not options.no_position_embeddings, fp16=options.fp16)
+                          use_position_embeddings=not options.no_position_embeddings, fp16=options.fp16,
+                          normalize=options.normalize,
+                          dense_activations=[layer["activation"] for layer in
+                                             (options.sentence_transformers or {}).get("dense", ())])
     manifest = build_manifest(options, source)
+    targets.write_frame(staging, options=options, manifest=manifest, vocab=source.vocab)
+    log.info("converting to ONNX (opset %d) and checking it in onnxruntime", options.opset)
+    from .convert import to_onnx
 
-    options.output.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{options.name}.partial-", dir=options.output))
-    try:
-        targets.write_frame(staging, options=options, manifest=manifest, vocab=source.vocab)
-        log.info("converting to ONNX (opset %d) and checking it in onnxruntime", options.opset)
-        from .convert import to_onnx
-
-        with translate_errors("converting to ONNX", into=ConversionError):
-            to_onnx(encoder, targets.onnx_path(staging), opset=options.opset)
-        log.info("writing the %s target", options.target.value)
-        with translate_errors(f"writing the {options.target.value} target", into=ConversionError):
-            targets.write_runtime_files(staging, options=options, encoder=encoder)
-        folder = _move_into_place(staging, options.model_folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    log.info("wrote %s", folder)
-    return folder
+    with translate_errors("converting to ONNX", into=ConversionError):
+        to_onnx(encoder, targets.onnx_path(staging), opset=options.opset)
+    log.info("writing the %s target", options.target.value)
+    with translate_errors(f"writing the {options.target.value} target", into=ConversionError):
+        targets.write_runtime_files(staging, options=options, encoder=encoder)
+    return move_into_place(staging, options.model_folder)
 
 
 def build_manifest(options: ExportOptions, source: ModelSource) -> ExportManifest:
@@ -78,6 +104,9 @@ def build_manifest(options: ExportOptions, source: ModelSource) -> ExportManifes
         source=source.weights_path,
         no_position_embeddings=options.no_position_embeddings,
         priority_batch_size=options.priority_batch_size,
+        normalize=options.normalize,
+        tokenizer_file=TOKENIZER_FILE if options.sentence_transformers else None,
+        sentence_transformers=options.sentence_transformers,
         extra={
             "config": str(source.config_path),
             "vocab_size": len(source.vocab),
@@ -86,13 +115,3 @@ def build_manifest(options: ExportOptions, source: ModelSource) -> ExportManifes
         },
     )
 
-
-def _move_into_place(staging: Path, folder: Path) -> Path:
-    if folder.exists():
-        retired = staging.with_name(staging.name + "-old")
-        folder.rename(retired)
-        staging.rename(folder)
-        shutil.rmtree(retired, ignore_errors=True)
-    else:
-        staging.rename(folder)
-    return folder

@@ -31,6 +31,11 @@ def write_frame(folder: Path, *, options: ExportOptions, manifest: ExportManifes
     (folder / VERSION).mkdir(parents=True, exist_ok=True)
     (folder / CONFIG_FILE).write_text(render(model_config(options, output_dim=manifest.output_dim)))
     (folder / VOCAB_FILE).write_text("".join(token + "\n" for token in vocab), encoding="utf-8")
+    if manifest.tokenizer_file:
+        from .sentence_transformers import write_tokenizer
+
+        write_tokenizer(options.model_dir, folder / manifest.tokenizer_file, vocab=vocab,
+                        do_lower_case=manifest.sentence_transformers["do_lower_case"])
     manifest.save(folder)
 
 
@@ -44,6 +49,10 @@ def write_runtime_files(folder: Path, *, options: ExportOptions, encoder) -> Non
     if options.target is Target.EMBEDDED:
         template = importlib.resources.files("bert_exporter").joinpath("templates", EMBEDDED_TEMPLATE)
         (version / EMBEDDED_TEMPLATE).write_text(template.read_text())
+        # Triton's python backend imports model.py in an isolated interpreter (PYTHONDONTWRITEBYTECODE is ignored)
+        # and would write __pycache__/ into the repository: a plain file of that name makes Python skip the cache.
+        (version / "__pycache__").write_text("A file, not a folder: keeps Python from writing bytecode caches into "
+                                             "this model repository (written by bert-export).\n")
     elif options.target is Target.SAVEDMODEL:
         write_savedmodel(encoder, version / SAVEDMODEL_DIR)
     elif options.target is Target.TENSORRT:

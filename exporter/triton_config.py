@@ -7,6 +7,8 @@ requests up to ``priority_batch_size``, everything else gets the default level 2
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2
 
@@ -96,3 +98,9 @@ def render(config: model_config_pb2.ModelConfig) -> str:
 
 def parse(text: str) -> model_config_pb2.ModelConfig:
     return text_format.Parse(text, model_config_pb2.ModelConfig())
+
+
+def read_as_dict(model_folder) -> dict:
+    """A model folder's config.pbtxt in Triton's JSON form (protobuf field names), e.g. for a load-time override."""
+    text = (Path(model_folder) / CONFIG_FILE).read_text()
+    return json_format.MessageToDict(parse(text), preserving_proto_field_name=True)

@@ -4,6 +4,7 @@
   so it does not shadow ours), loaded under the name ``legacy_bert_serving_client``.
 - ``start_bridge(*flags)``: a context manager running ``bert-serving-start`` with those flags on free ports; it yields a
   ``RunningBridge`` and fails fast, with the log, when the process dies before it is ready.
+- ``default_export``: the packaged model as bert-export writes it with default flags (a ``ServedModel``).
 - ``default_bridge``: one bridge on the packaged model with default flags, shared by the whole session.
 - ``hf_model``: transformers' (BertTokenizer, BertModel) for the packaged model, the numerical oracle.
 """
@@ -39,6 +40,15 @@ def start_bridge(tmp_path_factory):
             bridge.stop()
 
     return start
+
+
+@pytest.fixture(scope="session")
+def default_export():
+    """The packaged model exported by bert-export with default flags (the same cache the bridge itself uses)."""
+    from bert_bridge.config import parse_args
+    from bert_bridge.model_source import resolve_model
+
+    return resolve_model(parse_args([]))
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 
 import numpy as np
@@ -39,3 +40,16 @@ def test_make_serve_brings_up_the_default_model(legacy_client, tmp_path):
                 process.wait()
     # make dies of the SIGINT itself; the service must have shut down cleanly, Triton included.
     assert "bye" in service.log() and "stopping the embedded tritonserver" in service.log(), service.log()[-2000:]
+
+
+def test_make_serve_on_a_port_in_use_fails_in_one_line():
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        result = subprocess.run(["make", "serve", f"PORT={busy}", f"PORT_OUT={free_port()}"], cwd=REPO_ROOT,
+                                capture_output=True, text=True, timeout=600)
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if " E " in line]
+    assert len(errors) == 1 and f"-port {busy}" in errors[0] and "in use" in errors[0], result.stderr
+    assert "Traceback" not in result.stderr and "starting the embedded tritonserver" not in result.stderr

@@ -12,11 +12,6 @@ from bert_bridge.model_source import resolve_model, settle_config
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def default_export():
-    return resolve_model(parse_args([]))
-
-
 def start_and_fail(*flags: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "bert_bridge.cli", *flags], capture_output=True, text=True,
                           timeout=120)

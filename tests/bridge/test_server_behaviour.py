@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import zmq
 
-from harness import free_port, run_concurrently
+from harness import RunningBridge, free_port, run_concurrently, wait_for_log
 
 pytestmark = pytest.mark.slow
 
@@ -31,26 +31,23 @@ ORIGINAL_CONFIG_KEYS = {
 }
 
 
-@pytest.fixture(scope="session")
-def default_export(tmp_path_factory):
-    """The packaged model exported by bert-export (the same cache the bridge itself uses)."""
-    from bert_bridge.config import parse_args
-    from bert_bridge.model_source import resolve_model
-
-    return resolve_model(parse_args([]))
-
-
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def separate_triton(default_export, tmp_path_factory):
-    """A tritonserver started on its own, on a fixed gRPC port, serving the default export."""
-    from bert_bridge.triton_server import EmbeddedTriton
-
+    """A tritonserver started on its own with `bert-serving-triton` (model_repository/README.md's command)."""
     folder = tmp_path_factory.mktemp("separate-triton")
-    server = EmbeddedTriton(model_repository=default_export.repository, cache_dir=folder,
-                            log_path=folder / "tritonserver.log", grpc_port=free_port())
-    server.start()
-    yield server
-    server.stop()
+    ports = {"grpc": free_port(), "http": free_port(), "metrics": free_port()}
+    command = [str(Path(sys.executable).parent / "bert-serving-triton"), "--model-repository",
+               str(default_export.repository), "--model", default_export.name, "--address", "127.0.0.1",
+               "--cache-dir", str(folder), *[f"--{kind}-port={port}" for kind, port in ports.items()]]
+    log_path = folder / "standalone.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    server = RunningBridge(process=process, port=ports["grpc"], port_out=0, log_path=log_path)
+    try:
+        wait_for_log(server, f"tritonserver ready: gRPC 127.0.0.1:{ports['grpc']}", timeout_s=120)
+        yield server
+    finally:
+        assert server.stop(timeout_s=60) == 0, server.log()
 
 
 @pytest.fixture(scope="module", params=["embedded", "external"])
@@ -59,7 +56,7 @@ def bridge(request, start_bridge, default_export):
     flags = ["-show_tokens_to_client", "-max_seq_len", "10"]
     if request.param == "external":
         triton = request.getfixturevalue("separate_triton")
-        flags += ["-model_dir", str(default_export.folder), "--triton-url", f"127.0.0.1:{triton.grpc_port}"]
+        flags += ["-model_dir", str(default_export.folder), "--triton-url", f"127.0.0.1:{triton.port}"]
     with start_bridge(*flags) as running:
         yield running
 
@@ -236,8 +233,8 @@ def test_triton_down_gives_a_readable_error_and_service_resumes(default_export, 
                                                                tmp_path):
     from bert_bridge.triton_server import EmbeddedTriton
 
-    triton = EmbeddedTriton(model_repository=default_export.repository, cache_dir=tmp_path,
-                            log_path=tmp_path / "triton.log", grpc_port=free_port())
+    triton = EmbeddedTriton(model_repository=default_export.repository, models=[default_export.name],
+                            cache_dir=tmp_path, log_path=tmp_path / "triton.log", grpc_port=free_port())
     triton.start()
     try:
         with start_bridge("-model_dir", str(default_export.folder), "--triton-url",

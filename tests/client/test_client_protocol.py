@@ -88,3 +88,24 @@ def test_reply_request_id():
     assert protocol.reply_request_id([b"id", b"{}", b"17"]) == 17
     assert protocol.reply_request_id([b"id", b"{}", b"x"]) is None
     assert protocol.reply_request_id([b"id"]) is None
+
+
+def error_messages(count: int = 3000) -> list[str]:
+    """Messages such as Triton and gRPC write them: commas, digits, brackets, quotes, colons, non-ASCII."""
+    import random
+
+    pieces = [",", ", ", "0", "12", "(", ")", "[", "]", "{", "}", "'", '"', ":", ";", " ", "<", ">", "|", "f8", "i4",
+              "U", "S10", "(2,3)", "ipv4:127.0.0.1:8001", "é", "世界", "\n", "\t", "=", "*", "->", "a", "int32"]
+    rng = random.Random(20261129)
+    return ["".join(rng.choice(pieces) for _ in range(rng.randint(1, 12))) for _ in range(count)]
+
+
+@pytest.mark.parametrize("error_type", ["InvalidRequest", "BackendError", "ShuttingDown"])
+def test_an_error_reply_always_makes_numpy_raise_type_error(error_type):
+    """The 1.10 client hands the reply's dtype to np.frombuffer: whatever the message, that must raise TypeError
+    ("data type ... not understood", as docs/SERVER.md says), never ValueError or a parsed dtype."""
+    for message in error_messages() + ["failed to connect to all addresses; last error: UNKNOWN: ipv4:1.2.3.4:1, x"]:
+        header = json.loads(protocol.encode_error_reply(b"id", message, error_type, b"1")[1])
+        assert header["error"] == message  # our client reads the message unchanged
+        with pytest.raises(TypeError, match="not understood"):
+            np.frombuffer(b"", dtype=str(header["dtype"]))

@@ -25,7 +25,8 @@ def served(tmp_path_factory, tiny_hf):
     common = dict(model_dir=tiny_hf.model_dir, output=repository, target="embedded", max_batch_size=8)
     export_model(ExportOptions(name="mean", pooling_layer=(-1, -2), **common))
     export_model(ExportOptions(name="tokens", pooling_strategy="NONE", max_seq_len=None, **common))
-    server = EmbeddedTriton(model_repository=repository, cache_dir=tmp_path_factory.mktemp("triton-cache"),
+    server = EmbeddedTriton(model_repository=repository, models=["mean", "tokens"],
+                            cache_dir=tmp_path_factory.mktemp("triton-cache"),
                             log_path=repository.parent / "tritonserver.log", startup_timeout_s=180)
     endpoints = server.start()
     try:

@@ -119,7 +119,10 @@ def encode_error_reply(identity: bytes, message: str, error_type: str, request_i
     message makes it raise ``TypeError: data type 'bert-serving error (...): <message>' not understood`` at once,
     instead of hanging or raising a bare ``KeyError``. Our client reads ``error`` and ``type``.
     """
-    header = {"dtype": f"bert-serving error ({error_type}): {message}", ERROR_KEY: message, "type": error_type}
+    # numpy reads a comma in a dtype string as a structured dtype and raises ValueError instead of TypeError; no
+    # other character makes it parse a string that starts with "bert-serving error".
+    readable = message.replace(",", ";")
+    header = {"dtype": f"bert-serving error ({error_type}): {readable}", ERROR_KEY: message, "type": error_type}
     return encode_json_reply(identity, header, request_id)
 
 
