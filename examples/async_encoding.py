@@ -25,9 +25,10 @@ def main() -> None:
 
     received = 0
     with BertClient(ip=args.ip, port=args.port, port_out=args.port_out) as bc:
-        for vectors in bc.encode_async(text_gen(), max_num_batch=args.num_batches):
+        # Each item is a Response(id, embedding, tokens): the id says which batch it answers.
+        for response in bc.encode_async(text_gen(), max_num_batch=args.num_batches):
             received += 1
-            print(f"received {vectors.shape[0]} x {vectors.shape[1]}")
+            print(f"request {response.id}: received {response.embedding.shape[0]} x {response.embedding.shape[1]}")
     print(f"{received} batches encoded")
 
 
