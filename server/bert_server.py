@@ -94,6 +94,8 @@ class BertServer(threading.Thread):
 
     def wait_until_ready(self, timeout_s: Optional[float] = None) -> None:
         """Block until the server serves; raise StartupError with its last log lines if it stops before that."""
+        if self.ident is None:
+            raise RuntimeError("call start() first")
         waited = 0.0
         while not self.is_ready.wait(0.2):
             waited += 0.2
@@ -105,6 +107,8 @@ class BertServer(threading.Thread):
 
     def close(self) -> None:
         """Stop the server as Ctrl-C would (requests in flight are answered first) and wait until it has exited."""
+        if self.ident is None:  # never started
+            return
         self._spawned.wait()
         if self.process is not None:
             stop(self.process, timeout_s=CLOSE_TIMEOUT_S)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -13,7 +15,7 @@ from bert_bridge.errors import StartupError
 from bert_serving.server import BertServer
 from bert_serving.server.bert_server import command_line
 from bert_serving.server.helper import get_args_parser, get_shutdown_parser
-from harness import alive, descendants, free_port
+from harness import REPO_ROOT, alive, descendants, free_port
 
 SENTENCES = ["First do it", "then do it right", "then do it better"]
 
@@ -108,3 +110,23 @@ def test_a_server_that_cannot_start_raises_with_its_log():
             with BertServer(args):
                 pytest.fail("the context manager returned for a server that did not start")
     assert f"cannot listen on -port {port}" in str(error.value)
+
+
+def test_bert_serving_is_one_namespace_for_both_distributions():
+    """The client distribution ships bert_serving.client, this one bert_serving.server: neither owns bert_serving."""
+    assert not (REPO_ROOT / "client" / "bert_serving" / "__init__.py").exists()
+    code = ("import sys, bert_serving, bert_serving.client, bert_serving.server; "
+            "print(getattr(bert_serving, '__file__', None)); print('bert_bridge' in sys.modules)")
+    # A fresh interpreter: the client alone imports no bridge code; the server API loads it.
+    light = subprocess.run([sys.executable, "-c", "import sys, bert_serving.client; print('bert_bridge' in sys.modules)"],
+                           capture_output=True, text=True, check=True)
+    assert light.stdout.strip() == "False"
+    both = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert both.stdout.split() == ["None", "True"]
+
+
+def test_close_before_start_does_nothing_and_waiting_needs_a_start():
+    server = BertServer(server_args())
+    server.close()
+    with pytest.raises(RuntimeError, match="start"):
+        server.wait_until_ready(timeout_s=1)
