@@ -130,3 +130,29 @@ def test_close_before_start_does_nothing_and_waiting_needs_a_start():
     server.close()
     with pytest.raises(RuntimeError, match="start"):
         server.wait_until_ready(timeout_s=1)
+
+
+@pytest.mark.slow
+def test_killing_the_python_that_started_it_stops_the_server_and_triton():
+    script = (
+        "import sys, time\n"
+        "from bert_serving.server import BertServer\n"
+        "from bert_serving.server.helper import get_args_parser\n"
+        "server = BertServer(get_args_parser().parse_args(sys.argv[1:]))\n"
+        "server.start()\n"
+        "server.wait_until_ready(timeout_s=300)\n"
+        "print('ready', server.process.pid, flush=True)\n"
+        "time.sleep(600)\n")
+    owner = subprocess.Popen([sys.executable, "-c", script, "-port", str(free_port()), "-port_out", str(free_port())],
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        line = owner.stdout.readline()
+        assert line.startswith("ready"), f"the owner exited with {owner.poll()} before the server was ready"
+        pids = descendants(owner.pid)
+        assert int(line.split()[1]) in pids and len(pids) > 1
+        owner.kill()
+        owner.wait()
+        assert_all_gone(pids)
+    finally:
+        owner.kill()
+        owner.wait()
