@@ -80,6 +80,7 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=Path("finetuned"), help="the fine-tuned model's folder")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--learning-rate", type=float, default=0.05)
+    parser.add_argument("--vectors-out", type=Path, help="also save the served vectors of the probe sentences (.npy)")
     parser.add_argument("--port", type=int, default=5557)
     parser.add_argument("--port_out", type=int, default=5558)
     args = parser.parse_args()
@@ -107,6 +108,8 @@ def main() -> None:
         with BertClient(port=args.port, port_out=args.port_out) as bc:
             served = bc.encode(PROBES)
 
+    if args.vectors_out:
+        np.save(args.vectors_out, served)
     probe_inputs = model_inputs(tokenizer, PROBES)
     own = tuned.encode(*probe_inputs)["encodes"].numpy()
     before = pretrained.encode(*probe_inputs)["encodes"].numpy()

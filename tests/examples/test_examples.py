@@ -118,9 +118,40 @@ def test_dashboard_shows_the_status_and_serves_the_page(served):
     assert re.search(r"dashboard: http://localhost:\d+/dashboard \(200, \d+ bytes of HTML\)", output)
 
 
-def test_fine_tuned_model_is_served_end_to_end(tmp_path):
-    output = run_example("fine_tuned_model.py", "--output", str(tmp_path), "--steps", "3",
-                         "--port", str(free_port()), "--port_out", str(free_port()))
+def transformers_with_checkpoint(prefix):
+    """transformers' BertModel for the packaged model, with every bert/ tensor of a TF checkpoint loaded into it."""
+    import tensorflow as tf
+    import torch
+    from transformers import BertModel
+
+    from bert_exporter.options import packaged_model_dir
+
+    model = BertModel.from_pretrained(str(packaged_model_dir())).eval()
+    reader = tf.train.load_checkpoint(str(prefix))
+    state = {}
+    for name in reader.get_variable_to_shape_map():
+        if not name.startswith("bert/"):
+            continue
+        tensor = reader.get_tensor(name)
+        hf = re.sub(r"layer_(\d+)", r"layer.\1", name[len("bert/"):]).replace("/", ".")
+        if hf.endswith(".kernel"):
+            hf, tensor = hf[:-len("kernel")] + "weight", tensor.T
+        hf = hf.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
+        if hf.startswith("embeddings.") and not hf.startswith("embeddings.LayerNorm"):
+            hf += ".weight"
+        state[hf] = torch.from_numpy(np.ascontiguousarray(tensor))
+    missing = set(model.state_dict()) - set(state) - {"embeddings.position_ids"}
+    assert not {name for name in missing if not name.startswith("pooler.")}, missing
+    model.load_state_dict(state, strict=False)
+    return model
+
+
+def test_fine_tuned_model_is_served_end_to_end(tmp_path, hf_model):
+    import torch
+
+    vectors_out = tmp_path / "served.npy"
+    output = run_example("fine_tuned_model.py", "--output", str(tmp_path), "--steps", "3", "--vectors-out",
+                         str(vectors_out), "--port", str(free_port()), "--port_out", str(free_port()))
     losses = [float(loss) for loss in re.findall(r"^step \d: loss ([\d.]+)$", output, re.M)]
     assert len(losses) == 3 and losses[-1] < losses[0]
     assert (tmp_path / "model.ckpt-3.index").is_file()
@@ -128,6 +159,21 @@ def test_fine_tuned_model_is_served_end_to_end(tmp_path):
     to_pretrained = float(re.search(r"pretrained model's vectors:\s+max \|difference\| (\S+)", output).group(1))
     assert to_tuned < 1e-4 and to_pretrained > 1e-2
     assert "the server serves the fine-tuned model" in output
+
+    # The oracle: transformers with the checkpoint's weights, mean over layer -2 (the server's default).
+    sys.path.insert(0, str(EXAMPLES))
+    from fine_tuned_model import PROBES
+
+    tokenizer, pretrained = hf_model
+    tuned = transformers_with_checkpoint(tmp_path / "model.ckpt-3")
+    batch = tokenizer(PROBES, padding=True, return_tensors="pt")
+    mask = batch["attention_mask"].unsqueeze(-1).float()
+    with torch.no_grad():
+        expected, before = (((m(**batch, output_hidden_states=True).hidden_states[-2] * mask).sum(1) / mask.sum(1))
+                            .numpy() for m in (tuned, pretrained))
+    served = np.load(vectors_out)
+    np.testing.assert_allclose(served, expected, atol=2e-4)
+    assert np.abs(served - before).max() > 1e-2
 
 
 def panel_grid(png) -> tuple[int, int]:
