@@ -46,11 +46,11 @@ RUN_BY = {
     "bert-export -model_dir ./bert-base-uncased -target onnx -output gpu_repository -name bert":
         "tests/exporter/test_export_targets.py::test_onnx_target_with_gpu_instances_and_tensorrt_accelerator",
     "bert-export -model_dir ./bert-base-chinese -cased_tokenization -target onnx -output gpu_repository -name zh":
-        "tests/exporter/test_export_cli.py::test_cli_end_to_end_with_lists_and_dynamic_length",
+        "tests/exporter/test_export_targets.py::test_onnx_target_with_gpu_instances_and_tensorrt_accelerator",
     "bert-export -model_dir ./uncased_L-12_H-768_A-12 -target onnx -output gpu_repository -name bert":
         "tests/exporter/test_export_sources.py::test_google_checkpoint_reads_the_same_tensors",
     "bert-export -model_dir ./multi_cased_L-12_H-768_A-12 -cased_tokenization -target onnx -output gpu_repository -name multi":
-        "tests/exporter/test_export_sources.py::test_google_checkpoint_reads_the_same_tensors",
+        "tests/exporter/test_export_targets.py::test_onnx_target_with_gpu_instances_and_tensorrt_accelerator",
     "bert-export -model_dir ./uncased_L-12_H-768_A-12 -tuned_model_dir ./my_classifier -ckpt_name model.ckpt-3000 "
     "-target onnx -output gpu_repository -name tuned": "tests/exporter/test_export_pooling.py::test_tuned_weights_are_the_ones_used",
     "bert-export -pooling_strategy NONE -max_seq_len NONE -target embedded -output model_repository -name tokens":
