@@ -58,6 +58,10 @@ class Replica:
             except ProcessLookupError:
                 pass
         self.server.process.wait(30)
+        # The python backend's shared memory outlives a SIGKILL (a container restart would discard it): not ours to
+        # leave on a test machine.
+        for region in Path("/dev/shm").glob(f"bert-serving-{self.server.process.pid}-*"):
+            region.unlink(missing_ok=True)
 
     def successes(self) -> int:
         """Inference requests Triton itself counts as served for the model (one per chunk the bridge sent)."""
