@@ -7,7 +7,8 @@ open, so one channel through a Service pins every call to one Triton pod. Instea
 
 - A chunk goes to the healthy endpoint with the fewest chunks in flight (the least recently chosen among equals).
 - An endpoint that answers UNAVAILABLE (or "model not ready") is taken out and probed with backoff until its model is
-  ready again; the chunk that failed on it is retried once on another endpoint (embeddings are idempotent).
+  ready again; the chunk that failed on it is retried once on another endpoint (embeddings are idempotent). Healthy
+  endpoints are asked too, once per resolution, so one that died while idle is out before a chunk fails on it.
 - Only when no endpoint is left does the caller get ``BackendUnavailable``. When none is healthy, chunks are still
   tried on the least busy one: a single Triton that comes back is used at once, as with one channel.
 - A timeout (``BackendOverloaded``) or a rejected request (``BackendError``) is not retried: another replica would
@@ -40,6 +41,7 @@ REFRESH_S = 10.0
 PROBE_FIRST_DELAY_S = 0.25
 PROBE_MAX_DELAY_S = 5.0
 PROBE_TIMEOUT_S = 2.0
+IDLE_CHECK_TIMEOUT_S = 5.0  # healthy endpoints are asked too, once per resolution
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 
@@ -284,6 +286,17 @@ class TritonPool:
         while not self._closed:
             await self._refresh()
             await asyncio.sleep(self.refresh_s)
+            await self._check_healthy()
+
+    async def _check_healthy(self) -> None:
+        """An endpoint that died while idle is taken out now, not when the next chunk fails on it (and SHOW_STATUS
+        tells the truth about it). Generous timeout: a busy Triton answers health calls late, not never."""
+        healthy = [e for e in self._endpoints.values() if e.healthy]
+        outcomes = await asyncio.gather(*(e.backend.check_ready(IDLE_CHECK_TIMEOUT_S) for e in healthy),
+                                        return_exceptions=True)
+        for endpoint, outcome in zip(healthy, outcomes):
+            if isinstance(outcome, BridgeError):
+                self._take_out(endpoint, outcome)
 
     async def _refresh(self) -> None:
         """Resolve every target; add endpoints for new addresses, retire those a name no longer resolves to. A name

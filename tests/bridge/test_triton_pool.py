@@ -215,3 +215,18 @@ def test_resolving_literals_and_localhost():
     assert run(resolve_addresses("localhost", 8001)) == ["127.0.0.1:8001"]  # one replica, not two families
     with pytest.raises(BackendUnavailable, match="cannot resolve"):
         run(resolve_addresses("no-such-host.invalid", 8001))
+
+
+def test_an_endpoint_that_dies_while_idle_is_taken_out_before_a_chunk_fails_on_it(fakes):
+    async def scenario():
+        pool = await ready_pool(["127.0.0.1:1", "127.0.0.1:2"], refresh_s=0.02)
+        fakes["127.0.0.1:1"].down = True
+        while pool.endpoint_states()[0]["state"] != "unavailable":
+            await asyncio.sleep(0.01)
+        served = [served_by(await pool.infer(ROWS, ROWS, ROWS, high_priority=False)) for _ in range(3)]
+        states = pool.endpoint_states()
+        await pool.close()
+        return served, states
+
+    served, states = run(scenario())
+    assert served == [2, 2, 2] and states[0]["failed_chunks"] == 0 and states[0]["last_error"]
