@@ -162,8 +162,13 @@ class TritonPool:
             raise BackendUnavailable(f"no Triton endpoint has model '{self.model_name}' ready{self._reasons()}")
 
     async def describe(self) -> dict:
-        await self.wait_until_ready(timeout_s=self.timeout_s)
-        return self.details
+        """What a ready endpoint says about the model now; BackendUnavailable when none answers."""
+        for endpoint in sorted(self._endpoints.values(), key=lambda e: not e.healthy):
+            try:
+                return await endpoint.backend.describe()
+            except BackendUnavailable as e:
+                self._take_out(endpoint, e)
+        raise BackendUnavailable(f"no Triton endpoint describes model '{self.model_name}'{self._reasons()}")
 
     async def infer(self, input_ids: np.ndarray, input_mask: np.ndarray, segment_ids: np.ndarray, *,
                     high_priority: bool) -> np.ndarray:
@@ -172,6 +177,8 @@ class TritonPool:
         failed_on: Optional[Endpoint] = None
         while True:
             endpoint = self._choose(excluding=failed_on)
+            if endpoint is None and failed_on is not None:  # the others were resolved away meanwhile
+                raise BackendUnavailable(f"{failed_on.last_error}; no other Triton endpoint is left to retry on")
             if endpoint is None:
                 raise BackendUnavailable(f"no Triton endpoint is known for {self.url}{self._reasons()}")
             endpoint.in_flight += 1

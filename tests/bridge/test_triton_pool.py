@@ -105,10 +105,13 @@ def test_one_at_a_time_alternates_between_idle_endpoints(fakes):
     async def scenario():
         pool = await ready_pool(["127.0.0.1:1", "127.0.0.1:2"])
         served = [served_by(await pool.infer(ROWS, ROWS, ROWS, high_priority=True)) for _ in range(6)]
+        details = await pool.describe()
         await pool.close()
-        return served
+        return served, details
 
-    assert run(scenario()) == [1, 2, 1, 2, 1, 2]
+    served, details = run(scenario())
+    assert served == [1, 2, 1, 2, 1, 2]
+    assert details["priority_levels"] == 2
 
 
 def test_a_chunk_failing_on_a_dead_endpoint_is_retried_once_elsewhere_and_the_endpoint_comes_back(fakes):
@@ -143,6 +146,8 @@ def test_when_every_endpoint_is_down_the_caller_gets_backend_unavailable(fakes):
             await pool.infer(ROWS, ROWS, ROWS, high_priority=False)
         with pytest.raises(BackendUnavailable) as not_ready:
             await pool.check_ready()
+        with pytest.raises(BackendUnavailable, match="no Triton endpoint describes"):
+            await pool.describe()
         calls = sum(fake.calls for fake in fakes.values())
         await pool.close()
         return failure.value.message, not_ready.value.message, calls
