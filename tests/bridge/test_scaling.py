@@ -140,7 +140,8 @@ def test_two_bridges_in_front_of_one_triton_each_serve_their_own_clients(start_b
     triton = replicas[0]
     before = triton.successes()
     requests_per_client = 5
-    with start_bridge("-model_dir", str(default_export.folder), *FLAGS, "--triton-url", triton.url) as first, \
+    by_name = f"localhost:{triton.ports['grpc']}"  # resolved by the bridge itself, as a Service name would be
+    with start_bridge("-model_dir", str(default_export.folder), *FLAGS, "--triton-url", by_name) as first, \
             start_bridge("-model_dir", str(default_export.folder), *FLAGS, "--triton-url", triton.url) as second:
         bridges = {"first": first, "second": second}
         clients = [(name, connect(legacy_client, bridge)) for name in ("first", "second") for bridge in
@@ -153,13 +154,16 @@ def test_two_bridges_in_front_of_one_triton_each_serve_their_own_clients(start_b
                 np.testing.assert_allclose(bc.encode([SENTENCES[r] for r in rows]), reference[rows], atol=1e-5)
 
         errors = run_concurrently(work, range(len(clients)))
-        statistics = {name: bc.server_status["statistic"] for name, bc in clients}  # one of each bridge's clients
+        status = {name: bc.server_status for name, bc in clients}  # asked through one of each bridge's clients
         for _, bc in clients:
             bc.close()
     assert not errors, errors
     for name in bridges:  # each bridge saw exactly its own two clients' requests
-        assert statistics[name]["num_data_request"] == 2 * requests_per_client
-        assert statistics[name]["num_total_client"] == 2
+        assert status[name]["statistic"]["num_data_request"] == 2 * requests_per_client
+        assert status[name]["statistic"]["num_total_client"] == 2
+    (endpoint,) = status["first"]["triton"]["endpoints"]
+    assert (endpoint["target"], endpoint["url"]) == (by_name, triton.url)
+    assert endpoint["served_chunks"] == 2 * requests_per_client
     assert triton.successes() - before == 4 * requests_per_client  # one Triton served both bridges
 
 
