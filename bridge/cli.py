@@ -109,7 +109,7 @@ class Server:
             log.warning("%s; serving anyway, requests fail until it is ready", e)
         service = EncodingService(config=config, vocab_file=self.model.vocab_file,
                                   max_position_embeddings=self.model.manifest.max_position_embeddings,
-                                  backend=backend)
+                                  backend=backend, tokenizer_file=self.model.tokenizer_file)
         frontend = ZmqFrontend(sockets=sockets, service=service, statistic=ServerStatistic(),
                                config_reply=self.config_reply, on_terminate=stop.set)
         serving = asyncio.create_task(frontend.serve())
@@ -174,6 +174,8 @@ class Server:
             "model_source": manifest.source,
             "output_dim": manifest.output_dim,
             "output_dtype": manifest.output_dtype,
+            "normalize": manifest.normalize,
+            "sentence_transformers": manifest.sentence_transformers,  # what -pooling_strategy AUTO resolved to
             "triton": {**self.backend.details, "url": self.backend.url, "model": self.backend.model_name,
                        "endpoints": self.backend.endpoint_states()},
         }

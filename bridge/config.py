@@ -33,8 +33,10 @@ IGNORED_FLAGS = {
 # -device_map and -cpu are Triton instance settings: see model_source.settle_config.)
 EXPORT_FLAGS = (
     "tuned_model_dir", "ckpt_name", "config_name", "pooling_strategy", "pooling_layer", "no_position_embeddings",
-    "fp16", "priority_batch_size",
+    "fp16", "priority_batch_size", "normalize",
 )
+# -pooling_strategy AUTO: the sentence-transformers model's own pooling, layer, length, normalization and tokenizer.
+AUTO_STRATEGY = "AUTO"
 
 
 def _max_seq_len(value: str) -> Optional[int]:
@@ -107,6 +109,7 @@ class ServerConfig:
     cpu: bool = False
     xla: bool = False
     fp16: bool = False
+    normalize: bool = False  # L2-normalized output vectors (in the exported graph)
     gpu_memory_fraction: float = 0.5
     device_map: tuple = ()
     prefetch_size: int = 10
@@ -203,8 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
           help="the encoder layer(s) that receive pooling; several are concatenated")
     _flag(parser, bert, "pooling_strategy", default="REDUCE_MEAN", type=str.upper,
           choices=["NONE", "REDUCE_MAX", "REDUCE_MEAN", "REDUCE_MEAN_MAX", "FIRST_TOKEN", "CLS_TOKEN", "LAST_TOKEN",
-                   "SEP_TOKEN", "CLS_POOLED"],
-          help="the pooling strategy for generating encoding vectors")
+                   "SEP_TOKEN", "CLS_POOLED", AUTO_STRATEGY],
+          help="the pooling strategy for generating encoding vectors; AUTO: a sentence-transformers model's own "
+               "(pooling, last layer, max_seq_length, Normalize, tokenizer)")
     _flag(parser, bert, "mask_cls_sep", action="store_true", help="mask [CLS] and [SEP] out of pooling")
     _flag(parser, bert, "no_special_token", action="store_true",
           help="no [CLS]/[SEP] around tokenized input (is_tokenized=True)")
@@ -229,6 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(parser, serving, "cpu", action="store_true", help="run the model instances on CPU")
     _flag(parser, serving, "xla", action="store_true", help="(ignored) enable XLA")
     _flag(parser, serving, "fp16", action="store_true", help="float16 output")
+    _flag(parser, serving, "normalize", action="store_true", help="L2-normalize every output vector")
     _flag(parser, serving, "gpu_memory_fraction", type=float, default=0.5, help="(ignored) GPU memory per worker")
     _flag(parser, serving, "device_map", type=int, nargs="+", default=[], help="GPU ids for the model instances")
     _flag(parser, serving, "prefetch_size", type=int, default=10, help="(ignored) batches to prefetch per worker")

@@ -7,6 +7,7 @@ and the exporter's own code, so an unchanged start reuses it.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -21,7 +22,7 @@ from bert_exporter.options import packaged_model_dir
 
 from . import child_process
 from .cache_admin import claim_cache_entry
-from .config import EXPORT_FLAGS, ServerConfig, with_model_settings
+from .config import AUTO_STRATEGY, EXPORT_FLAGS, ServerConfig, with_model_settings
 from .errors import StartupError
 
 log = logging.getLogger("bert_bridge.model")
@@ -41,19 +42,26 @@ class ServedModel:
     def vocab_file(self) -> Path:
         return self.folder / self.manifest.vocab_file
 
+    @property
+    def tokenizer_file(self) -> Path | None:
+        """The model's own tokenizer.json (AUTO exports), which then splits text instead of the original's rules."""
+        return self.folder / self.manifest.tokenizer_file if self.manifest.tokenizer_file else None
+
 
 def _export_arguments(config: ServerConfig, source: Path) -> list[str]:
     """bert-export flags for the settings that shape the exported model. Runtime settings stay with the bridge, and
     instances (-num_worker) are applied when the embedded Triton loads the model: changing them re-exports nothing."""
     args = ["-model_dir", str(source), "-target", "embedded",
             "-pooling_strategy", config.pooling_strategy,
-            "-pooling_layer", *map(str, config.pooling_layer),
             "-max_batch_size", str(config.max_batch_size),
             "-priority_batch_size", str(config.priority_batch_size),
             "-ckpt_name", config.ckpt_name, "-config_name", config.config_name]
+    # AUTO takes the layer from the model; a -pooling_layer given with it goes along, for bert-export to refuse.
+    if config.pooling_strategy != AUTO_STRATEGY or "pooling_layer" in config.explicit:
+        args += ["-pooling_layer", *map(str, config.pooling_layer)]
     if config.tuned_model_dir:
         args += ["-tuned_model_dir", str(config.tuned_model_dir)]
-    for flag in ("no_position_embeddings", "fp16"):
+    for flag in ("no_position_embeddings", "fp16", "normalize"):
         if getattr(config, flag):
             args.append(f"-{flag}")
     return args
@@ -162,10 +170,16 @@ def settle_config(config: ServerConfig, model: ServedModel) -> ServerConfig:
         "no_position_embeddings": manifest.no_position_embeddings,
         "fp16": manifest.output_dtype == "float16",
         "priority_batch_size": manifest.priority_batch_size,
+        "normalize": manifest.normalize,
     }
+    config = _settle_auto(config, model)
     conflicts = [f"-{flag} {getattr(config, flag)!r} (exported with {recorded[flag]!r})"
                  for flag in EXPORT_FLAGS if flag in recorded and flag in config.explicit
                  and getattr(config, flag) != recorded[flag]]
+    # The casing of a model's own tokenizer is part of the model, not a runtime choice.
+    if (manifest.tokenizer_file and "do_lower_case" in config.explicit
+            and config.do_lower_case != manifest.do_lower_case):
+        conflicts.append("-cased_tokenization (the model's own tokenizer lower-cases)")
     if conflicts:
         raise StartupError(f"{model.folder} was exported with other settings: {'; '.join(conflicts)}. "
                            "Export it again with bert-export, or pass the source model folder as -model_dir.")
@@ -195,3 +209,20 @@ def settle_config(config: ServerConfig, model: ServedModel) -> ServerConfig:
         max_batch_size=manifest.max_batch_size,
     )
 
+
+def _settle_auto(config: ServerConfig, model: ServedModel) -> ServerConfig:
+    """-pooling_strategy AUTO accepts a model exported with AUTO, and then stands for what AUTO resolved to."""
+    manifest = model.manifest
+    resolved = manifest.sentence_transformers
+    if config.pooling_strategy == AUTO_STRATEGY:
+        if resolved is None:
+            raise StartupError(f"{model.folder} was not exported with -pooling_strategy AUTO (it pools "
+                               f"{manifest.pooling_strategy}); export it again with -pooling_strategy AUTO, or pass "
+                               "the sentence-transformers folder itself as -model_dir")
+        config = dataclasses.replace(config, pooling_strategy=manifest.pooling_strategy,
+                                     explicit=config.explicit - {"pooling_strategy"})
+    if resolved is not None:
+        log.info("-pooling_strategy AUTO resolved sentence-transformers pooling %r to %s over layer %s, normalize %s, "
+                 "max_seq_len %s, the model's own %s", resolved["pooling_mode"], resolved["pooling_strategy"],
+                 resolved["pooling_layer"], manifest.normalize, manifest.max_seq_len, manifest.tokenizer_file)
+    return config

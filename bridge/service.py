@@ -62,7 +62,8 @@ def bucket_length(longest: int, cap: int) -> int:
 
 
 class EncodingService:
-    def __init__(self, *, config: ServerConfig, vocab_file, max_position_embeddings: int, backend: TritonBackend):
+    def __init__(self, *, config: ServerConfig, vocab_file, max_position_embeddings: int, backend: TritonBackend,
+                 tokenizer_file=None):
         self.config = config
         self.backend = backend
         self.max_position_embeddings = max_position_embeddings
@@ -73,6 +74,7 @@ class EncodingService:
             max_position_embeddings=max_position_embeddings,
             mask_cls_sep=config.mask_cls_sep,
             no_special_token=config.no_special_token,
+            tokenizer_file=tokenizer_file,
         ))
         self._budget = SentenceBudget(INFLIGHT_BATCHES * config.max_batch_size)
         self._token_level = PoolingStrategy.parse(config.pooling_strategy) is PoolingStrategy.NONE

@@ -15,6 +15,10 @@ WordPiece runs in Rust (HF ``tokenizers``) on the resulting words, batched. The 
 ``BertPreTokenizer`` are deliberately not used: they disagree with the original on about 830,000 code points
 (unassigned code points, which the original drops as control characters; characters whose Unicode properties
 changed after the Rust tables were made; the final-sigma rule of Python's ``str.lower``).
+
+Models exported with ``-pooling_strategy AUTO`` (sentence-transformers semantics) carry the model's own
+``tokenizer.json`` instead; text is then split into WordPieces by it, exactly as sentence-transformers does, and
+everything after that (pairs, truncation, [CLS]/[SEP], masks) stays the same.
 """
 from __future__ import annotations
 
@@ -59,9 +63,13 @@ class TokenizerSettings:
     max_position_embeddings: int = 512  # cap for NONE
     mask_cls_sep: bool = False  # input_mask 0 at [CLS]/[SEP], exactly as the original's extract_features
     no_special_token: bool = False  # tokenized input only: no [CLS]/[SEP] added
+    # The model's own tokenizer.json (AUTO exports): it splits text into WordPieces, do_lower_case does not apply.
+    tokenizer_file: Path | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "vocab_file", Path(self.vocab_file))
+        if self.tokenizer_file is not None:
+            object.__setattr__(self, "tokenizer_file", Path(self.tokenizer_file))
         # The original's check_max_seq_len: an int > 3 (room for [CLS] a [SEP] b [SEP]) or NONE.
         if self.max_seq_len is not None and (isinstance(self.max_seq_len, bool) or self.max_seq_len <= 3):
             raise StartupError(f"max_seq_len must be an integer > 3 or NONE, not {self.max_seq_len!r}")
@@ -103,6 +111,7 @@ class WordPieceTokenizer:
         # WordPiece alone: the words arrive already split and normalized by _BasicTokenizer.
         self._wordpiece = Tokenizer(WordPiece(self.vocab, unk_token=UNK,
                                               max_input_chars_per_word=MAX_INPUT_CHARS_PER_WORD))
+        self._model_tokenizer = _load_model_tokenizer(settings.tokenizer_file) if settings.tokenizer_file else None
 
     def encode(self, texts: list) -> list[Encoding]:
         """texts: list[str] (a '|||' splits a pair) or list[list[str]] (pre-tokenized; detected like the original:
@@ -127,7 +136,7 @@ class WordPieceTokenizer:
 
     def _text_parts(self, texts: list) -> list[tuple[list[str], list[str]]]:
         """WordPiece tokens of each sentence's first and second part (the second empty when there is no pair)."""
-        words, owners = [], []
+        part_texts, owners = [], []
         for i, text in enumerate(texts):
             if not isinstance(text, str):
                 kind = "a list (mixed with strings)" if isinstance(text, list) else type(text).__name__
@@ -135,14 +144,24 @@ class WordPieceTokenizer:
             line = text.strip()
             match = PAIR_RE.match(line) if " ||| " in line else None
             for part in match.groups() if match else (line,):
-                words.append(self._basic.tokenize(part))
+                part_texts.append(part)
                 owners.append(i)
-        pieces = self._wordpieces(words)
+        pieces = self._split(part_texts)
         parts = [([], []) for _ in texts]
         for i, owner in enumerate(owners):
             # A pair's second part directly follows its first, under the same owner.
             parts[owner][1 if i and owners[i - 1] == owner else 0].extend(pieces[i])
         return parts
+
+    def _split(self, texts: list[str]) -> list[list[str]]:
+        """WordPiece tokens of each text: the model's own tokenizer when it has one, else the original's."""
+        if self._model_tokenizer is None:
+            return self._wordpieces([self._basic.tokenize(text) for text in texts])
+        try:
+            encodings = self._model_tokenizer.encode_batch(texts, add_special_tokens=False)
+        except Exception as e:  # tokenizers raises bare Exceptions
+            raise InvalidRequest(f"the model's tokenizer failed: {e}") from e
+        return [encoding.tokens for encoding in encodings]
 
     def _wordpieces(self, word_lists: list[list[str]]) -> list[list[str]]:
         """WordPiece over lists of words. Most words are whole vocabulary entries, which WordPiece keeps as they are:
@@ -226,6 +245,16 @@ def _truncate_seq_pair(tokens_a: list[str], tokens_b: list[str], max_length: int
         else:
             len_b -= 1
     return tokens_a[:len_a], tokens_b[:len_b]
+
+
+def _load_model_tokenizer(path: Path) -> Tokenizer:
+    try:
+        tokenizer = Tokenizer.from_file(str(path))
+    except Exception as e:  # tokenizers raises bare Exceptions
+        raise StartupError(f"cannot load the model's tokenizer {path}: {e}") from e
+    tokenizer.no_truncation()  # truncation and padding happen here, after [CLS]/[SEP]
+    tokenizer.no_padding()
+    return tokenizer
 
 
 def _load_vocab(vocab_file: Path) -> dict[str, int]:

@@ -8,6 +8,7 @@ One module, one job::
     staging.py        the hidden staging folder (owned by host + pid), stale ones removed, the move into place
     bert_config.py    BertConfig read from bert_config.json / config.json
     source.py         which files make the model: config, vocabulary, weights
+    sentence_transformers.py  -pooling_strategy AUTO: a sentence-transformers folder's pooling, length, Normalize
     weights.py        weights from Google checkpoints / safetensors / pytorch_model.bin into one neutral dict
     graph.py          the TensorFlow 2 BERT with the pooling inside
     convert.py        tf2onnx, verified in onnxruntime

@@ -28,7 +28,8 @@ from .staging import INTERRUPTING_SIGNALS
 PROG = "bert-export"
 LIST_OPTIONS = ("-pooling_layer", "--pooling_layer", "-device_map", "--device_map")
 INTEGER = re.compile(r"^-?\d+$")
-STRATEGIES = [s.name for s in PoolingStrategy] + ["CLS_TOKEN", "SEP_TOKEN"]
+AUTO = "AUTO"  # sentence_transformers.AUTO, without importing that module for --help
+STRATEGIES = [s.name for s in PoolingStrategy] + ["CLS_TOKEN", "SEP_TOKEN", AUTO]
 
 
 def fold_list_options(args: list[str]) -> list[str]:
@@ -64,6 +65,8 @@ def _max_seq_len(ctx, param, value):
 
 
 def _strategy(ctx, param, value):
+    if value.strip().upper() == AUTO:
+        return AUTO
     try:
         return PoolingStrategy.parse(value)
     except ValueError as e:
@@ -85,7 +88,8 @@ def option(name: str, **kwargs):
 @option("config_name", default=DEFAULT_CONFIG_NAME, show_default=True,
         help="Config file in -model_dir (config.json is used when it is absent).")
 @option("pooling_strategy", default="REDUCE_MEAN", show_default=True, callback=_strategy, metavar="NAME",
-        help=f"One of {', '.join(STRATEGIES)}.")
+        help=f"One of {', '.join(STRATEGIES)}. AUTO: what a sentence-transformers folder says (its pooling, the "
+             "last layer, its max_seq_length, Normalize, its tokenizer).")
 @option("pooling_layer", default="-2", show_default=True, callback=_int_list, metavar="N [N ...]",
         help="Encoder layer(s) to pool, e.g. -pooling_layer -4 -3 -2 -1 (concatenated in that order).")
 @option("mask_cls_sep", is_flag=True, help="The bridge masks [CLS] and [SEP] out of attention and pooling.")
@@ -93,6 +97,7 @@ def option(name: str, **kwargs):
 @option("max_seq_len", default="25", show_default=True, callback=_max_seq_len, metavar="INT|NONE",
         help="Sequence length the bridge pads to: an integer > 3, or NONE for dynamic length.")
 @option("fp16", is_flag=True, help="Output float16 vectors.")
+@option("normalize", is_flag=True, help="L2-normalize each output vector (each token's with NONE) in the graph.")
 @option("cased_tokenization", is_flag=True, help="Tokenize without lower-casing (cased models).")
 @option("num_worker", type=int, default=1, show_default=True, help="Model instances (Triton instance_group count).")
 @option("device_map", default=None, callback=_int_list, metavar="ID [ID ...]",
@@ -123,6 +128,8 @@ def command(*, model_dir, verbose, **flags):
     if model_dir is None:
         model_dir = packaged_model_dir()
     flags["device_map"] = flags["device_map"] or ()
+    if flags["pooling_strategy"] == AUTO:
+        flags = _resolve_auto(model_dir, flags)
     options = ExportOptions(model_dir=model_dir, **flags)
     try:
         with _interrupted_by_signals():
@@ -130,6 +137,18 @@ def command(*, model_dir, verbose, **flags):
     except ExportInterrupted as e:  # handled here: click would turn any KeyboardInterrupt into a bare Abort
         return fail(f"{e}; the partial export was removed", status=128 + e.signum)
     click.echo(str(folder))
+
+
+def _resolve_auto(model_dir: Path, flags: dict) -> dict:
+    from .bert_config import BertConfig
+    from .sentence_transformers import resolve_auto
+    from .source import config_path
+
+    context = click.get_current_context()
+    explicit = frozenset(name for name in flags
+                         if context.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE)
+    config = BertConfig.from_file(config_path(model_dir, flags["config_name"]))
+    return resolve_auto(model_dir, config, flags, explicit=explicit)
 
 
 @contextlib.contextmanager

@@ -13,6 +13,7 @@ from pathlib import Path
 from .errors import ConversionError, OptionError, translate_errors
 from .manifest import ExportManifest, Target
 from .options import ExportOptions
+from .sentence_transformers import TOKENIZER_FILE
 from .source import ModelSource, read_source
 from .staging import create_staging, move_into_place, remove_own_staging, remove_stale_staging
 
@@ -69,7 +70,10 @@ def _export_into(staging: Path, options: ExportOptions) -> Path:
 
     encoder = BertEncoder(config=source.config, weights=source.weights, strategy=options.pooling_strategy,
                           pooling_layer=options.pooling_layer,
-                          use_position_embeddings=not options.no_position_embeddings, fp16=options.fp16)
+                          use_position_embeddings=not options.no_position_embeddings, fp16=options.fp16,
+                          normalize=options.normalize,
+                          dense_activations=[layer["activation"] for layer in
+                                             (options.sentence_transformers or {}).get("dense", ())])
     manifest = build_manifest(options, source)
     targets.write_frame(staging, options=options, manifest=manifest, vocab=source.vocab)
     log.info("converting to ONNX (opset %d) and checking it in onnxruntime", options.opset)
@@ -100,6 +104,9 @@ def build_manifest(options: ExportOptions, source: ModelSource) -> ExportManifes
         source=source.weights_path,
         no_position_embeddings=options.no_position_embeddings,
         priority_batch_size=options.priority_batch_size,
+        normalize=options.normalize,
+        tokenizer_file=TOKENIZER_FILE if options.sentence_transformers else None,
+        sentence_transformers=options.sentence_transformers,
         extra={
             "config": str(source.config_path),
             "vocab_size": len(source.vocab),

@@ -24,6 +24,7 @@ from .options import check_layers
 ATTENTION_MASK_ADDER = -10000.0  # Google's modeling.py; exp() of it underflows to exactly 0 in float32
 MAX_MASK_SUBTRAHEND = 1e30  # the original's masked_reduce_max
 MEAN_EPSILON = 1e-10  # the original's masked_reduce_mean
+NORM_EPSILON = 1e-12  # torch.nn.functional.normalize's, which sentence-transformers' Normalize module uses
 
 
 def input_signature() -> list[tf.TensorSpec]:
@@ -34,7 +35,8 @@ class BertEncoder(tf.Module):
     """BERT + pooling. ``encode(input_ids, input_mask, segment_ids)`` returns ``{"encodes": ...}``."""
 
     def __init__(self, *, config: BertConfig, weights: dict[str, np.ndarray], strategy: PoolingStrategy,
-                 pooling_layer: Sequence[int], use_position_embeddings: bool = True, fp16: bool = False):
+                 pooling_layer: Sequence[int], use_position_embeddings: bool = True, fp16: bool = False,
+                 normalize: bool = False, dense_activations: Sequence[str] = ()):
         super().__init__(name="bert")
         check_layers(config, pooling_layer)
         if strategy is PoolingStrategy.CLS_POOLED and "pooler/dense/kernel" not in weights:
@@ -44,6 +46,9 @@ class BertEncoder(tf.Module):
         self.pooling_layer = tuple(pooling_layer)
         self.use_position_embeddings = use_position_embeddings
         self.output_dtype = tf.float16 if fp16 else tf.float32
+        self.normalize = normalize
+        # sentence-transformers Dense modules after the pooling: weights dense_I/kernel (and dense_I/bias).
+        self.dense_activations = tuple(dense_activations)
         # The pooler only when it is used: checkpoints without one still export every other strategy.
         needed = [name for name in weights if not name.startswith("pooler/") or strategy is PoolingStrategy.CLS_POOLED]
         self.variables_by_name = {name: tf.Variable(weights[name], trainable=False, name=name.replace("/", "_"))
@@ -105,6 +110,21 @@ class BertEncoder(tf.Module):
         inner = self._activation(self._dense(x, f"{scope}/intermediate/dense"))
         return self._layer_norm(x + self._dense(inner, f"{scope}/output/dense"), f"{scope}/output/LayerNorm")
 
+    def _dense_module(self, x, index: int, activation: str):
+        """A sentence-transformers Dense module: activation(x @ kernel + bias)."""
+        x = tf.matmul(x, self._w(f"dense_{index}/kernel"))
+        if f"dense_{index}/bias" in self.variables_by_name:
+            x += self._w(f"dense_{index}/bias")
+        if activation == "tanh":
+            return tf.tanh(x)
+        if activation == "relu":
+            return tf.nn.relu(x)
+        if activation == "sigmoid":
+            return tf.sigmoid(x)
+        if activation == "gelu":
+            return 0.5 * x * (1.0 + tf.math.erf(x / math.sqrt(2.0)))
+        return x  # identity
+
     # --- the graph -----------------------------------------------------------------------------------------------
 
     def _encode(self, input_ids, input_mask, segment_ids):
@@ -132,7 +152,17 @@ class BertEncoder(tf.Module):
                         for layer in self.pooling_layer]
             hidden = selected[0] if len(selected) == 1 else tf.concat(selected, axis=-1)
             pooled = pool(hidden, mask, self.strategy)
+        for index, activation in enumerate(self.dense_activations):
+            pooled = self._dense_module(pooled, index, activation)
+        if self.normalize:  # after pooling and layer concatenation, in float32, before the fp16 cast
+            pooled = l2_normalize(pooled)
         return {OUTPUT_NAME: tf.cast(pooled, self.output_dtype)}
+
+
+def l2_normalize(vectors):
+    """Each vector along the last axis divided by its length (NONE: each token's; zero padding rows stay zero)."""
+    length = tf.sqrt(tf.reduce_sum(tf.square(vectors), axis=-1, keepdims=True))
+    return vectors / tf.maximum(length, NORM_EPSILON)
 
 
 def pool(hidden, mask, strategy: PoolingStrategy):

@@ -5,6 +5,7 @@ A model folder in a Triton repository looks like::
     REPO/NAME/config.pbtxt
     REPO/NAME/bert_export.json     <- ExportManifest
     REPO/NAME/vocab.txt            <- the WordPiece vocabulary the bridge tokenizes with
+    REPO/NAME/tokenizer.json       <- AUTO exports only: the model's own tokenizer, which the bridge then runs
     REPO/NAME/1/model.onnx         (model.py beside it for the embedded target, model.plan for tensorrt, ...)
 
 This module imports only the standard library: the bridge reads manifests without loading TensorFlow or ONNX.
@@ -88,6 +89,10 @@ class ExportManifest:
     no_position_embeddings: bool = False
     priority_batch_size: int = 16
     vocab_file: str = VOCAB_FILE
+    # Added after format 1 shipped; a manifest without them means False / None.
+    normalize: bool = False  # every output vector (every token's for NONE) is L2-normalized in the graph
+    tokenizer_file: Optional[str] = None  # the bridge tokenizes text with this tokenizer.json instead of the original's
+    sentence_transformers: Optional[dict] = None  # what -pooling_strategy AUTO resolved to; None without AUTO
     format_version: int = FORMAT_VERSION
     extra: dict = field(default_factory=dict)
 

@@ -50,6 +50,7 @@ class ExportOptions:
     no_position_embeddings: bool = False
     max_seq_len: Optional[int] = 25
     fp16: bool = False
+    normalize: bool = False  # L2-normalize each output vector in the graph (after pooling, before the fp16 cast)
     cased_tokenization: bool = False
     num_worker: int = 1
     device_map: tuple[int, ...] = ()
@@ -58,6 +59,8 @@ class ExportOptions:
     priority_batch_size: int = 16
     trt_accelerator: bool = False  # onnx target: TensorRT execution accelerator (fp16) in onnxruntime
     opset: int = 17
+    # Set by -pooling_strategy AUTO (sentence_transformers.resolve_auto): what it resolved to, recorded in the manifest.
+    sentence_transformers: Optional[dict] = None
 
     def __post_init__(self):
         # Accept plain values from Python callers; store the canonical types.
@@ -109,7 +112,10 @@ class ExportOptions:
             raise OptionError(f"-max_seq_len {self.max_seq_len} exceeds the model's max_position_embeddings {limit}")
 
     def output_dim(self, config: "BertConfig") -> int:
-        """Width of one pooled vector (of one token's vector for NONE)."""
+        """Width of one pooled vector (of one token's vector for NONE); a sentence-transformers Dense layer's."""
+        dense = (self.sentence_transformers or {}).get("dense")
+        if dense:
+            return dense[-1]["out_features"]
         if self.pooling_strategy is PoolingStrategy.CLS_POOLED:
             return config.hidden_size
         width = config.hidden_size * len(self.pooling_layer)

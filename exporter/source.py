@@ -72,4 +72,9 @@ def read_source(options: ExportOptions) -> ModelSource:
     if len(vocab) > config.vocab_size:
         raise SourceError(f"the vocabulary has {len(vocab)} tokens but {path} says vocab_size {config.vocab_size}")
     weights, weights_path = load_weights(options.weights_dir, config=config, ckpt_name=options.ckpt_name)
+    dense = (options.sentence_transformers or {}).get("dense")
+    if dense:  # -pooling_strategy AUTO on a model with Dense modules after the pooling
+        from .sentence_transformers import dense_weights
+
+        weights.update(dense_weights(options.model_dir, dense))
     return ModelSource(config=config, config_path=path, vocab=vocab, weights=weights, weights_path=weights_path)

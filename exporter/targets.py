@@ -31,6 +31,11 @@ def write_frame(folder: Path, *, options: ExportOptions, manifest: ExportManifes
     (folder / VERSION).mkdir(parents=True, exist_ok=True)
     (folder / CONFIG_FILE).write_text(render(model_config(options, output_dim=manifest.output_dim)))
     (folder / VOCAB_FILE).write_text("".join(token + "\n" for token in vocab), encoding="utf-8")
+    if manifest.tokenizer_file:
+        from .sentence_transformers import write_tokenizer
+
+        write_tokenizer(options.model_dir, folder / manifest.tokenizer_file, vocab=vocab,
+                        do_lower_case=manifest.sentence_transformers["do_lower_case"])
     manifest.save(folder)
 
 

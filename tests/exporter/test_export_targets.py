@@ -30,7 +30,8 @@ def test_embedded_target_folder(export_tiny, tiny_hf):
                          priority_batch_size=8, num_worker=3, mask_cls_sep=True)
 
     assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")) == [
-        "1", "1/model.onnx", "1/model.py", "bert_export.json", "config.pbtxt", "vocab.txt"]
+        "1", "1/__pycache__", "1/model.onnx", "1/model.py", "bert_export.json", "config.pbtxt", "vocab.txt"]
+    assert (folder / "1" / "__pycache__").is_file(), "a file, so that Python cannot write bytecode caches here"
     assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")], "staging folders left behind"
     assert (folder / "vocab.txt").read_text() == (tiny_hf.model_dir / "vocab.txt").read_text()
 
