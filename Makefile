@@ -32,7 +32,14 @@ $(DEFAULT_MODEL)/bert_export.json: | $(INSTALLED)
 serve: $(INSTALLED) $(DEFAULT_MODEL)/bert_export.json
 	$(BIN)/bert-serving-start -model_dir $(DEFAULT_MODEL) -port $(PORT) -port_out $(PORT_OUT)
 
-test: $(INSTALLED)
+# The dashboard test drives Debian's Chromium through chromedriver (tests/http_api/test_http_dashboard.py).
+CHROMEDRIVER := /usr/bin/chromedriver
+
+$(CHROMEDRIVER):
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver
+
+test: $(INSTALLED) $(CHROMEDRIVER)
 	$(BIN)/python -m pytest
 
 clean:

@@ -60,16 +60,23 @@ class Server:
 
         config = self.config
         sockets = ZmqSockets.bind(ip=config.ip, port=config.port, port_out=config.port_out)
+        http_socket = None
         try:
+            if config.http_port is not None:
+                from .http_frontend import listen
+
+                http_socket = listen(config.ip, config.http_port)
             self.model = resolve_model(config)
             self.config = config = settle_config(config, self.model)
             if config.embedded_triton:
                 urls = (self._start_embedded_triton(),)
             else:
                 urls = config.triton_urls
-            return asyncio.run(self._serve(urls, sockets))
+            return asyncio.run(self._serve(urls, sockets, http_socket))
         finally:
             sockets.close()
+            if http_socket is not None:
+                http_socket.close()
             if self.triton is not None:
                 self.triton.stop()
 
@@ -87,7 +94,8 @@ class Server:
             log_path=config.cache_dir / "logs" / f"tritonserver-{config.port}.log")
         return self.triton.start().grpc_url
 
-    async def _serve(self, urls: Sequence[str], sockets) -> int:
+    async def _serve(self, urls: Sequence[str], sockets, http_socket) -> int:
+        from .metrics import BridgeMetrics
         from .service import EncodingService
         from .statistics import ServerStatistic
         from .triton_pool import TritonPool
@@ -110,10 +118,20 @@ class Server:
         service = EncodingService(config=config, vocab_file=self.model.vocab_file,
                                   max_position_embeddings=self.model.manifest.max_position_embeddings,
                                   backend=backend, tokenizer_file=self.model.tokenizer_file)
-        frontend = ZmqFrontend(sockets=sockets, service=service, statistic=ServerStatistic(),
+        statistic, metrics = ServerStatistic(), BridgeMetrics()  # shared by the ZeroMQ and HTTP front ends
+        frontend = ZmqFrontend(sockets=sockets, service=service, statistic=statistic, metrics=metrics,
                                config_reply=self.config_reply, on_terminate=stop.set)
-        serving = asyncio.create_task(frontend.serve())
-        ending = [serving, asyncio.create_task(stop.wait())]
+        ending = [asyncio.create_task(frontend.serve()), asyncio.create_task(stop.wait())]
+        http = http_serving = None
+        if http_socket is not None:
+            from .http_frontend import HttpFrontend
+
+            http = HttpFrontend(listening_socket=http_socket, service=service, statistic=statistic, metrics=metrics,
+                                config=config, backend=backend, output_dim=self.model.manifest.output_dim,
+                                config_reply=self.config_reply)
+            http_serving = asyncio.create_task(http.serve())  # ends only through http.shutdown(), or by failing
+            log.info("HTTP on %s (OpenAI-compatible /v1/embeddings, /metrics, /docs, /dashboard)%s", http.url,
+                     "; API key required" if config.api_key else "")
         if self.triton is not None:
             ending.append(asyncio.create_task(self._watch_triton()))
         manifest = self.model.manifest
@@ -123,7 +141,8 @@ class Server:
                  config.pooling_strategy, list(config.pooling_layer), config.max_seq_len or "NONE",
                  manifest.output_dim, manifest.output_dtype, backend.url)
         try:
-            done, _ = await asyncio.wait(ending, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(ending + [t for t in (http_serving,) if t],
+                                         return_when=asyncio.FIRST_COMPLETED)
         finally:
             for task in ending:
                 task.cancel()
@@ -131,7 +150,12 @@ class Server:
             # A second signal while draining cuts the wait short: what is still in flight gets an error reply.
             for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 loop.add_signal_handler(sig, frontend.cut_drain_short)
-            await frontend.shutdown(timeout_s=config.drain_timeout_s)
+            drains = [frontend.shutdown(timeout_s=config.drain_timeout_s)]
+            if http is not None:
+                drains.append(http.shutdown(timeout_s=config.drain_timeout_s))
+            await asyncio.gather(*drains)
+            if http_serving is not None:
+                await asyncio.gather(http_serving, return_exceptions=True)
             await backend.close()
         failed = [task.exception() for task in done if not task.cancelled() and task.exception() is not None]
         if failed:

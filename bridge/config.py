@@ -24,10 +24,10 @@ IGNORED_FLAGS = {
     "xla": "Triton runs the exported ONNX model; XLA is TensorFlow's compiler",
     "gpu_memory_fraction": "Triton manages GPU memory itself",
     "prefetch_size": "Triton's dynamic batcher queues requests; there is no per-worker prefetch",
-    "http_max_connect": "HTTP comes in a later release; the flag is recorded",
-    "cors": "HTTP comes in a later release; the flag is recorded",
-    "http_port": "HTTP comes in a later release; the flag is recorded",
 }
+
+API_KEY_ENV = "BERT_SERVING_API_KEY"
+DEFAULT_HTTP_MAX_REQUEST_BYTES = 10_000_000
 
 # Flags that change the exported model itself: they must agree with an already exported model. (-num_worker,
 # -device_map and -cpu are Triton instance settings: see model_source.settle_config.)
@@ -103,6 +103,8 @@ class ServerConfig:
     http_port: Optional[int] = None
     http_max_connect: int = 10
     cors: str = "*"
+    api_key: Optional[str] = field(default=None, repr=False)  # HTTP: Bearer token every data route requires
+    http_max_request_bytes: int = DEFAULT_HTTP_MAX_REQUEST_BYTES
     num_worker: int = 1
     max_batch_size: int = 256
     priority_batch_size: int = 16
@@ -222,9 +224,16 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(parser, serving, "port", "port_in", "port_data", type=_port, default=5555,
           help="port receiving requests from clients")
     _flag(parser, serving, "port_out", "port_result", type=_port, default=5556, help="port publishing results")
-    _flag(parser, serving, "http_port", type=_port, help="port for HTTP requests (recorded; HTTP comes later)")
-    _flag(parser, serving, "http_max_connect", type=int, default=10, help="(recorded) max concurrent HTTP calls")
-    _flag(parser, serving, "cors", default="*", help="(recorded) Access-Control-Allow-Origin for HTTP")
+    _flag(parser, serving, "http_port", type=_port,
+          help="serve the HTTP API (/encode, /v1/embeddings, /metrics, /dashboard, ...) on this port as well")
+    _flag(parser, serving, "http_max_connect", type=_positive, default=10,
+          help="concurrent HTTP encode requests; more get 429 with Retry-After at once")
+    _flag(parser, serving, "cors", default="*",
+          help="Access-Control-Allow-Origin for HTTP: '*' or comma-separated origins")
+    _flag(parser, serving, "api_key", default=os.environ.get(API_KEY_ENV) or None,
+          help=f"HTTP routes but /health and /ready require 'Authorization: Bearer KEY' (default: ${API_KEY_ENV})")
+    _flag(parser, serving, "http_max_request_bytes", type=_positive, default=DEFAULT_HTTP_MAX_REQUEST_BYTES,
+          help="larger HTTP request bodies get 413 before they are parsed")
     _flag(parser, serving, "num_worker", type=_positive, default=1, help="Triton instances of the model")
     _flag(parser, serving, "max_batch_size", type=_positive, default=256,
           help="largest batch sent to Triton; larger requests are split and reassembled")
@@ -270,6 +279,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> ServerConfig:
     values = vars(args)
     if values["port"] == values["port_out"]:
         parser.error(f"-port and -port_out must differ (both are {values['port']})")
+    if values["http_port"] in (values["port"], values["port_out"]):
+        parser.error(f"-http_port {values['http_port']} is also a ZeroMQ port (-port / -port_out)")
     urls = [url for given in values.pop("triton_url") or () for url in given]
     repeated = sorted({url for url in urls if urls.count(url) > 1})
     if repeated:

@@ -76,3 +76,19 @@ def test_help_and_version_are_instant_and_light():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "1.10.0" in result.stdout
+
+
+def test_http_flags(monkeypatch):
+    from bert_bridge.config import API_KEY_ENV, DEFAULT_HTTP_MAX_REQUEST_BYTES, IGNORED_FLAGS
+
+    monkeypatch.delenv(API_KEY_ENV, raising=False)
+    config = parse_args([])
+    assert (config.http_port, config.http_max_connect, config.cors, config.api_key) == (None, 10, "*", None)
+    assert config.http_max_request_bytes == DEFAULT_HTTP_MAX_REQUEST_BYTES
+    assert not {"http_port", "http_max_connect", "cors"} & IGNORED_FLAGS.keys()  # HTTP is served now
+    config = parse_args(["-http_port", "8125", "--api-key", "s3cret", "--http-max-request-bytes", "1000"])
+    assert (config.http_port, config.api_key, config.http_max_request_bytes) == (8125, "s3cret", 1000)
+    assert "s3cret" not in repr(config) and "api_key" not in config.original_args()
+    monkeypatch.setenv(API_KEY_ENV, "from-env")
+    assert parse_args([]).api_key == "from-env"
+    assert parse_args(["--api-key", "flag-wins"]).api_key == "flag-wins"
