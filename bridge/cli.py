@@ -69,10 +69,10 @@ class Server:
             self.model = resolve_model(config)
             self.config = config = settle_config(config, self.model)
             if config.embedded_triton:
-                url = self._start_embedded_triton()
+                urls = (self._start_embedded_triton(),)
             else:
-                url = config.triton_url
-            return asyncio.run(self._serve(url, sockets, http_socket))
+                urls = config.triton_urls
+            return asyncio.run(self._serve(urls, sockets, http_socket))
         finally:
             sockets.close()
             if http_socket is not None:
@@ -94,15 +94,16 @@ class Server:
             log_path=config.cache_dir / "logs" / f"tritonserver-{config.port}.log")
         return self.triton.start().grpc_url
 
-    async def _serve(self, url: str, sockets, http_socket) -> int:
+    async def _serve(self, urls: Sequence[str], sockets, http_socket) -> int:
         from .metrics import BridgeMetrics
         from .service import EncodingService
         from .statistics import ServerStatistic
-        from .triton_backend import TritonBackend
+        from .triton_pool import TritonPool
         from .zmq_frontend import ZmqFrontend
 
         config = self.config
-        backend = self.backend = TritonBackend(url=url, model_name=self.model.name, timeout_s=config.triton_timeout_s)
+        backend = self.backend = TritonPool(targets=urls, model_name=self.model.name,
+                                            timeout_s=config.triton_timeout_s)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
@@ -138,7 +139,7 @@ class Server:
                  "layers %s, max_seq_len %s, %d-dim %s output; Triton %s",
                  READY_MESSAGE, config.ip, config.port, config.ip, config.port_out, self.model.folder, manifest.source,
                  config.pooling_strategy, list(config.pooling_layer), config.max_seq_len or "NONE",
-                 manifest.output_dim, manifest.output_dtype, url)
+                 manifest.output_dim, manifest.output_dtype, backend.url)
         try:
             done, _ = await asyncio.wait(ending + [t for t in (http_serving,) if t],
                                          return_when=asyncio.FIRST_COMPLETED)
@@ -176,7 +177,7 @@ class Server:
         runtime = {
             "client": request.identity.decode("ascii", "replace"),
             "num_process": config.num_worker,
-            "ventilator -> worker": [f"grpc://{self.backend.url}"],
+            "ventilator -> worker": [f"grpc://{address}" for address in self.backend.addresses],
             "worker -> sink": [],
             "ventilator <-> sink": None,
             "server_current_time": str(datetime.datetime.now()),
@@ -199,7 +200,8 @@ class Server:
             "output_dtype": manifest.output_dtype,
             "normalize": manifest.normalize,
             "sentence_transformers": manifest.sentence_transformers,  # what -pooling_strategy AUTO resolved to
-            "triton": {"url": self.backend.url, "model": self.backend.model_name, **self.backend.details},
+            "triton": {**self.backend.details, "url": self.backend.url, "model": self.backend.model_name,
+                       "endpoints": self.backend.endpoint_states()},
         }
         return {**runtime, **config.original_args(), **static, **ours}
 

@@ -56,15 +56,16 @@ def _port(value: str) -> int:
     return number
 
 
-def _triton_url(value: str) -> str:
-    """HOST:PORT of one gRPC endpoint (several endpoints are not supported yet: refused, not passed to gRPC)."""
-    if "," in value:
-        raise argparse.ArgumentTypeError(f"one HOST:PORT is supported, got several: {value!r}")
-    host, _, port = value.rpartition(":")
-    if not host or "/" in value:
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT of tritonserver's gRPC endpoint, got {value!r}")
-    _port(port)
-    return value
+def _triton_urls(value: str) -> tuple[str, ...]:
+    """HOST:PORT of tritonserver gRPC endpoints, comma-separated; a HOST may be a name that resolves to several."""
+    urls = tuple(part.strip() for part in value.split(","))
+    for url in urls:
+        host, _, port = url.rpartition(":")
+        if not host or "/" in url:
+            raise argparse.ArgumentTypeError(f"expected HOST:PORT of tritonserver's gRPC endpoint, got {url!r}"
+                                             + (f" in {value!r}" if len(urls) > 1 else ""))
+        _port(port)
+    return urls
 
 
 def _positive(value: str) -> int:
@@ -116,7 +117,8 @@ class ServerConfig:
     prefetch_size: int = 10
     verbose: bool = False
     # Triton
-    triton_url: Optional[str] = None  # host:port of an external tritonserver's gRPC endpoint; None: start one
+    # HOST:PORT of external tritonservers' gRPC endpoints (a name may resolve to several); empty: start one
+    triton_urls: tuple = ()
     triton_timeout_s: float = 300.0
     drain_timeout_s: float = 10.0  # on shutdown, how long requests in flight may take before they get an error reply
     # which flags the user gave explicitly (decides whether they may disagree with an exported model)
@@ -124,7 +126,7 @@ class ServerConfig:
 
     @property
     def embedded_triton(self) -> bool:
-        return self.triton_url is None
+        return not self.triton_urls
 
     def original_args(self) -> dict:
         """The original's ``args`` part of server_config: every CLI argument, pooling_strategy as its int."""
@@ -248,8 +250,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-version", "--version", action="version", version=f"%(prog)s {SERVER_VERSION}")
 
     triton = parser.add_argument_group("Triton")
-    _flag(parser, triton, "triton_url", type=_triton_url, action="append",
-          help="host:port of a running tritonserver's gRPC endpoint to use instead of starting the embedded one")
+    _flag(parser, triton, "triton_url", type=_triton_urls, action="append",
+          help="HOST:PORT of a running tritonserver's gRPC endpoint to use instead of starting the embedded one; "
+               "repeat it or separate by commas for several, chunks go to the least busy; a HOST that resolves to "
+               "several addresses (a headless Service) counts as one endpoint per address, resolved every 10s")
     _flag(parser, triton, "triton_timeout_s", type=float, default=300.0,
           help="seconds one inference call may take, queueing in Triton included, before the client gets an error")
     _flag(parser, serving, "drain_timeout_s", type=float, default=10.0,
@@ -277,10 +281,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> ServerConfig:
         parser.error(f"-port and -port_out must differ (both are {values['port']})")
     if values["http_port"] in (values["port"], values["port_out"]):
         parser.error(f"-http_port {values['http_port']} is also a ZeroMQ port (-port / -port_out)")
-    if values["triton_url"] is not None:
-        if len(values["triton_url"]) > 1:
-            parser.error(f"--triton-url was given {len(values['triton_url'])} times; one tritonserver is supported")
-        values["triton_url"] = values["triton_url"][0]
+    urls = [url for given in values.pop("triton_url") or () for url in given]
+    repeated = sorted({url for url in urls if urls.count(url) > 1})
+    if repeated:
+        parser.error(f"--triton-url {repeated[0]} was given twice")
+    values["triton_urls"] = tuple(urls)
     values["do_lower_case"] = not values.pop("cased_tokenization")
     values["pooling_strategy"] = {"CLS_TOKEN": "FIRST_TOKEN", "SEP_TOKEN": "LAST_TOKEN"}.get(
         values["pooling_strategy"], values["pooling_strategy"])

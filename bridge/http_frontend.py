@@ -46,7 +46,7 @@ from .errors import (BackendError, BackendUnavailable, BridgeError, InvalidReque
 from .metrics import CONTENT_TYPE_LATEST, BridgeMetrics
 from .service import EncodeResult, EncodingService
 from .statistics import ServerStatistic
-from .triton_backend import TritonBackend
+from .triton_pool import TritonPool
 
 log = logging.getLogger("bert_bridge.http")
 
@@ -270,7 +270,7 @@ class HttpFrontend:
     """
 
     def __init__(self, *, listening_socket: socket.socket, service: EncodingService, statistic: ServerStatistic, metrics: BridgeMetrics,
-                 config: ServerConfig, backend: TritonBackend, output_dim: int,
+                 config: ServerConfig, backend: TritonPool, output_dim: int,
                  config_reply: Callable[[ZmqRequest], dict]):
         self.service = service
         self.statistic = statistic
@@ -472,11 +472,15 @@ class HttpFrontend:
         return _json({"status": "ok"})
 
     async def ready(self, request: Request) -> Response:
+        """Ready while at least one Triton endpoint has the model; each endpoint's state is in the body either way."""
         try:
             await self.backend.check_ready()
         except BackendUnavailable as e:
-            return error_response(e, request.url.path)
-        return _json({"status": "ready", "model": self.model_name, "triton": self.backend.url})
+            unavailable = error_response(e, request.url.path)
+            body = {**orjson.loads(unavailable.body), "endpoints": self.backend.endpoint_states()}
+            return Response(orjson.dumps(body), status_code=unavailable.status_code, media_type=JSON)
+        return _json({"status": "ready", "model": self.model_name, "triton": self.backend.url,
+                      "endpoints": self.backend.endpoint_states()})
 
     async def prometheus(self) -> Response:
         return Response(self.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

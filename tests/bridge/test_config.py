@@ -49,8 +49,14 @@ def test_original_command_line_is_accepted():
 
 def test_double_dash_and_alias_spellings():
     config = parse_args(["--max-seq-len", "64", "--port_out", "7001", "-port_in", "7000", "--triton-url", "h:8001"])
-    assert (config.max_seq_len, config.port, config.port_out, config.triton_url) == (64, 7000, 7001, "h:8001")
+    assert (config.max_seq_len, config.port, config.port_out, config.triton_urls) == (64, 7000, 7001, ("h:8001",))
     assert not config.embedded_triton
+
+
+def test_several_triton_urls_repeated_or_comma_separated_keep_their_order():
+    config = parse_args(["--triton-url", "a:8001,b:8001", "--triton-url", "triton-grpc.ns.svc:8001"])
+    assert config.triton_urls == ("a:8001", "b:8001", "triton-grpc.ns.svc:8001")
+    assert parse_args([]).embedded_triton and parse_args([]).triton_urls == ()
 
 
 @pytest.mark.parametrize("argv", [["-max_seq_len", "3"], ["-max_seq_len", "long"], ["-pooling_strategy", "AVG"],

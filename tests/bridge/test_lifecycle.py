@@ -278,8 +278,10 @@ def test_a_port_in_use_is_refused_before_anything_starts(busy_flag):
     (["-port_out", "0"], "1 to 65535"),
     (["-http_port", "65536"], "1 to 65535"),
     (["-port", "7000", "-port_out", "7000"], "must differ"),
-    (["--triton-url", "127.0.0.1:8001,127.0.0.1:8002"], "one HOST:PORT"),
-    (["--triton-url", "127.0.0.1:8001", "--triton-url", "127.0.0.1:8002"], "given 2 times"),
+    (["--triton-url", "127.0.0.1:8001,127.0.0.1"], "HOST:PORT"),
+    (["--triton-url", "127.0.0.1:8001,"], "HOST:PORT"),
+    (["--triton-url", "127.0.0.1:8001,127.0.0.1:99999"], "1 to 65535"),
+    (["--triton-url", "127.0.0.1:8001", "--triton-url", "127.0.0.1:8001"], "given twice"),
     (["--triton-url", "grpc://host"], "HOST:PORT"),
 ])
 def test_bad_ports_and_triton_urls_are_refused_in_one_line(flags, fragment):

@@ -25,6 +25,7 @@ def test_alive_but_not_ready(bridge_without_triton):
     error = ready.json()
     assert (error["type"], error["status"]) == ("BackendUnavailable", 503)
     assert "unavailable" in error["description"] and "127.0.0.1:" in error["description"]
+    assert [endpoint["state"] for endpoint in error["endpoints"]] == ["unavailable"]  # each Triton endpoint's state
 
 
 def test_encodes_fail_with_503(bridge_without_triton):
