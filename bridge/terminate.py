@@ -15,10 +15,10 @@ from typing import Optional, Sequence
 
 PROG = "bert-serving-terminate"
 
-__all__ = ["main", "shut_down"]
+__all__ = ["build_parser", "main", "shut_down"]
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="Shut down a bert-serving server and wait until it stops.")
     parser.add_argument("-ip", "--ip", default="localhost", help="the server's address (default: localhost)")
     parser.add_argument("-port", "--port", "-port_in", "--port_in", "-port_data", "--port_data", dest="port",
@@ -60,9 +60,9 @@ def shut_down(*, ip: str, port: int, timeout_ms: int) -> tuple[bool, str]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     if args.timeout <= 0:
-        _parser().error(f"-timeout must be a positive number of milliseconds, got {args.timeout}")
+        build_parser().error(f"-timeout must be a positive number of milliseconds, got {args.timeout}")
     stopped, message = shut_down(ip=args.ip, port=args.port, timeout_ms=args.timeout)
     if stopped:
         print(f"{PROG}: {message}")

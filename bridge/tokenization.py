@@ -107,6 +107,8 @@ class WordPieceTokenizer:
         missing = [t for t in (CLS, SEP, UNK) if t not in self.vocab]
         if missing:
             raise StartupError(f"vocabulary {settings.vocab_file} lacks {', '.join(missing)}")
+        self.vocab_size = max(self.vocab.values()) + 1
+        self._token_of_id = {index: token for token, index in self.vocab.items()}
         self._basic = _BasicTokenizer(settings.do_lower_case)
         # WordPiece alone: the words arrive already split and normalized by _BasicTokenizer.
         self._wordpiece = Tokenizer(WordPiece(self.vocab, unk_token=UNK,
@@ -125,6 +127,37 @@ class WordPieceTokenizer:
         if all(isinstance(el, list) for el in texts):
             return [self._assemble(a, b, tokenized=True) for a, b in self._tokenized_parts(texts)]
         return [self._assemble(a, b, tokenized=False) for a, b in self._text_parts(texts)]
+
+    def encode_token_ids(self, token_ids: list) -> list[Encoding]:
+        """Lists of vocabulary ids (the OpenAI API's token input), taken as the content of single sequences, like
+        tokenized input: no WordPiece, no pairs, right-truncated to max_seq_len-2 and wrapped in [CLS]/[SEP]
+        (both omitted with -no_special_token, as for tokenized input)."""
+        if not isinstance(token_ids, list) or not token_ids:
+            raise InvalidRequest("expected a non-empty list of token id lists")
+        encodings = []
+        for i, ids in enumerate(token_ids):
+            if not isinstance(ids, list) or not ids:
+                raise InvalidRequest(f"input {i} is not a non-empty list of token ids")
+            for j, token_id in enumerate(ids):
+                if isinstance(token_id, bool) or not isinstance(token_id, int):
+                    raise InvalidRequest(f"input {i}, token {j} is not an integer but {type(token_id).__name__}")
+                if not 0 <= token_id < self.vocab_size:
+                    raise InvalidRequest(f"input {i}, token {j}: id {token_id} is outside the model's vocabulary "
+                                         f"(0 to {self.vocab_size - 1})")
+            encodings.append(self._assemble_ids(ids))
+        return encodings
+
+    def _assemble_ids(self, ids: list[int]) -> Encoding:
+        limit = self.settings.length_limit
+        if self.settings.no_special_token:
+            ids = ids[:limit]
+            return Encoding(ids, [1] * len(ids), [0] * len(ids), [self._token_of_id.get(i, UNK) for i in ids],
+                            num_special_tokens=0)
+        ids = ids[:limit - 2]
+        keep = int(not self.settings.mask_cls_sep)
+        input_ids = [self.vocab[CLS], *ids, self.vocab[SEP]]
+        tokens = [CLS, *(self._token_of_id.get(i, UNK) for i in ids), SEP]
+        return Encoding(input_ids, [keep, *[1] * len(ids), keep], [0] * len(input_ids), tokens)
 
     def batch_length(self, encodings: list[Encoding]) -> int:
         """The original's sequence length for a batch under max_seq_len NONE (the T of [B, T, D] with pooling NONE):

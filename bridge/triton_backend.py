@@ -69,6 +69,19 @@ class TritonBackend:
         raise BackendUnavailable(f"model '{self.model_name}' at Triton {self.url} was not ready within "
                                  f"{timeout_s:.0f}s{reason}")
 
+    async def check_ready(self, timeout_s: float = 2.0) -> None:
+        """Return when Triton answers that the model is ready; otherwise raise BackendUnavailable with the reason."""
+        try:
+            ready = await self._client.is_model_ready(self.model_name, client_timeout=timeout_s)
+        except Exception as e:
+            error = _translate(e, self.url, self.model_name, timeout_s)
+            if isinstance(error, BackendUnavailable):
+                raise error from e
+            raise BackendUnavailable(f"Triton at {self.url} did not confirm model '{self.model_name}' is ready: "
+                                     f"{error.message}") from e
+        if not ready:
+            raise BackendUnavailable(f"Triton at {self.url} reports model '{self.model_name}' as not ready")
+
     async def describe(self) -> dict:
         try:
             metadata = await self._client.get_server_metadata(as_json=True)

@@ -23,6 +23,7 @@ from bert_serving.client.protocol import (SHOW_STATUS, TERMINATION, ProtocolErro
                                           decode_request, encode_error_reply, encode_json_reply, encode_ndarray_reply)
 
 from .errors import ShuttingDown, StartupError
+from .metrics import BridgeMetrics
 from .service import EncodingService, error_message
 from .statistics import ServerStatistic
 
@@ -147,10 +148,11 @@ class ZmqSockets:
 
 class ZmqFrontend:
     def __init__(self, *, sockets: ZmqSockets, service: EncodingService, statistic: ServerStatistic,
-                 config_reply: Callable[[Request], dict], on_terminate: Callable[[], None]):
+                 metrics: BridgeMetrics, config_reply: Callable[[Request], dict], on_terminate: Callable[[], None]):
         self.sockets = sockets
         self.service = service
         self.statistic = statistic
+        self.metrics = metrics
         self.config_reply = config_reply
         self.on_terminate = on_terminate
         self.receiver = sockets.receiver
@@ -228,18 +230,23 @@ class ZmqFrontend:
         self.publisher.publish(request.identity, frames, request.request_id, needed)
 
     async def _encode(self, request: Request) -> list:
-        try:
-            if self._stopping:
-                raise ShuttingDown("the server is shutting down and accepts no new requests")
-            result = await self.service.encode(request.texts())
-        except ProtocolError as e:
-            return encode_error_reply(request.identity, str(e), "InvalidRequest", request.request_id)
-        except asyncio.CancelledError:  # shutdown's drain timeout ran out: answer, then stop
-            error = ShuttingDown("the server shut down before this request was finished")
-            return encode_error_reply(request.identity, error.message, error.kind, request.request_id)
-        except Exception as e:  # every failure becomes a reply: a client must never hang
-            kind, message = error_message(e)
-            log.warning("request %s of %r failed: %s: %s", request.request_id.decode(), request.identity, kind,
-                        message)
-            return encode_error_reply(request.identity, message, kind, request.request_id)
+        with self.metrics.track("zmq", request.length) as tracker:
+            try:
+                if self._stopping:
+                    raise ShuttingDown("the server is shutting down and accepts no new requests")
+                result = await self.service.encode(request.texts())
+            except ProtocolError as e:
+                tracker.failed("InvalidRequest")
+                return encode_error_reply(request.identity, str(e), "InvalidRequest", request.request_id)
+            except asyncio.CancelledError:  # shutdown's drain timeout ran out: answer, then stop
+                error = ShuttingDown("the server shut down before this request was finished")
+                tracker.failed(error.kind)
+                return encode_error_reply(request.identity, error.message, error.kind, request.request_id)
+            except Exception as e:  # every failure becomes a reply: a client must never hang
+                kind, message = error_message(e)
+                tracker.failed(kind)
+                log.warning("request %s of %r failed: %s: %s", request.request_id.decode(), request.identity, kind,
+                            message)
+                return encode_error_reply(request.identity, message, kind, request.request_id)
+            tracker.succeeded(result)
         return encode_ndarray_reply(request.identity, result.embeddings, request.request_id, result.tokens)

@@ -49,8 +49,14 @@ def test_original_command_line_is_accepted():
 
 def test_double_dash_and_alias_spellings():
     config = parse_args(["--max-seq-len", "64", "--port_out", "7001", "-port_in", "7000", "--triton-url", "h:8001"])
-    assert (config.max_seq_len, config.port, config.port_out, config.triton_url) == (64, 7000, 7001, "h:8001")
+    assert (config.max_seq_len, config.port, config.port_out, config.triton_urls) == (64, 7000, 7001, ("h:8001",))
     assert not config.embedded_triton
+
+
+def test_several_triton_urls_repeated_or_comma_separated_keep_their_order():
+    config = parse_args(["--triton-url", "a:8001,b:8001", "--triton-url", "triton-grpc.ns.svc:8001"])
+    assert config.triton_urls == ("a:8001", "b:8001", "triton-grpc.ns.svc:8001")
+    assert parse_args([]).embedded_triton and parse_args([]).triton_urls == ()
 
 
 @pytest.mark.parametrize("argv", [["-max_seq_len", "3"], ["-max_seq_len", "long"], ["-pooling_strategy", "AVG"],
@@ -70,3 +76,19 @@ def test_help_and_version_are_instant_and_light():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "1.10.0" in result.stdout
+
+
+def test_http_flags(monkeypatch):
+    from bert_bridge.config import API_KEY_ENV, DEFAULT_HTTP_MAX_REQUEST_BYTES, IGNORED_FLAGS
+
+    monkeypatch.delenv(API_KEY_ENV, raising=False)
+    config = parse_args([])
+    assert (config.http_port, config.http_max_connect, config.cors, config.api_key) == (None, 10, "*", None)
+    assert config.http_max_request_bytes == DEFAULT_HTTP_MAX_REQUEST_BYTES
+    assert not {"http_port", "http_max_connect", "cors"} & IGNORED_FLAGS.keys()  # HTTP is served now
+    config = parse_args(["-http_port", "8125", "--api-key", "s3cret", "--http-max-request-bytes", "1000"])
+    assert (config.http_port, config.api_key, config.http_max_request_bytes) == (8125, "s3cret", 1000)
+    assert "s3cret" not in repr(config) and "api_key" not in config.original_args()
+    monkeypatch.setenv(API_KEY_ENV, "from-env")
+    assert parse_args([]).api_key == "from-env"
+    assert parse_args(["--api-key", "flag-wins"]).api_key == "flag-wins"

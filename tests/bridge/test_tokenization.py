@@ -427,3 +427,23 @@ def test_long_unknown_words_stay_fast(vocab_file):
     tokenizer.encode(texts)
     assert time.perf_counter() - start < 1.0
 
+
+
+def test_token_ids_are_the_content_of_a_sequence(vocab_file, vocab):
+    """The OpenAI API's token input: ids wrapped in [CLS]/[SEP] and truncated like text, or bare with
+    -no_special_token; ids outside the vocabulary are refused."""
+    text = "the quick brown fox jumps over the lazy dog"
+    tokenizer = make(vocab_file, max_seq_len=8)
+    from_text = tokenizer.encode([text])[0]
+    content = [vocab[w] for w in text.split()]
+    from_ids = tokenizer.encode_token_ids([content])[0]
+    assert (from_ids.input_ids, from_ids.input_mask, from_ids.tokens) == (
+        from_text.input_ids, from_text.input_mask, from_text.tokens)
+    assert len(from_ids.input_ids) == 8 and from_ids.input_ids[0] == vocab["[CLS]"]
+    masked = make(vocab_file, max_seq_len=8, mask_cls_sep=True).encode_token_ids([content])[0]
+    assert masked.input_mask == [0, 1, 1, 1, 1, 1, 1, 0]
+    bare = make(vocab_file, max_seq_len=8, no_special_token=True).encode_token_ids([content])[0]
+    assert bare.input_ids == content[:8] and bare.num_special_tokens == 0
+    for bad in ([[len(vocab) + 5]], [[-1]], [[1, "2"]], [[True]], [[]], [], "ids"):
+        with pytest.raises(InvalidRequest):
+            tokenizer.encode_token_ids(bad)

@@ -30,7 +30,7 @@ def test_bert_serving_stays_a_namespace_package():
 
 def test_public_names():
     assert set(bert_serving.client.__all__) == {
-        "__version__", "BertClient", "ConcurrentBertClient", "Response", "BertClientError", "BertTimeoutError",
+        "__version__", "BertClient", "ConcurrentBertClient", "HTTPBertClient", "Response", "BertClientError", "BertTimeoutError",
         "ClientClosedError", "InputError", "InputTypeError", "InputValueError", "ProtocolError", "ServerError",
         "VersionMismatchError"}
     for name in bert_serving.client.__all__:
