@@ -26,6 +26,10 @@ RUN_BY = {
     # README.md
     "make serve": "tests/test_make_serve.py::test_make_serve_brings_up_the_default_model",
     "make test": THE_SUITE_ITSELF,
+    # docs/PERFORMANCE.md
+    "make install": THE_SUITE_ITSELF,  # make test installs first
+    "bert-serving-benchmark -output docs/performance":
+        "tests/bench/test_benchmark_cli.py::test_smoke_benchmark_writes_tables_ratios_and_plots",
     "bert-serving-start -pooling_layer -1 -max_seq_len 128":
         "tests/bridge/test_legacy_client_end_to_end.py::test_last_layer_at_128_equals_sentence_transformers_without_normalize",
     "bert-export -output model_repository -name minilm":
