@@ -8,19 +8,29 @@ from pathlib import Path
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
-def tree_rss_bytes(root: int) -> int:
-    """Sum of RSS over ``root`` and every descendant alive now."""
+def descendants(root: int) -> set[int]:
+    """Every living process below ``root``: children, grandchildren (tritonserver's python stubs), ... Zombies are
+    not counted: they hold no memory and are as good as gone."""
     children: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    total, todo = 0, [root]
+        if fields[0] != "Z":
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = set(), [root]
     while todo:
-        pid = todo.pop()
-        todo += children.get(pid, [])
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def tree_rss_bytes(root: int) -> int:
+    """Sum of RSS over ``root`` and every descendant alive now."""
+    total = 0
+    for pid in {root} | descendants(root):
         try:
             total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
         except (OSError, IndexError, ValueError):

@@ -12,23 +12,13 @@ import argparse
 import json
 import os
 import platform
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-from .cli import run_point
+from .client_load import run_load
+from .server_process import start_server
 
-READY_MARKER = "ready to serve"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+SENTENCE = "benchmark sentence {} with a handful of ordinary words"
 
 
 def machine() -> dict:
@@ -46,29 +36,23 @@ def main(argv=None) -> None:
     parser.add_argument("bridge_flags", nargs="*", help="after --: extra bert-serving-start flags")
     args = parser.parse_args(argv)
 
-    port, port_out = free_port(), free_port()
-    command = [str(Path(sys.executable).parent / "bert-serving-start"), "-port", str(port), "-port_out",
-               str(port_out), *args.bridge_flags]
     before = machine()
-    with tempfile.NamedTemporaryFile("w+b", suffix=".log") as log:
-        bridge = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    with tempfile.TemporaryDirectory() as folder:
+        server = start_server(list(args.bridge_flags), Path(folder) / "bridge.log", ready_timeout_s=600)
         try:
-            while READY_MARKER not in Path(log.name).read_text(errors="replace"):
-                if bridge.poll() is not None:
-                    sys.exit(f"bert-serving-start exited:\n{Path(log.name).read_text(errors='replace')}")
-                time.sleep(0.5)
-            client_args = argparse.Namespace(ip="localhost", port=port, port_out=port_out, timeout_ms=600_000,
-                                             num_repeat=args.num_repeat)
             points = []
             for batch_size in args.client_batch_size:
+                sentences = [SENTENCE.format(i) for i in range(batch_size)]
                 for num_client in args.num_client:
-                    point = run_point(client_args, batch_size, num_client)
-                    points.append(point)
-                    print(f"batch {batch_size:>5} x {num_client:>2} clients: {point['sentences_per_s']:8.1f} "
+                    load = run_load(server.port, server.port_out, sentences, num_client=num_client,
+                                    repeats=args.num_repeat)
+                    points.append({"client_batch_size": batch_size, "num_client": num_client,
+                                   "sentences_per_s": load.sentences_per_s,
+                                   "p50_latency_ms": load.percentile_ms(50), "errors": load.errors})
+                    print(f"batch {batch_size:>5} x {num_client:>2} clients: {load.sentences_per_s:8.1f} "
                           "sentences/s", flush=True)
         finally:
-            bridge.terminate()
-            bridge.wait(60)
+            server.stop()
     result = {"what": "one Triton replica (embedded tritonserver, packaged all-MiniLM-L6-v2, bridge defaults)",
               "bridge_flags": args.bridge_flags, "machine_before": before, "machine_after": machine(),
               "points": points, "best_sentences_per_s": max(p["sentences_per_s"] for p in points)}

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from bert_bench.process_memory import descendants  # noqa: F401  (the process tree below a pid, for leftover checks)
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 READY_MARKER = "ready to serve"
 
@@ -43,24 +45,6 @@ class RunningBridge:
                 self.process.kill()
                 self.process.wait()
         return self.process.returncode
-
-
-def descendants(pid: int) -> set[int]:
-    """Every living process below ``pid`` (tritonserver runs in its own session, but is still the bridge's child)."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] != "Z":
-            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    found, queue = set(), [pid]
-    while queue:
-        for child in children.get(queue.pop(), []):
-            found.add(child)
-            queue.append(child)
-    return found
 
 
 def alive(pids: set[int]) -> set[int]:
