@@ -115,9 +115,9 @@ class Benchmark:
 
     def export(self, name: str, *flags: str) -> Path:
         """The source exported with these flags, reused while the exporter's code is unchanged."""
-        from bert_bridge.model_source import _exporter_code_digest
+        from bert_bridge.model_source import exporter_code_digest
 
-        folder = self.models / f"{name}_{_exporter_code_digest()[:8]}"
+        folder = self.models / f"{name}_{exporter_code_digest()[:8]}"
         if (folder / "bert_export.json").is_file():
             return folder
         command = [sys.executable, "-m", "bert_exporter.cli", "-model_dir", str(self.source), "-output",

@@ -78,7 +78,8 @@ def _fingerprint(paths: list[Path]) -> list:
     return entries
 
 
-def _exporter_code_digest() -> str:
+def exporter_code_digest() -> str:
+    """A digest of the exporter's code: part of every cache key, so a changed exporter re-exports."""
     import bert_exporter
 
     digest = hashlib.sha256()
@@ -90,7 +91,7 @@ def _exporter_code_digest() -> str:
 def export_on_the_fly(config: ServerConfig, source: Path) -> ServedModel:
     args = _export_arguments(config, source)
     sources = [source] + ([config.tuned_model_dir] if config.tuned_model_dir else [])
-    key = hashlib.sha256(json.dumps([args, _fingerprint(sources), _exporter_code_digest()]).encode()).hexdigest()
+    key = hashlib.sha256(json.dumps([args, _fingerprint(sources), exporter_code_digest()]).encode()).hexdigest()
     repository = config.cache_dir / "models" / key[:20]
     name = config.model_name
     # Held until this process exits, so `bert-serving-cache prune` leaves the entry alone; records source and use.
