@@ -3,30 +3,15 @@
 - ``OnnxRuntimeBaseline``: onnxruntime on the very ONNX file the service runs, with the same thread setting, the same
   tokenizer and the same length-sorted, exactly padded chunks: the model's own ceiling, without any serving.
 - ``SentenceTransformersBaseline``: ``SentenceTransformer.encode`` (torch), what most users would write.
-Both report sentences/s over ``repeats`` passes after one warm-up pass, and per-pass latencies.
+``encode`` of each takes its turn beside the service (bench/paired.py).
 """
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
 
-from .client_load import LoadResult
-
 CHUNK_SENTENCES = 32
-
-
-def _timed(encode, sentences: list[str], repeats: int) -> LoadResult:
-    encode(sentences)  # warm-up
-    latencies = []
-    start = time.perf_counter()
-    for _ in range(repeats):
-        begin = time.perf_counter()
-        vectors = encode(sentences)
-        latencies.append(time.perf_counter() - begin)
-    elapsed = time.perf_counter() - start
-    return LoadResult(sentences_per_s=repeats * len(sentences) / elapsed, latencies_s=latencies, vectors=vectors)
 
 
 class OnnxRuntimeBaseline:
@@ -59,9 +44,6 @@ class OnnxRuntimeBaseline:
         out[order] = np.concatenate(rows)
         return out
 
-    def measure(self, sentences: list[str], repeats: int) -> LoadResult:
-        return _timed(self.encode, sentences, repeats)
-
 
 class SentenceTransformersBaseline:
     def __init__(self, model_dir: Path, *, max_seq_len: int, threads: int):
@@ -72,5 +54,5 @@ class SentenceTransformersBaseline:
         self.model = SentenceTransformer(str(model_dir), device="cpu")
         self.model.max_seq_length = max_seq_len
 
-    def measure(self, sentences: list[str], repeats: int) -> LoadResult:
-        return _timed(lambda s: self.model.encode(s, batch_size=CHUNK_SENTENCES), sentences, repeats)
+    def encode(self, sentences: list[str]) -> np.ndarray:
+        return self.model.encode(sentences, batch_size=CHUNK_SENTENCES)

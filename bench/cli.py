@@ -3,9 +3,10 @@
 For every setting it starts its own ``bert-serving-start`` (bridge + embedded tritonserver; the original's server
 flags pass through), waits until it is ready, runs the original's client load (``-num_repeat`` counted requests per
 client after one warm-up) and records sentences/s, p50/p90/p99 latency and the peak RSS of the whole service. Then,
-on the same sentences and machine, it measures onnxruntime in process on the same ONNX file and
-sentence-transformers ``encode``, Triton alone with perf_analyzer, int8 against fp32, and length-adaptive padding
-against padding to max_seq_len. It writes results.csv, tables.md, summary.md (ratios first) and PNG plots.
+on the same sentences and machine, it compares the service with onnxruntime in process on the same ONNX file and
+sentence-transformers ``encode``, int8 with fp32, max_seq_len 128 with 40, and length-adaptive padding with padding
+to max_seq_len -- each pair taking turns request by request (bench/paired.py) -- and measures Triton alone with
+perf_analyzer. It writes results.csv, tables.md, summary.md (ratios first) and PNG plots.
 ``-running`` measures a server that is already up (-ip/-port/-port_out) with the client-side tables only.
 """
 from __future__ import annotations
@@ -17,13 +18,14 @@ import shutil
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from . import report
 from .client_load import LoadResult, run_load
+from .paired import service_encoder, take_turns
 from .process_memory import PeakRss
 from .server_process import RunningServer, free_port, start_server
 from .workload import HELD_OUT_MULTILINGUAL, SentenceMaker
@@ -31,6 +33,7 @@ from .workload import HELD_OUT_MULTILINGUAL, SentenceMaker
 TABLES = ("max_seq_len", "client_batch_size", "num_client", "max_batch_size", "pooling_layer")
 COMPARE_TOKENS = 42  # the issue's workload: sentences of ~42 tokens
 MIXED_RANGE = (5, 128)
+FITTING_SPREAD = 7  # Done-when 2c's sentences: from common_max_seq_len - 7 to common_max_seq_len tokens
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("-test_num_client", type=int, nargs="+", default=[1, 2, 4, 8])
     test.add_argument("-test_pooling_layer", type=int, nargs="+", default=[-1, -2, -4, -6])
     test.add_argument("-num_repeat", type=int, default=2, help="counted requests per client (after one warm-up)")
+    test.add_argument("-compare_rounds", type=int, default=6,
+                      help="rounds of the paired comparisons (service beside baselines, int8, padding)")
     test.add_argument("-client_vocab_file", type=Path, default=Path("README.md"),
                       help="words of the benchmark sentences (the original's default: README.md)")
     test.add_argument("-wait_till_ready", type=float, default=600, help="seconds a server may take to be ready")
@@ -101,6 +106,7 @@ class Benchmark:
         self.source = self._source_model()
         self.maker = SentenceMaker(self.source / "vocab.txt", args.client_vocab_file)
         self.peak_rss = 0
+        self.peaks: dict[int, PeakRss] = {}  # per server port, for its rows' peak RSS
 
     # --- models ----------------------------------------------------------------------------------------------------
 
@@ -138,30 +144,36 @@ class Benchmark:
                               ready_timeout_s=self.args.wait_till_ready)
         try:
             with PeakRss(server.pid) as peak:
+                self.peaks[server.port] = peak
                 yield server
         finally:
             server.stop()
             self.peak_rss = max(self.peak_rss, peak.bytes)
-            self.last_peak_rss = peak.bytes
 
     def measure(self, server: RunningServer, table: str, value, sentences: list[str], num_client: int = 1,
                 repeats: int | None = None) -> LoadResult:
         result = run_load(server.port, server.port_out, sentences, num_client=num_client,
                           repeats=repeats or self.args.num_repeat, ip=self.args.ip)
-        self.record(table, value, result, num_client)
+        self.record(table, value, result, num_client, server)
         return result
 
-    def record(self, table: str, value, result: LoadResult, num_client: int = 1) -> None:
+    def record(self, table: str, value, result: LoadResult, num_client: int = 1,
+               server: RunningServer | None = None) -> None:
+        """One row; a server's row gets that server's peak RSS once it has stopped (see write)."""
         self.rows.append({
             "table": table, "value": value, "sentences_per_s": result.sentences_per_s,
             "per_client_sentences_per_s": result.sentences_per_s / num_client,
             "p50_ms": result.percentile_ms(50), "p90_ms": result.percentile_ms(90),
-            "p99_ms": result.percentile_ms(99), "peak_rss_mb": 0.0, "errors": "; ".join(result.errors[:2])})
+            "p99_ms": result.percentile_ms(99), "peak_rss_mb": 0.0, "errors": "; ".join(result.errors[:2]),
+            "peak": self.peaks.get(server.port) if server is not None else None})
 
-    def _set_rss(self, count: int) -> None:
-        """The peak RSS of the server that just stopped, on its last ``count`` rows."""
-        for row in self.rows[-count:]:
-            row["peak_rss_mb"] = self.last_peak_rss / 2**20
+    def compare(self, contenders: dict, sentences: list[str], rounds: int | None = None) -> dict[str, LoadResult]:
+        """Contenders (name: (encode, server or None)) take turns on the same sentences (bench/paired.py)."""
+        results = take_turns({name: encode for name, (encode, _) in contenders.items()}, sentences,
+                             rounds or self.args.compare_rounds)
+        for name, (_, server) in contenders.items():
+            self.record("compare", name, results[name], server=server)
+        return results
 
     def repeats_for(self, batch: int) -> int:
         """Small batches repeat more, so each point counts at least ~256 sentences (at most 200 requests)."""
@@ -176,60 +188,52 @@ class Benchmark:
         server_tables = sum(len([v for v in values if v != common_value]) for values, common_value in (
             (a.test_max_seq_len, a.common_max_seq_len), (a.test_max_batch_size, a.common_max_batch_size),
             (a.test_pooling_layer, a.common_pooling_layer)))
-        steps = 1 + (0 if "tables" in skip else server_tables) + (0 if "padding" in skip else 2) \
-            + sum(part not in skip for part in ("int8", "baselines", "perf_analyzer"))
+        steps = 2 + (0 if "tables" in skip else server_tables) + (0 if "padding" in skip else 2) \
+            + sum(part not in skip for part in ("int8", "perf_analyzer"))
         progress = Progress(steps)
-        common = a.common_client_batch_size
+        common, length = a.common_client_batch_size, a.common_max_seq_len
         fp32 = self.export(f"fp32_l{layer}", "-pooling_layer", layer)
         compare = self.maker.sentences(common, COMPARE_TOKENS)
-        held_out = list(HELD_OUT_MULTILINGUAL)
         base = ["-max_batch_size", str(a.common_max_batch_size)]
         try:
-            # The common server: the client-side tables, the comparison workload and single sentences.
-            progress.step("common setting: client_batch_size and num_client tables")
-            with self.serve(fp32, "-max_seq_len", str(a.common_max_seq_len), *base) as server:
-                fp32_compare = self.measure(server, "compare", "service fp32, max_seq_len "
-                                            f"{a.common_max_seq_len}", compare)
-                self.measure(server, "compare", "service, one sentence", compare[:1], repeats=100)
-                fp32_held_out = run_load(server.port, server.port_out, held_out, num_client=1, repeats=1).vectors
+            with ExitStack() as servers:
+                # The common server: the client-side tables, then every comparison, paired (bench/paired.py).
+                progress.step("common setting: client_batch_size and num_client tables")
+                server = servers.enter_context(self.serve(fp32, "-max_seq_len", str(length), *base))
                 if "tables" not in skip:
-                    for batch in a.test_client_batch_size:
-                        sentences = self.maker.sentences(batch, a.common_max_seq_len)
-                        self.measure(server, "client_batch_size", batch, sentences, repeats=self.repeats_for(batch))
-                    sentences = self.maker.sentences(common, a.common_max_seq_len)
-                    for clients in a.test_num_client:
-                        self.measure(server, "num_client", clients, sentences, num_client=clients)
-                    self.measure(server, "max_seq_len", a.common_max_seq_len, sentences)
-                    self.measure(server, "max_batch_size", a.common_max_batch_size, sentences)
-                    self.measure(server, "pooling_layer", a.common_pooling_layer, sentences)
-                counted = len(self.rows)
-            self._set_rss(counted)
+                    self._client_tables(server)
+                service = (servers.enter_context(service_encoder(server, self.args.ip)), server)
+                progress.step("service beside onnxruntime and sentence-transformers in process")
+                self._baselines(fp32, compare, service, with_baselines="baselines" not in skip)
+                if "int8" not in skip:
+                    progress.step("int8 export, service beside fp32")
+                    self._int8(servers, compare, service)
+                if "padding" not in skip:
+                    progress.step("max_seq_len 128 beside 40")
+                    self._generous_max_seq_len(servers, fp32, base, compare, service)
+                    progress.step("mixed lengths: adaptive padding beside padding to 128")
+                    self._padding(servers, fp32, base)
             if "tables" not in skip:
                 self._server_tables(progress, fp32, base)
-            if "padding" not in skip:
-                self._padding(progress, fp32, base, compare)
-            if "int8" not in skip:
-                progress.step("int8 export and service")
-                int8 = self.export(f"int8_l{layer}", "-pooling_layer", layer, "-quantize", "int8")
-                self.facts["int8_export_worst_cosine"] = json.loads(
-                    (int8 / "bert_export.json").read_text())["extra"]["quantize_worst_cosine"]
-                with self.serve(int8, "-max_seq_len", str(a.common_max_seq_len), *base) as server:
-                    int8_compare = self.measure(server, "compare", f"service int8, max_seq_len "
-                                                f"{a.common_max_seq_len}", compare)
-                    int8_held_out = run_load(server.port, server.port_out, held_out, num_client=1, repeats=1).vectors
-                self._set_rss(1)
-                self.facts["int8_speedup"] = int8_compare.sentences_per_s / fp32_compare.sentences_per_s
-                self.facts["int8_held_out_worst_cosine"] = worst_cosine(fp32_held_out, int8_held_out)
             if "perf_analyzer" not in skip:
                 progress.step("perf_analyzer on Triton alone")
                 self._perf_analyzer(fp32, compare)
-            if "baselines" not in skip:
-                progress.step("baselines in process: onnxruntime, sentence-transformers")
-                self._baselines(fp32, compare, fp32_compare)
         finally:
             progress.close()
             self.facts["peak_rss_mb"] = self.peak_rss / 2**20
             self.write()
+
+    def _client_tables(self, server: RunningServer) -> None:
+        a = self.args
+        for batch in a.test_client_batch_size:
+            sentences = self.maker.sentences(batch, a.common_max_seq_len)
+            self.measure(server, "client_batch_size", batch, sentences, repeats=self.repeats_for(batch))
+        sentences = self.maker.sentences(a.common_client_batch_size, a.common_max_seq_len)
+        for clients in a.test_num_client:
+            self.measure(server, "num_client", clients, sentences, num_client=clients)
+        self.measure(server, "max_seq_len", a.common_max_seq_len, sentences)
+        self.measure(server, "max_batch_size", a.common_max_batch_size, sentences)
+        self.measure(server, "pooling_layer", a.common_pooling_layer, sentences)
 
     def _server_tables(self, progress: Progress, fp32: Path, base: list[str]) -> None:
         a = self.args
@@ -240,7 +244,6 @@ class Benchmark:
             progress.step(f"max_seq_len {length}")
             with self.serve(fp32, "-max_seq_len", str(length), *base) as server:
                 self.measure(server, "max_seq_len", length, self.maker.sentences(common, length))
-            self._set_rss(1)
         sentences = self.maker.sentences(common, a.common_max_seq_len)
         for size in a.test_max_batch_size:
             if size == a.common_max_batch_size:
@@ -248,7 +251,6 @@ class Benchmark:
             progress.step(f"max_batch_size {size}")
             with self.serve(fp32, "-max_seq_len", str(a.common_max_seq_len), "-max_batch_size", str(size)) as server:
                 self.measure(server, "max_batch_size", size, sentences)
-            self._set_rss(1)
         for layer in a.test_pooling_layer:
             if layer == a.common_pooling_layer:
                 continue
@@ -256,35 +258,66 @@ class Benchmark:
             folder = self.export(f"fp32_l{layer}", "-pooling_layer", str(layer))
             with self.serve(folder, "-max_seq_len", str(a.common_max_seq_len), *base) as server:
                 self.measure(server, "pooling_layer", layer, sentences)
-            self._set_rss(1)
 
-    def _padding(self, progress: Progress, fp32: Path, base: list[str], compare: list[str]) -> None:
-        mixed = self.maker.mixed(self.args.common_client_batch_size, *MIXED_RANGE)
-        progress.step("max_seq_len 128, adaptive padding")
-        with self.serve(fp32, "-max_seq_len", "128", *base) as server:
-            self.measure(server, "compare", "service fp32, max_seq_len 128", compare)
-            adaptive = self.measure(server, "compare", "mixed 5..128, adaptive padding", mixed)
-        self._set_rss(2)
-        progress.step("max_seq_len 128, padding to max_seq_len")
-        with self.serve(fp32, "-max_seq_len", "128", "-pad_to_max_seq_len", *base) as server:
-            padded = self.measure(server, "compare", "mixed 5..128, padding to 128", mixed)
-        self._set_rss(1)
-        self.facts["adaptive_vs_padded_max_abs"] = float(np.abs(adaptive.vectors - padded.vectors).max())
-
-    def _baselines(self, fp32: Path, compare: list[str], service: LoadResult) -> None:
+    def _baselines(self, fp32: Path, compare: list[str], service, *, with_baselines: bool) -> None:
         from .baselines import OnnxRuntimeBaseline, SentenceTransformersBaseline
 
         length = self.args.common_max_seq_len
+        if not with_baselines:
+            self.compare({f"service fp32, max_seq_len {length}": service}, compare)
+            self.compare({"service, one sentence": service}, compare[:1], rounds=100)
+            return
         ort = OnnxRuntimeBaseline(fp32, max_seq_len=length)
-        self.record("compare", f"onnxruntime in process, max_seq_len {length}",
-                    ort.measure(compare, self.args.num_repeat))
-        self.record("compare", "onnxruntime in process, one sentence", ort.measure(compare[:1], 100))
         st = SentenceTransformersBaseline(self.source, max_seq_len=length, threads=os.cpu_count() or 1)
-        # Its vectors differ by design (its own pooling layer and Normalize); only its speed is compared.
-        self.record("compare", f"sentence-transformers encode, max_seq_len {length}",
-                    st.measure(compare, self.args.num_repeat))
-        ort_vectors = ort.encode(compare)
-        self.facts["service_vs_onnxruntime_max_abs"] = float(np.abs(service.vectors - ort_vectors).max())
+        # sentence-transformers' vectors differ by design (its own pooling layer and Normalize): speed only.
+        results = self.compare({f"service fp32, max_seq_len {length}": service,
+                                f"onnxruntime in process, max_seq_len {length}": (ort.encode, None),
+                                f"sentence-transformers encode, max_seq_len {length}": (st.encode, None)}, compare)
+        self.compare({"service, one sentence": service,
+                      "onnxruntime in process, one sentence": (ort.encode, None)}, compare[:1], rounds=100)
+        self.facts["service_vs_onnxruntime_max_abs"] = float(np.abs(
+            results[f"service fp32, max_seq_len {length}"].vectors
+            - results[f"onnxruntime in process, max_seq_len {length}"].vectors).max())
+
+    def _int8(self, servers: ExitStack, compare: list[str], service) -> None:
+        length, layer = self.args.common_max_seq_len, str(self.args.common_pooling_layer)
+        base = ["-max_batch_size", str(self.args.common_max_batch_size)]
+        int8 = self.export(f"int8_l{layer}", "-pooling_layer", layer, "-quantize", "int8")
+        self.facts["int8_export_worst_cosine"] = json.loads(
+            (int8 / "bert_export.json").read_text())["extra"]["quantize_worst_cosine"]
+        server = servers.enter_context(self.serve(int8, "-max_seq_len", str(length), *base))
+        quantized = (servers.enter_context(service_encoder(server, self.args.ip)), server)
+        results = self.compare({f"service int8, max_seq_len {length}": quantized,
+                                f"service fp32 beside int8, max_seq_len {length}": service}, compare)
+        self.facts["int8_speedup"] = (results[f"service int8, max_seq_len {length}"].sentences_per_s
+                                      / results[f"service fp32 beside int8, max_seq_len {length}"].sentences_per_s)
+        held_out = list(HELD_OUT_MULTILINGUAL)
+        self.facts["int8_held_out_worst_cosine"] = worst_cosine(service[0](held_out), quantized[0](held_out))
+
+    def _generous_max_seq_len(self, servers: ExitStack, fp32: Path, base: list[str], compare: list[str],
+                              service) -> None:
+        """max_seq_len 128 beside 40 on sentences that 40 does not truncate (Done-when 2c), and on the ~42-token
+        ones, which 40 truncates (so 128 does more work there)."""
+        length = self.args.common_max_seq_len
+        server = servers.enter_context(self.serve(fp32, "-max_seq_len", "128", *base))
+        generous = (servers.enter_context(service_encoder(server, self.args.ip)), server)
+        fitting = self.maker.sentences_within(self.args.common_client_batch_size, length - FITTING_SPREAD, length)
+        self.compare({f"service fp32, max_seq_len 128, {fitting_label(length)} sentences": generous,
+                      f"service fp32, max_seq_len {length}, {fitting_label(length)} sentences": service}, fitting)
+        self.compare({f"service fp32, max_seq_len 128, ~{COMPARE_TOKENS}-token sentences": generous,
+                      f"service fp32, max_seq_len {length}, ~{COMPARE_TOKENS}-token sentences": service}, compare)
+
+    def _padding(self, servers: ExitStack, fp32: Path, base: list[str]) -> None:
+        mixed = self.maker.mixed(self.args.common_client_batch_size, *MIXED_RANGE)
+        adaptive_server = servers.enter_context(self.serve(fp32, "-max_seq_len", "128", *base))
+        padded_server = servers.enter_context(self.serve(fp32, "-max_seq_len", "128", "-pad_to_max_seq_len", *base))
+        results = self.compare({
+            "mixed 5..128, adaptive padding": (servers.enter_context(service_encoder(adaptive_server, self.args.ip)),
+                                               adaptive_server),
+            "mixed 5..128, padding to 128": (servers.enter_context(service_encoder(padded_server, self.args.ip)),
+                                             padded_server)}, mixed)
+        self.facts["adaptive_vs_padded_max_abs"] = float(np.abs(
+            results["mixed 5..128, adaptive padding"].vectors - results["mixed 5..128, padding to 128"].vectors).max())
 
     def _perf_analyzer(self, fp32: Path, compare: list[str]) -> None:
         from . import perf_analyzer
@@ -321,6 +354,10 @@ class Benchmark:
     # --- output ----------------------------------------------------------------------------------------------------
 
     def write(self) -> None:
+        for row in self.rows:
+            peak = row.pop("peak", None)
+            if peak is not None:
+                row["peak_rss_mb"] = peak.bytes / 2**20
         report.write_csv(self.rows, self.output / "results.csv")
         sections = []
         for table in TABLES:
@@ -349,18 +386,23 @@ class Benchmark:
 
         f = self.facts
         lines = [
-            "## Ratios (measured in this run)", "",
+            "## Ratios (measured in this run; each pair took turns on the same sentences: bench/paired.py)", "",
             f"- service fp32 / onnxruntime in process (max_seq_len {length}): "
             + ratio(f"service fp32, max_seq_len {length}", f"onnxruntime in process, max_seq_len {length}"),
             f"- service fp32 / sentence-transformers in process: "
             + ratio(f"service fp32, max_seq_len {length}", f"sentence-transformers encode, max_seq_len {length}"),
-            f"- service at max_seq_len 128 / at {length} (same ~{COMPARE_TOKENS}-token sentences): "
-            + ratio("service fp32, max_seq_len 128", f"service fp32, max_seq_len {length}"),
+            f"- service at max_seq_len 128 / at {length}, {fitting_label(length)} sentences (nothing truncated): "
+            + ratio(f"service fp32, max_seq_len 128, {fitting_label(length)} sentences",
+                    f"service fp32, max_seq_len {length}, {fitting_label(length)} sentences"),
+            f"- service at max_seq_len 128 / at {length}, ~{COMPARE_TOKENS}-token sentences ({length} truncates them): "
+            + ratio(f"service fp32, max_seq_len 128, ~{COMPARE_TOKENS}-token sentences",
+                    f"service fp32, max_seq_len {length}, ~{COMPARE_TOKENS}-token sentences"),
             "- mixed lengths 5..128, adaptive padding / padding to 128: "
             + ratio("mixed 5..128, adaptive padding", "mixed 5..128, padding to 128")
             + (f"; vectors max abs difference {f['adaptive_vs_padded_max_abs']:.2e}"
                if "adaptive_vs_padded_max_abs" in f else ""),
-            "- int8 / fp32 service: " + ratio(f"service int8, max_seq_len {length}", f"service fp32, max_seq_len {length}")
+            "- int8 / fp32 service: " + ratio(f"service int8, max_seq_len {length}",
+                                              f"service fp32 beside int8, max_seq_len {length}")
             + (f"; worst cosine on the held-out multilingual set {f['int8_held_out_worst_cosine']:.4f}, "
                f"on the export's check set {f['int8_export_worst_cosine']:.4f}" if "int8_speedup" in f else ""),
             "- one sentence, p50 latency service / onnxruntime in process: "
@@ -379,6 +421,10 @@ class Benchmark:
         elif "perf_analyzer" in f:
             lines += ["", f"perf_analyzer: {f['perf_analyzer']}"]
         return "\n".join(lines)
+
+
+def fitting_label(length: int) -> str:
+    return f"{length - FITTING_SPREAD}..{length}-token"
 
 
 def _order(table: str, value):
@@ -423,7 +469,7 @@ def write_bert_base(folder: Path, vocab_file: Path) -> Path:
 def run_running(args) -> None:
     """Client-side tables against a server someone else started."""
     bench = Benchmark.__new__(Benchmark)
-    bench.args, bench.rows, bench.facts, bench.output = args, [], {}, args.output
+    bench.args, bench.rows, bench.facts, bench.output, bench.peaks = args, [], {}, args.output, {}
     bench.output.mkdir(parents=True, exist_ok=True)
     from bert_exporter.options import packaged_model_dir
 

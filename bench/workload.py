@@ -21,6 +21,7 @@ class SentenceMaker:
         tokenizer = BertWordPieceTokenizer(str(vocab_file), lowercase=True)
         words = _words(client_vocab_file) or FALLBACK_WORDS
         counts = tokenizer.encode_batch(words, add_special_tokens=False)
+        self._tokenizer = tokenizer
         self._words = [(word, len(c.ids)) for word, c in zip(words, counts) if len(c.ids) > 0]
         self._rng = np.random.default_rng(seed)
 
@@ -35,6 +36,16 @@ class SentenceMaker:
 
     def sentences(self, count: int, tokens: int) -> list[str]:
         return [self.sentence(tokens) for _ in range(count)]
+
+    def sentences_within(self, count: int, shortest: int, longest: int) -> list[str]:
+        """Sentences of ``shortest`` to ``longest`` tokens (counted, [CLS] and [SEP] included): a max_seq_len of
+        ``longest`` truncates none of them."""
+        found = []
+        while len(found) < count:
+            sentence = self.sentence(int(self._rng.integers(shortest, longest + 1)))
+            if len(self._tokenizer.encode(sentence).ids) <= longest:
+                found.append(sentence)
+        return found
 
     def mixed(self, count: int, shortest: int, longest: int) -> list[str]:
         """Lengths drawn uniformly from shortest..longest tokens."""

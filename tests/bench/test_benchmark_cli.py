@@ -21,6 +21,7 @@ def test_smoke_benchmark_writes_tables_ratios_and_plots(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "bert_bench.cli", "-test_max_seq_len", "40", "-test_client_batch_size", "1", "8",
          "-test_num_client", "1", "2", "-test_max_batch_size", "256", "-test_pooling_layer", "-2", "-num_repeat", "1",
+         "-compare_rounds", "1",
          "-common_client_batch_size", "256", "-skip", "int8", "padding", "-output", str(output)],
         capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
