@@ -272,7 +272,9 @@ class EmbeddedTriton:
             return "(no log)"
         telling = [line for line in text if (line[:1] in ("E", "W") or "error" in line.lower())
                    and not any(noise in line for noise in LOG_NOISE)]
-        return "\n".join((telling or text)[-lines:]) or "(the log is empty)"
+        if not telling:  # e.g. killed: its last lines, without the tables of its start-up banner
+            telling = [line for line in text if line[:1] not in ("|", "+")]
+        return "\n".join(telling[-lines:]) or "(the log is empty)"
 
     def is_alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
