@@ -10,6 +10,8 @@ Triton runs in explicit model-control mode and loads only the models it is told 
 exports for other runtimes (onnx, tensorrt) or other models, and none of them is loaded, or can fail the start.
 Whatever happens to it, nothing of it outlives the bridge: the child dies with its parent (child_process), and once
 it has exited, its process group (the python backend stubs) is killed and its shared-memory regions are removed.
+If it dies while the bridge serves, ``TritonSupervisor`` cleans up after it and starts it again on the same ports,
+with the backoff and the limit of ``RestartPolicy``.
 """
 from __future__ import annotations
 
