@@ -155,7 +155,7 @@ class Outage:
     outcomes: dict = field(default_factory=dict)  # client name -> [(sent, answered, "vectors" | error text)]
     hung: list = field(default_factory=list)  # clients whose thread never finished
     ready: dict = field(default_factory=dict)  # "A"/"B" -> [(time, HTTP status, body)]
-    states: dict = field(default_factory=dict)  # "A"/"B" -> [(time, SHOW_STATUS's triton endpoints)]
+    states: dict = field(default_factory=dict)  # "A"/"B" -> [(time, SHOW_STATUS's "triton")]
     log: str = ""
     new_processes: set = field(default_factory=set)
     new_regions: set = field(default_factory=set)
@@ -229,7 +229,7 @@ def outage(start_bridge, default_export, legacy_client):
                         for name, status in (("A", status_a), ("B", status_b)):
                             record.ready.setdefault(name, []).append((time.monotonic(), *http_ready(bridges[name][1])))
                             record.states.setdefault(name, []).append(
-                                (time.monotonic(), status.server_status["triton"]["endpoints"]))
+                                (time.monotonic(), status.server_status["triton"]))
                         time.sleep(0.1)
 
             clients = {
@@ -331,9 +331,11 @@ def test_ready_says_503_with_the_reason_while_triton_is_down_then_200(outage, br
 @pytest.mark.slow
 @pytest.mark.parametrize("bridge", ["A", "B"])
 def test_show_status_tells_the_truth_while_triton_is_down(outage, bridge):
-    during = [endpoints[0] for at, endpoints in outage.states[bridge] if at > outage.killed_at]
+    during = [triton["endpoints"][0] for at, triton in outage.states[bridge] if at > outage.killed_at]
     assert any(e["state"] == "unavailable" and e["last_error"] for e in during), during
     assert during[-1]["state"] == "ready"
+    if bridge == "A":
+        assert outage.states["A"][0][1]["restarts"] == 0 and outage.states["A"][-1][1]["restarts"] == 1
 
 
 @pytest.mark.slow
