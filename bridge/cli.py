@@ -42,15 +42,18 @@ class Server:
     """One running bridge: the served model, Triton (embedded or external) and the ZeroMQ front end.
 
     Start-up order: bind the ports (refused in one line if taken), resolve or export the model, start Triton, serve.
-    Whatever ends it -- SIGINT, SIGTERM, TERMINATION, a dead tritonserver, an error -- it stops accepting, answers
-    every request in flight (vectors or an error, within --drain-timeout-s), then stops Triton: nothing it started
-    outlives it.
+    An embedded tritonserver that dies while serving is restarted (triton_server.TritonSupervisor); one that fails
+    to start, the first time or too often in a row, ends the bridge with status 2.
+    Whatever ends it -- SIGINT, SIGTERM, TERMINATION, a tritonserver that cannot be restarted, an error -- it stops
+    accepting, answers every request in flight (vectors or an error, within --drain-timeout-s), then stops Triton:
+    nothing it started outlives it.
     """
 
     def __init__(self, config: ServerConfig):
         self.config = config
         self.model = None
         self.triton = None
+        self.supervisor = None
         self.backend = None
         self.started_at = datetime.datetime.now()
 
@@ -133,7 +136,7 @@ class Server:
             log.info("HTTP on %s (OpenAI-compatible /v1/embeddings, /metrics, /docs, /dashboard)%s", http.url,
                      "; API key required" if config.api_key else "")
         if self.triton is not None:
-            ending.append(asyncio.create_task(self._watch_triton()))
+            ending.append(asyncio.create_task(self._supervise_triton()))
         manifest = self.model.manifest
         log.info("%s: ZeroMQ on tcp://%s:%d (requests) and tcp://%s:%d (replies); model %s (%s), pooling %s over "
                  "layers %s, max_seq_len %s, %d-dim %s output; Triton %s",
@@ -163,11 +166,18 @@ class Server:
         log.info("bye")
         return 0
 
-    async def _watch_triton(self) -> None:
-        while self.triton.is_alive():
-            await asyncio.sleep(0.2)
-        raise StartupError(f"the embedded tritonserver died (status {self.triton.process.returncode}):\n"
-                           f"{self.triton.log_excerpt()}")
+    async def _supervise_triton(self) -> None:
+        """Restart the embedded tritonserver when it dies; while it is down, every chunk fails at once with the
+        reason. Raises StartupError when it cannot be brought back (see RestartPolicy)."""
+        from .triton_server import TritonSupervisor
+
+        backend = self.backend
+
+        async def back_at(grpc_url: str) -> None:
+            await backend.resume(targets=[grpc_url])
+
+        self.supervisor = TritonSupervisor(self.triton, on_down=backend.suspend, on_up=back_at)
+        await self.supervisor.run()
 
     def config_reply(self, request) -> dict:
         """The original's ``{**runtime, **args, **static}`` (later dicts win), then our additions under new keys."""
@@ -201,7 +211,8 @@ class Server:
             "normalize": manifest.normalize,
             "sentence_transformers": manifest.sentence_transformers,  # what -pooling_strategy AUTO resolved to
             "triton": {**self.backend.details, "url": self.backend.url, "model": self.backend.model_name,
-                       "endpoints": self.backend.endpoint_states()},
+                       "endpoints": self.backend.endpoint_states(),
+                       **({"restarts": self.supervisor.restarts} if self.supervisor else {})},
         }
         return {**runtime, **config.original_args(), **static, **ours}
 

@@ -8,11 +8,14 @@ open, so one channel through a Service pins every call to one Triton pod. Instea
 - A chunk goes to the healthy endpoint with the fewest chunks in flight (the least recently chosen among equals).
 - An endpoint that answers UNAVAILABLE (or "model not ready") is taken out and probed with backoff until its model is
   ready again; the chunk that failed on it is retried once on another endpoint (embeddings are idempotent). Healthy
-  endpoints are asked too, once per resolution, so one that died while idle is out before a chunk fails on it.
+  endpoints are asked too, every 2 s, so one that died while idle is out before a chunk fails on it.
 - Only when no endpoint is left does the caller get ``BackendUnavailable``. When none is healthy, chunks are still
   tried on the least busy one: a single Triton that comes back is used at once, as with one channel.
 - A timeout (``BackendOverloaded``) or a rejected request (``BackendError``) is not retried: another replica would
   answer the same, or only add load.
+- When the bridge knows Triton is down (its embedded tritonserver died and is being restarted), ``suspend(reason)``
+  makes every chunk fail at once with that reason, and /ready and SHOW_STATUS say so, until ``resume()`` has seen
+  the model ready again.
 
 The pool has TritonBackend's surface (``infer``, ``wait_until_ready``, ``check_ready``, ``describe``, ``close``,
 ``url``, ``model_name``, ``details``), so the service core does not know how many Tritons there are;
@@ -41,7 +44,10 @@ REFRESH_S = 10.0
 PROBE_FIRST_DELAY_S = 0.25
 PROBE_MAX_DELAY_S = 5.0
 PROBE_TIMEOUT_S = 2.0
-IDLE_CHECK_TIMEOUT_S = 5.0  # healthy endpoints are asked too, once per resolution
+IDLE_CHECK_TIMEOUT_S = 5.0
+# Healthy endpoints are asked this often too, so SHOW_STATUS tells the truth about one that died while idle.
+IDLE_CHECK_S = 2.0
+RESUME_CHECK_S = 0.1
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 
@@ -115,6 +121,7 @@ class TritonPool:
         self._resolved = asyncio.Event()
         self._refresher: Optional[asyncio.Task] = None
         self._closed = False
+        self._suspended = ""  # why every chunk fails at once (see suspend)
 
     # -- TritonBackend's surface ------------------------------------------------------------------------------------
 
@@ -148,6 +155,8 @@ class TritonPool:
         """Ask every endpoint now; return if one has the model ready, else raise BackendUnavailable with reasons."""
         self._start()
         await self._resolved.wait()
+        if self._suspended:
+            raise BackendUnavailable(self._suspended)
         endpoints = list(self._endpoints.values())
         outcomes = await asyncio.gather(*(e.backend.check_ready(timeout_s) for e in endpoints),
                                         return_exceptions=True)
@@ -174,6 +183,8 @@ class TritonPool:
                     high_priority: bool) -> np.ndarray:
         self._start()
         await self._resolved.wait()  # the first resolution has been tried (it takes a DNS round trip at most)
+        if self._suspended:
+            raise BackendUnavailable(self._suspended)
         failed_on: Optional[Endpoint] = None
         while True:
             endpoint = self._choose(excluding=failed_on)
@@ -186,6 +197,8 @@ class TritonPool:
                 result = await endpoint.backend.infer(input_ids, input_mask, segment_ids, high_priority=high_priority)
             except BackendUnavailable as e:
                 endpoint.failed_chunks += 1
+                if self._suspended:  # it failed because Triton died: say so
+                    raise BackendUnavailable(self._suspended) from e
                 self._take_out(endpoint, e)
                 if failed_on is not None:
                     raise BackendUnavailable(f"no Triton endpoint could serve this chunk: {failed_on.address}: "
@@ -218,6 +231,52 @@ class TritonPool:
         self._endpoints.clear()
         self._retired.clear()
 
+    # -- a Triton the bridge knows is down ----------------------------------------------------------------------------
+
+    def suspend(self, reason: str) -> None:
+        """Triton is known to be down (``reason`` says why): every chunk fails at once with ``reason``, chunks in
+        flight that fail because of it too, and /ready and the endpoint states report it, until ``resume``."""
+        self._suspended = reason
+        for endpoint in self._endpoints.values():
+            endpoint.state, endpoint.last_error = "unavailable", reason
+            if endpoint.probe is not None:  # nothing to probe: resume() says when it is back
+                endpoint.probe.cancel()
+                endpoint.probe = None
+
+    async def resume(self, targets: Optional[Sequence[str]] = None, timeout_s: float = 10.0) -> None:
+        """Triton is back (at ``targets``, if it moved): return once an endpoint confirms the model is ready, then
+        chunks flow again. BackendUnavailable, still suspended, if none does within ``timeout_s``."""
+        if targets is not None and tuple(targets) != self.targets:
+            log.info("Triton moved from %s to %s", self.url, ",".join(targets))
+            self.targets = tuple(targets)
+            await self._refresh()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            # The channels reconnect with a short backoff (triton_backend.CHANNEL_ARGS): ask until one answers.
+            endpoints = list(self._endpoints.values())
+            outcomes = await asyncio.gather(*(self._confirm_ready(e) for e in endpoints), return_exceptions=True)
+            ready = [e for e, outcome in zip(endpoints, outcomes) if outcome is None]
+            if ready:
+                break
+            errors = [o for o in outcomes if isinstance(o, BridgeError)]
+            if loop.time() >= deadline:
+                reason = f": {errors[0].message}" if errors else ""
+                raise BackendUnavailable(f"Triton did not confirm model '{self.model_name}' ready within "
+                                         f"{timeout_s:g}s after it was restarted{reason}")
+            await asyncio.sleep(RESUME_CHECK_S)
+        self._suspended = ""
+        for endpoint in self._endpoints.values():
+            if endpoint in ready:
+                self._bring_back(endpoint)
+            else:
+                self._ensure_probe(endpoint, first_delay_s=0)
+
+    async def _confirm_ready(self, endpoint: Endpoint) -> None:
+        await endpoint.backend.check_ready(PROBE_TIMEOUT_S)
+        if not endpoint.backend.details:
+            await endpoint.backend.describe()
+
     # -- what SHOW_STATUS, SHOW_CONFIG and /ready report ------------------------------------------------------------
 
     def endpoint_states(self) -> list[dict]:
@@ -247,7 +306,8 @@ class TritonPool:
         if endpoint.state != "unavailable":
             log.warning("Triton at %s taken out: %s", endpoint.address, error.message)
         endpoint.state = "unavailable"
-        self._ensure_probe(endpoint, first_delay_s=PROBE_FIRST_DELAY_S)
+        if not self._suspended:
+            self._ensure_probe(endpoint, first_delay_s=PROBE_FIRST_DELAY_S)
 
     def _bring_back(self, endpoint: Endpoint) -> None:
         if endpoint.state == "unavailable":
@@ -267,9 +327,7 @@ class TritonPool:
         while not self._closed and self._endpoints.get(endpoint.address) is endpoint and not endpoint.healthy:
             await asyncio.sleep(delay_s)
             try:
-                await endpoint.backend.check_ready(PROBE_TIMEOUT_S)
-                if not endpoint.backend.details:
-                    await endpoint.backend.describe()
+                await self._confirm_ready(endpoint)
             except BridgeError as e:
                 endpoint.last_error = e.message
                 if endpoint.state == "starting":
@@ -290,10 +348,16 @@ class TritonPool:
             self._refresher = asyncio.create_task(self._refresh_forever())
 
     async def _refresh_forever(self) -> None:
+        loop = asyncio.get_running_loop()
         while not self._closed:
             await self._refresh()
-            await asyncio.sleep(self.refresh_s)
-            await self._check_healthy()
+            resolve_at = loop.time() + self.refresh_s
+            while True:
+                await asyncio.sleep(max(0.0, min(IDLE_CHECK_S, resolve_at - loop.time())))
+                if not self._suspended:
+                    await self._check_healthy()
+                if loop.time() >= resolve_at:
+                    break
 
     async def _check_healthy(self) -> None:
         """An endpoint that died while idle is taken out now, not when the next chunk fails on it (and SHOW_STATUS
@@ -306,8 +370,11 @@ class TritonPool:
                 self._take_out(endpoint, outcome)
 
     async def _refresh(self) -> None:
-        """Resolve every target; add endpoints for new addresses, retire those a name no longer resolves to. A name
-        that does not resolve now keeps its endpoints (DNS hiccups must not empty the pool)."""
+        """Resolve every target; add endpoints for new addresses, retire those a name no longer resolves to (or
+        whose target is gone). A name that does not resolve now keeps its endpoints (DNS hiccups must not empty the
+        pool)."""
+        for endpoint in [e for e in self._endpoints.values() if e.target not in self.targets]:
+            self._retire(endpoint, f"{endpoint.target} is no longer a target")
         for target in self.targets:
             host, port = split_target(target)
             try:
@@ -325,13 +392,16 @@ class TritonPool:
                     self._ensure_probe(endpoint, first_delay_s=0)
             for endpoint in [e for e in self._endpoints.values() if e.target == target]:
                 if endpoint.address not in addresses:
-                    log.info("Triton endpoint %s removed: %s no longer resolves to it", endpoint.address, target)
-                    del self._endpoints[endpoint.address]
-                    if endpoint.probe is not None:
-                        endpoint.probe.cancel()
-                    self._retired.append(endpoint)
+                    self._retire(endpoint, f"{target} no longer resolves to it")
         self._resolved.set()
         self._close_retired()
+
+    def _retire(self, endpoint: Endpoint, why: str) -> None:
+        log.info("Triton endpoint %s removed: %s", endpoint.address, why)
+        del self._endpoints[endpoint.address]
+        if endpoint.probe is not None:
+            endpoint.probe.cancel()
+        self._retired.append(endpoint)
 
     def _close_retired(self) -> None:
         for endpoint in [e for e in self._retired if e.in_flight == 0]:

@@ -10,9 +10,12 @@ Triton runs in explicit model-control mode and loads only the models it is told 
 exports for other runtimes (onnx, tensorrt) or other models, and none of them is loaded, or can fail the start.
 Whatever happens to it, nothing of it outlives the bridge: the child dies with its parent (child_process), and once
 it has exited, its process group (the python backend stubs) is killed and its shared-memory regions are removed.
+If it dies while the bridge serves, ``TritonSupervisor`` cleans up after it and starts it again on the same ports,
+with the backoff and the limit of ``RestartPolicy``.
 """
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -27,10 +30,10 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Awaitable, Callable, Optional, Sequence
 
 from . import child_process
-from .errors import StartupError
+from .errors import BridgeError, StartupError
 
 log = logging.getLogger("bert_bridge.triton")
 
@@ -44,6 +47,17 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _port_is_free(address: str, port: int) -> bool:
+    """Nothing listens on it (SO_REUSEADDR: connections of a dead server in TIME_WAIT do not count)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((address, port))
+        except OSError:
+            return False
+    return True
 
 
 def _pytriton_root() -> Path:
@@ -146,6 +160,17 @@ class EmbeddedTriton:
 
     def start(self) -> TritonEndpoints:
         """Start the server and load the models. On any failure -- an interrupt included -- nothing is left running."""
+        self.spawn()
+        try:
+            self.wait_until_serving()
+        except BaseException:
+            self.stop()
+            raise
+        return self.endpoints
+
+    def spawn(self) -> None:
+        """Start the process; ``wait_until_serving`` then waits for it. Call from the thread that lives as long as
+        the child (the main thread): the parent-death signal is tied to the thread that forked it."""
         command = self.command()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log.info("starting the embedded tritonserver on %s (log: %s)", self.model_repository, self.log_path)
@@ -153,17 +178,42 @@ class EmbeddedTriton:
             with open(self.log_path, "wb") as log_file:  # one log per start: an excerpt never shows an old run
                 self.process = child_process.spawn(command, stdout=log_file, stderr=subprocess.STDOUT,
                                                    env=_child_environment())
-            self.endpoints = TritonEndpoints(grpc_url=f"{self.address}:{self.grpc_port}",
-                                             http_url=f"{self.address}:{self.http_port}",
-                                             metrics_url=f"{self.address}:{self.metrics_port}")
-            self._wait_until_live()
-            for model in self.models:
-                self._load(model)
         except BaseException:
             self.stop()
             raise
+        self.endpoints = TritonEndpoints(grpc_url=f"{self.address}:{self.grpc_port}",
+                                         http_url=f"{self.address}:{self.http_port}",
+                                         metrics_url=f"{self.address}:{self.metrics_port}")
+
+    def wait_until_serving(self) -> None:
+        """Block until the spawned server is live and has loaded the models; StartupError with its log if not.
+        Safe to run in a worker thread: it only polls the process and asks Triton's HTTP API."""
+        self._wait_until_live()
+        for model in self.models:
+            self._load(model)
         log.info("tritonserver is ready (gRPC %s)", self.endpoints.grpc_url)
-        return self.endpoints
+
+    def release_taken_ports(self) -> None:
+        """Before a restart: keep the ports the clients know, unless another process has taken one since; then
+        every port is chosen afresh (the gRPC URL changes, and whoever holds it must learn the new one)."""
+        ports = (self.grpc_port, self.http_port, self.metrics_port)
+        if all(_port_is_free(self.address, port) for port in ports if port):
+            return
+        log.warning("a port of the embedded tritonserver was taken meanwhile: it restarts on new ports")
+        self.grpc_port = self.http_port = self.metrics_port = 0
+
+    def exit_description(self) -> str:
+        """How the process ended: ``exit status 1`` or ``killed by signal 9 (SIGKILL)``."""
+        code = self.process.returncode if self.process is not None else None
+        if code is None:
+            return "still running"
+        if code < 0:
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = "unknown"
+            return f"killed by signal {-code} ({name})"
+        return f"exit status {code}"
 
     def _http(self, path: str, body: Optional[dict] = None, timeout_s: float = 1) -> tuple[int, str]:
         data = None if body is None else json.dumps(body).encode()
@@ -224,10 +274,17 @@ class EmbeddedTriton:
             return "(no log)"
         telling = [line for line in text if (line[:1] in ("E", "W") or "error" in line.lower())
                    and not any(noise in line for noise in LOG_NOISE)]
-        return "\n".join((telling or text)[-lines:]) or "(the log is empty)"
+        if not telling:  # e.g. killed: its last lines, without the tables of its start-up banner
+            telling = [line for line in text if line[:1] not in ("|", "+")]
+        return "\n".join(telling[-lines:]) or "(the log is empty)"
 
     def is_alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL to its whole process group, without waiting (``stop`` then reaps it and removes what is left)."""
+        if self.process is not None:
+            child_process.kill_group(self.process)
 
     def stop(self, timeout_s: float = 15) -> None:
         """SIGINT, wait, then kill: Triton unloads models and removes its shared memory on SIGINT. Then whatever
@@ -239,3 +296,90 @@ class EmbeddedTriton:
         child_process.stop(self.process, timeout_s=timeout_s, first_signal=signal.SIGINT)
         for region in SHARED_MEMORY.glob(f"{self._shm_prefix}*") if self._shm_prefix else ():
             region.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """When a tritonserver that was serving dies: restart it at once, then -- if it dies again, or a restart fails,
+    before it has served ``stable_after_s`` -- after 1 s, 2 s, 4 s ... up to ``max_delay_s``. At ``max_failures``
+    failures in a row the bridge gives up (exit status 2): a model that crashes at every load must not loop forever.
+    """
+
+    first_delay_s: float = 1.0
+    max_delay_s: float = 30.0
+    stable_after_s: float = 60.0
+    max_failures: int = 5
+
+    def delay_s(self, failures: int) -> float:
+        """The wait before the restart that follows the ``failures``-th failure in a row."""
+        if failures <= 1:
+            return 0.0
+        return min(self.first_delay_s * 2 ** (failures - 2), self.max_delay_s)
+
+
+class TritonSupervisor:
+    """Keeps the embedded tritonserver serving, for as long as the bridge runs.
+
+    When the process dies: ``on_down(reason)`` (the pool fails every chunk at once with that reason and reports it),
+    one clear log line with the exit status and the log excerpt, everything left of the old server is removed
+    (process group, shared memory), and it is restarted on the same ports (new ones if another process took them)
+    following ``policy``. Once the model is loaded again, ``on_up(grpc_url)`` must confirm that the bridge reaches
+    it (raising BackendUnavailable otherwise, which counts as a failed restart). ``run()`` only returns by raising
+    StartupError when the policy gives up.
+    """
+
+    def __init__(self, triton: EmbeddedTriton, *, on_down: Callable[[str], None],
+                 on_up: Callable[[str], Awaitable[None]], policy: RestartPolicy = RestartPolicy(),
+                 poll_s: float = 0.1):
+        self.triton = triton
+        self.on_down = on_down
+        self.on_up = on_up
+        self.policy = policy
+        self.poll_s = poll_s
+        self.restarts = 0  # successful ones, for SHOW_STATUS
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        failures = 0
+        up_since = loop.time()
+        while True:
+            while self.triton.is_alive():
+                await asyncio.sleep(self.poll_s)
+            failures = 1 if loop.time() - up_since >= self.policy.stable_after_s else failures + 1
+            reason = f"the embedded tritonserver died ({self.triton.exit_description()})"
+            excerpt = self.triton.log_excerpt()
+            self.on_down(f"{reason}; it is being restarted")
+            self.triton.stop()  # a dead process: its group is killed, its shared memory removed, at once
+            while True:
+                if failures >= self.policy.max_failures:
+                    raise StartupError(f"{reason}; giving up after {failures} failures in a row, none of them up "
+                                       f"{self.policy.stable_after_s:g}s:\n{excerpt}")
+                delay_s = self.policy.delay_s(failures)
+                log.error("%s; restarting it %s (failure %d in a row; the bridge gives up at %d). Its log:\n%s",
+                          reason, f"in {delay_s:g}s" if delay_s else "now", failures, self.policy.max_failures,
+                          excerpt)
+                await asyncio.sleep(delay_s)
+                try:
+                    await self._restart()
+                except BridgeError as e:
+                    failures += 1
+                    reason, excerpt = "the restarted tritonserver did not serve", e.message
+                    continue
+                break
+            self.restarts += 1
+            up_since = loop.time()
+            log.info("the embedded tritonserver serves again (gRPC %s, restart %d)", self.triton.endpoints.grpc_url,
+                     self.restarts)
+
+    async def _restart(self) -> None:
+        triton = self.triton
+        triton.release_taken_ports()
+        triton.spawn()  # here, in the event loop's (main) thread: the child's parent-death signal is tied to it
+        try:
+            await asyncio.to_thread(triton.wait_until_serving)
+            await self.on_up(triton.endpoints.grpc_url)
+        except BaseException:
+            # Failed, or cancelled because the bridge stops: kill it outright, which also ends the waiting thread.
+            triton.kill()
+            triton.stop()
+            raise

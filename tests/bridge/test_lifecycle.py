@@ -152,37 +152,7 @@ def test_a_signal_while_tritonserver_starts_stops_everything(default_export, sig
     assert_nothing_left(bridge.process.pid, below)
 
 
-def test_tritonserver_killed_under_load_answers_every_request_then_cleans_up(default_export, legacy_client, tmp_path):
-    bridge = launch("-model_dir", str(default_export.folder), tmp_path=tmp_path)
-    replies: dict[int, object] = {}
-    try:
-        wait_for_log(bridge, "ready to serve", timeout_s=120)
-        below = descendants(bridge.process.pid)
-        triton = next(p for p in below if command_line(p).split(" ")[0].endswith("tritonserver"))
-
-        def encode(n: int) -> None:
-            with client(legacy_client, bridge) as bc:  # timeout=-1, the default: a lost reply hangs forever
-                try:
-                    for _ in range(20):
-                        replies[n] = bc.encode([f"sentence {i} of client {n}" for i in range(200)])
-                except Exception as e:
-                    replies[n] = e
-
-        threads = [threading.Thread(target=encode, args=(n,), daemon=True) for n in range(4)]
-        for thread in threads:
-            thread.start()
-        time.sleep(2)
-        os.kill(triton, signal.SIGKILL)
-        for thread in threads:
-            thread.join(60)
-        assert not any(thread.is_alive() for thread in threads), f"requests without a reply; log:\n{bridge.log()}"
-        assert bridge.process.wait(60) == 2
-    finally:
-        bridge.stop()
-    assert "the embedded tritonserver died" in bridge.log()
-    failures = [reply for reply in replies.values() if isinstance(reply, Exception)]
-    assert failures and all(isinstance(reply, TypeError) and "bert-serving error" in str(reply) for reply in failures)
-    assert_nothing_left(bridge.process.pid, below)
+# A tritonserver killed under load is restarted by the same bridge: test_triton_restart.py.
 
 
 # --- defect 4: one reply per request, shutdown included ------------------------------------------------------------

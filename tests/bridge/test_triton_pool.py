@@ -235,3 +235,47 @@ def test_an_endpoint_that_dies_while_idle_is_taken_out_before_a_chunk_fails_on_i
 
     served, states = run(scenario())
     assert served == [2, 2, 2] and states[0]["failed_chunks"] == 0 and states[0]["last_error"]
+
+
+def test_a_suspended_pool_fails_every_chunk_at_once_with_the_reason_until_triton_is_back(fakes):
+    reason = "the embedded tritonserver died (killed by signal 9 (SIGKILL)); it is being restarted"
+
+    async def scenario():
+        pool = await ready_pool(["127.0.0.1:1"])
+        backend = fakes["127.0.0.1:1"]
+        backend.down = True
+        pool.suspend(reason)
+        with pytest.raises(BackendUnavailable) as refused:
+            await pool.infer(ROWS, ROWS, ROWS, high_priority=False)
+        with pytest.raises(BackendUnavailable) as not_ready:
+            await pool.check_ready()
+        states_down = pool.endpoint_states()
+        calls_while_down = backend.calls
+        resuming = asyncio.ensure_future(pool.resume(timeout_s=5))
+        await asyncio.sleep(0.3)
+        waited = not resuming.done()  # it waits until Triton confirms the model is ready
+        backend.down = False
+        await resuming
+        served = served_by(await pool.infer(ROWS, ROWS, ROWS, high_priority=False))
+        states_up = pool.endpoint_states()
+        await pool.close()
+        return refused.value.message, not_ready.value.message, states_down, calls_while_down, waited, served, states_up
+
+    refused, not_ready, states_down, calls, waited, served, states_up = run(scenario())
+    assert refused == reason and not_ready == reason and calls == 0
+    assert [(s["state"], s["last_error"]) for s in states_down] == [("unavailable", reason)]
+    assert waited and served == 1 and states_up[0]["state"] == "ready"
+
+
+def test_a_restarted_triton_on_a_new_port_replaces_the_old_endpoint(fakes):
+    async def scenario():
+        pool = await ready_pool(["127.0.0.1:1"])
+        pool.suspend("restarting")
+        await pool.resume(targets=["127.0.0.1:2"], timeout_s=5)
+        served = served_by(await pool.infer(ROWS, ROWS, ROWS, high_priority=False))
+        urls = [s["url"] for s in pool.endpoint_states()]
+        url = pool.url
+        await pool.close()
+        return served, urls, url
+
+    assert run(scenario()) == (2, ["127.0.0.1:2"], "127.0.0.1:2")
