@@ -15,7 +15,7 @@ each); its bytes are those of its UTF-8 form.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from .config import ServerConfig
 from .errors import RequestTooLarge, ServerBusy
@@ -33,6 +33,7 @@ class Admission:
         self.max_inflight_bytes = config.max_inflight_bytes
         self.sentences_in_flight = 0
         self.bytes_in_flight = 0  # of requests being encoded, and of replies not yet handed to the network
+        self._settle_replies: list[Callable[[], None]] = []
 
     @contextlib.contextmanager
     def admit(self, inputs: Any) -> Iterator[None]:
@@ -42,6 +43,8 @@ class Admission:
         arriving while nothing is in flight is never refused for load, so a request within the per-request limits
         always gets served eventually."""
         sentences, size = self._measure(inputs)
+        for settle in self._settle_replies:
+            settle()
         busy = self.sentences_in_flight or self.bytes_in_flight
         if busy and self.sentences_in_flight + sentences > self.max_inflight_sentences:
             raise ServerBusy(
@@ -60,6 +63,11 @@ class Admission:
         finally:
             self.sentences_in_flight -= sentences
             self.bytes_in_flight -= size
+
+    def watch_replies(self, settle: Callable[[], None]) -> None:
+        """``settle()`` releases the replies sent since it last ran; called before every decision, so a reply the
+        client has just read never refuses its next request."""
+        self._settle_replies.append(settle)
 
     def hold_reply(self, size: int) -> None:
         """A reply of ``size`` bytes waits to be sent: it counts against --max-inflight-bytes until released."""

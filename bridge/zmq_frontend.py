@@ -15,9 +15,9 @@ never buffered: libzmq disconnects its sender (MAXMSGSIZE), as its RID, which fo
 Memory stays bounded with slow readers too: every reply counts against --max-inflight-bytes (bridge/admission.py)
 from the moment it is ready until libzmq has let go of its bytes (a tracked zero-copy frame: written to the client's
 connection, or its subscriber left), so unread replies make new requests wait for a ServerBusy error, not the heap
-grow. Vectors always go out; an error reply is dropped (and logged) only while its identity already has more than
-ERROR_REPLIES_MAX_UNSENT_BYTES unsent, or all unsent replies together exceed --max-inflight-bytes: a client that reads
-nothing cannot grow memory by sending more.
+grow. Vectors always go out (they were admitted); an error reply is dropped (and logged) only while its identity
+already has ERROR_REPLIES_MAX_UNSENT_PER_IDENTITY error replies unsent, or all identities together
+ERROR_REPLIES_MAX_UNSENT: a client that reads nothing cannot grow memory by sending more bad requests.
 """
 from __future__ import annotations
 
@@ -52,8 +52,10 @@ CLOSE_LINGER_MS = 2000  # replies already queued still reach their clients after
 FRAME_SIZE_MARGIN = 1 << 20
 # Python and libzmq bookkeeping of one reply, on top of its frames (counted against --max-inflight-bytes).
 REPLY_OVERHEAD_BYTES = 1024
-# An identity with this many bytes of replies unsent gets no more error replies (a client that reads nothing).
-ERROR_REPLIES_MAX_UNSENT_BYTES = 1 << 20
+# Error replies unsent (held, or in libzmq) beyond which more are dropped: per identity (a client that sends bad
+# requests and reads nothing), and in all (a flood from many identities); about 1.5 KB each with the bookkeeping.
+ERROR_REPLIES_MAX_UNSENT_PER_IDENTITY = 1000
+ERROR_REPLIES_MAX_UNSENT = 10_000
 
 
 @dataclass
@@ -62,6 +64,7 @@ class _HeldReply:
     request_id: bytes
     subscribers_needed: int
     size: int = 0  # counted in the admission's bytes in flight until libzmq lets go of the frames
+    is_error: bool = False
     deadline: float = field(default_factory=lambda: time.monotonic() + HOLD_TIMEOUT_S)
 
 
@@ -75,8 +78,10 @@ class ReplyPublisher:
         self._subscriptions: dict[bytes, int] = defaultdict(int)  # SUBSCRIBEs seen per identity
         self._new_instances: dict[bytes, int] = defaultdict(int)  # RID-1 requests seen per identity
         self._held: dict[bytes, deque] = defaultdict(deque)
-        self._unsent: dict[bytes, int] = {}  # bytes of replies held or in libzmq, per identity
-        self._sending: list[tuple[zmq.MessageTracker, bytes, int]] = []  # (tracker, identity, size) in libzmq
+        self._unsent_errors: dict[bytes, int] = {}  # error replies held or in libzmq, per identity
+        self._unsent_errors_total = 0
+        self._sending: list[tuple[zmq.MessageTracker, bytes, _HeldReply]] = []  # replies libzmq still holds
+        admission.watch_replies(self.release_sent)
         self._wakeup = asyncio.Event()
         self._emptied = asyncio.Event()
 
@@ -89,27 +94,34 @@ class ReplyPublisher:
 
     def publish(self, identity: bytes, frames: list, request_id: bytes, subscribers_needed: int, *,
                 is_error: bool = False) -> None:
-        size = sum(len(frame) for frame in frames) + REPLY_OVERHEAD_BYTES
-        if is_error and (self._unsent.get(identity, 0) > ERROR_REPLIES_MAX_UNSENT_BYTES
-                         or self.admission.bytes_in_flight > self.admission.max_inflight_bytes):
-            self.faults.warning("unsent replies", "dropping the error reply to request %s of %r: %d bytes of replies "
-                                "to it and %d to all clients are unsent (--max-inflight-bytes %d)",
-                                request_id[:20].decode(), identity[:40], self._unsent.get(identity, 0),
-                                self.admission.bytes_in_flight, self.admission.max_inflight_bytes)
+        self.release_sent()
+        if is_error and (self._unsent_errors.get(identity, 0) >= ERROR_REPLIES_MAX_UNSENT_PER_IDENTITY
+                         or self._unsent_errors_total >= ERROR_REPLIES_MAX_UNSENT):
+            self.faults.warning("unsent error replies", "dropping the error reply to request %s of %r: %d error "
+                                "replies to it and %d to all clients are unsent (nobody reads them)",
+                                request_id[:20].decode(), identity[:40], self._unsent_errors.get(identity, 0),
+                                self._unsent_errors_total)
             return
-        self._count(identity, size)
-        self._held[identity].append(_HeldReply(frames, request_id, subscribers_needed, size))
+        reply = _HeldReply(frames, request_id, subscribers_needed, sum(len(frame) for frame in frames)
+                           + REPLY_OVERHEAD_BYTES, is_error)
+        self.admission.hold_reply(reply.size)
+        if is_error:
+            self._unsent_errors[identity] = self._unsent_errors.get(identity, 0) + 1
+            self._unsent_errors_total += 1
+        self._held[identity].append(reply)
         self._emptied.clear()
         self._wakeup.set()
 
-    def _count(self, identity: bytes, size: int) -> None:
-        """Add (or with a negative size, release) unsent reply bytes of ``identity``."""
-        self.admission.hold_reply(size) if size > 0 else self.admission.release_reply(-size)
-        left = self._unsent.get(identity, 0) + size
-        if left:
-            self._unsent[identity] = left
-        else:
-            self._unsent.pop(identity, None)
+    def _forget(self, identity: bytes, reply: _HeldReply) -> None:
+        """The reply was sent or dropped: its bytes no longer count."""
+        self.admission.release_reply(reply.size)
+        if reply.is_error:
+            self._unsent_errors_total -= 1
+            left = self._unsent_errors[identity] - 1
+            if left:
+                self._unsent_errors[identity] = left
+            else:
+                del self._unsent_errors[identity]
 
     async def read_subscriptions(self) -> None:
         while True:
@@ -140,7 +152,7 @@ class ReplyPublisher:
             await self._emptied.wait()
 
     async def _flush(self) -> None:
-        self._release_sent()
+        self.release_sent()
         now = time.monotonic()
         for identity in list(self._held):
             queue = self._held[identity]
@@ -153,9 +165,9 @@ class ReplyPublisher:
                 if subscribed == 0:
                     self.faults.warning("no subscriber", "dropping the reply to request %s of %r: nobody subscribed "
                                         "within %.0fs", reply.request_id[:20].decode(), identity[:40], HOLD_TIMEOUT_S)
-                    self._count(identity, -reply.size)
+                    self._forget(identity, reply)
                     continue
-                self._sending.append((await self._send(reply.frames), identity, reply.size))
+                self._sending.append((await self._send(reply.frames), identity, reply))
             if not queue:
                 del self._held[identity]
                 if not self._subscriptions.get(identity):
@@ -171,14 +183,16 @@ class ReplyPublisher:
         await self.socket.send_multipart(frames, copy=False)
         return frames[largest].tracker
 
-    def _release_sent(self) -> None:
-        """Release the bytes of replies libzmq has written out (or dropped, its subscriber gone)."""
+    def release_sent(self) -> None:
+        """Forget the replies libzmq has written out (or dropped, their subscriber gone)."""
+        if not self._sending:
+            return
         still_sending = []
-        for tracker, identity, size in self._sending:
+        for tracker, identity, reply in self._sending:
             if tracker.done:
-                self._count(identity, -size)
+                self._forget(identity, reply)
             else:
-                still_sending.append((tracker, identity, size))
+                still_sending.append((tracker, identity, reply))
         self._sending = still_sending
 
 
