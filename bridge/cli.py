@@ -62,7 +62,8 @@ class Server:
         from .zmq_frontend import ZmqSockets
 
         config = self.config
-        sockets = ZmqSockets.bind(ip=config.ip, port=config.port, port_out=config.port_out)
+        sockets = ZmqSockets.bind(ip=config.ip, port=config.port, port_out=config.port_out,
+                                  max_request_bytes=config.zmq_max_request_bytes)
         http_socket = None
         try:
             if config.http_port is not None:

@@ -28,6 +28,14 @@ IGNORED_FLAGS = {
 
 API_KEY_ENV = "BERT_SERVING_API_KEY"
 DEFAULT_HTTP_MAX_REQUEST_BYTES = 10_000_000
+# Request limits (bridge/admission.py, docs/FAQ.md): generous for real use -- a 50,000-sentence request is served by
+# default -- and tight enough that no request, and no load of all clients together, grows memory without bound.
+DEFAULT_ZMQ_MAX_REQUEST_BYTES = 100_000_000
+DEFAULT_MAX_REQUEST_SENTENCES = 100_000
+# The model reads at most max_seq_len (<= 512) tokens, a few thousand characters; longer text only costs tokenizing.
+DEFAULT_MAX_SENTENCE_CHARS = 100_000
+DEFAULT_MAX_INFLIGHT_SENTENCES = 200_000
+DEFAULT_MAX_INFLIGHT_BYTES = 500_000_000
 
 # Flags that change the exported model itself: they must agree with an already exported model. (-num_worker,
 # -device_map and -cpu are Triton instance settings: see model_source.settle_config.)
@@ -105,6 +113,11 @@ class ServerConfig:
     cors: str = "*"
     api_key: Optional[str] = field(default=None, repr=False)  # HTTP: Bearer token every data route requires
     http_max_request_bytes: int = DEFAULT_HTTP_MAX_REQUEST_BYTES
+    zmq_max_request_bytes: int = DEFAULT_ZMQ_MAX_REQUEST_BYTES  # all frames of one ZeroMQ request together
+    max_request_sentences: int = DEFAULT_MAX_REQUEST_SENTENCES
+    max_sentence_chars: int = DEFAULT_MAX_SENTENCE_CHARS
+    max_inflight_sentences: int = DEFAULT_MAX_INFLIGHT_SENTENCES  # across all clients and both front ends
+    max_inflight_bytes: int = DEFAULT_MAX_INFLIGHT_BYTES  # requests being encoded plus replies not yet sent
     num_worker: int = 1
     max_batch_size: int = 256
     priority_batch_size: int = 16
@@ -236,6 +249,22 @@ def build_parser() -> argparse.ArgumentParser:
           help=f"HTTP routes but /health and /ready require 'Authorization: Bearer KEY' (default: ${API_KEY_ENV})")
     _flag(parser, serving, "http_max_request_bytes", type=_positive, default=DEFAULT_HTTP_MAX_REQUEST_BYTES,
           help="larger HTTP request bodies get 413 before they are parsed")
+    _flag(parser, serving, "zmq_max_request_bytes", type=_positive, default=DEFAULT_ZMQ_MAX_REQUEST_BYTES,
+          help="a larger ZeroMQ request gets a RequestTooLarge error reply; a frame far larger is refused by "
+               f"disconnecting its sender (default: {DEFAULT_ZMQ_MAX_REQUEST_BYTES})")
+    _flag(parser, serving, "max_request_sentences", type=_positive, default=DEFAULT_MAX_REQUEST_SENTENCES,
+          help=f"sentences per request, ZeroMQ or HTTP; more get a RequestTooLarge error (default: "
+               f"{DEFAULT_MAX_REQUEST_SENTENCES})")
+    _flag(parser, serving, "max_sentence_chars", type=_positive, default=DEFAULT_MAX_SENTENCE_CHARS,
+          help=f"characters per sentence; a request with a longer one gets a RequestTooLarge error (default: "
+               f"{DEFAULT_MAX_SENTENCE_CHARS})")
+    _flag(parser, serving, "max_inflight_sentences", type=_positive, default=DEFAULT_MAX_INFLIGHT_SENTENCES,
+          help=f"sentences being encoded across all clients; a request that would exceed it gets a ServerBusy "
+               f"error (HTTP 429) at once (default: {DEFAULT_MAX_INFLIGHT_SENTENCES})")
+    _flag(parser, serving, "max_inflight_bytes", type=_positive, default=DEFAULT_MAX_INFLIGHT_BYTES,
+          help=f"bytes of requests being encoded plus replies not yet sent (slow readers' included), across all "
+               f"clients; a request that would exceed it gets a ServerBusy error (HTTP 429) at once (default: "
+               f"{DEFAULT_MAX_INFLIGHT_BYTES})")
     _flag(parser, serving, "num_worker", type=_positive, default=1, help="Triton instances of the model")
     _flag(parser, serving, "max_batch_size", type=_positive, default=256,
           help="largest batch sent to Triton; larger requests are split and reassembled")

@@ -28,7 +28,8 @@ class BackendUnavailable(BridgeError):
 
 
 class RequestTooLarge(BridgeError):
-    """The request body is larger than the configured byte limit; refused before it is parsed."""
+    """The request is over a configured size limit (its bytes, sentences, or characters of one sentence); the message
+    names the limit and its flag."""
 
     kind = "RequestTooLarge"
 
@@ -49,6 +50,13 @@ class TooManyConcurrentRequests(Overloaded):
     """More concurrent HTTP encodes than -http_max_connect: refused at once instead of queued."""
 
     kind = "TooManyConcurrentRequests"
+
+
+class ServerBusy(Overloaded):
+    """More sentences or bytes in flight across all clients than --max-inflight-sentences / --max-inflight-bytes:
+    refused at once instead of queued."""
+
+    kind = "ServerBusy"
 
 
 class BackendOverloaded(Overloaded):

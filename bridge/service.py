@@ -17,6 +17,7 @@ import numpy as np
 
 from bert_exporter.manifest import PoolingStrategy
 
+from .admission import Admission
 from .config import ServerConfig
 from .errors import BridgeError
 from .tokenization import Encoding, TokenizerSettings, WordPieceTokenizer, pad
@@ -91,15 +92,21 @@ class EncodingService:
             tokenizer_file=tokenizer_file,
         ))
         self._budget = SentenceBudget(INFLIGHT_BATCHES * config.max_batch_size)
+        self.admission = Admission(config)  # shared with the ZeroMQ front end, which counts its unsent replies
         self._token_level = PoolingStrategy.parse(config.pooling_strategy) is PoolingStrategy.NONE
 
     async def encode(self, texts: Any) -> EncodeResult:
         """Sentences (list[str], 'a ||| b' for a pair) or token lists (list[list[str]])."""
-        return await self._encode(self.tokenizer.encode, texts)
+        return await self._admitted(self.tokenizer.encode, texts)
 
     async def encode_token_ids(self, token_ids: Any) -> EncodeResult:
         """Lists of the served model's vocabulary ids (the OpenAI API's token input); see encode_token_ids there."""
-        return await self._encode(self.tokenizer.encode_token_ids, token_ids)
+        return await self._admitted(self.tokenizer.encode_token_ids, token_ids)
+
+    async def _admitted(self, tokenize: Callable[[Any], list[Encoding]], inputs: Any) -> EncodeResult:
+        """Every encode, from either front end, passes the request limits and the load limits here first."""
+        with self.admission.admit(inputs):
+            return await self._encode(tokenize, inputs)
 
     async def _encode(self, tokenize: Callable[[Any], list[Encoding]], inputs: Any) -> EncodeResult:
         started = time.perf_counter()

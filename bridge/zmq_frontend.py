@@ -6,6 +6,18 @@ the identity has subscribed -- and a client instance's first request (RID 1) unt
 the identity as new instances were, which covers clones sharing an identity (shared/reference/zmq-wire-protocol.md §8).
 Exactly one reply goes out per request, shutdown included: requests in flight get their vectors or an error reply
 before the sockets close; the send high-water mark is unlimited so a slow reader loses nothing.
+
+Malformed messages (wrong frame count, non-numeric RID or LEN, a payload that is not a JSON array, a LEN that disagrees
+with it, more bytes than --zmq-max-request-bytes) are logged, rate-limited (bridge/log_limits.py), and answered with
+an error reply wherever frame 0 and frame 2 give an identity and RID to answer to. A frame far over the byte limit is
+never buffered: libzmq disconnects its sender (MAXMSGSIZE), as its RID, which follows, cannot be read.
+
+Memory stays bounded with slow readers too: every reply counts against --max-inflight-bytes (bridge/admission.py)
+from the moment it is ready until libzmq has let go of its bytes (a tracked zero-copy frame: written to the client's
+connection, or its subscriber left), so unread replies make new requests wait for a ServerBusy error, not the heap
+grow. Vectors always go out (they were admitted); an error reply is dropped (and logged) only while its identity
+already has ERROR_REPLIES_MAX_UNSENT_PER_IDENTITY error replies unsent, or all identities together
+ERROR_REPLIES_MAX_UNSENT: a client that reads nothing cannot grow memory by sending more bad requests.
 """
 from __future__ import annotations
 
@@ -19,10 +31,13 @@ from typing import Awaitable, Callable
 import zmq
 import zmq.asyncio
 
-from bert_serving.client.protocol import (SHOW_STATUS, TERMINATION, ProtocolError, Request,
-                                          decode_request, encode_error_reply, encode_json_reply, encode_ndarray_reply)
+from bert_serving.client.protocol import (SHOW_STATUS, TERMINATION, ProtocolError, Request, decode_request,
+                                          encode_error_reply, encode_json_reply, encode_ndarray_reply,
+                                          request_address)
 
-from .errors import ShuttingDown, StartupError
+from .admission import Admission
+from .errors import BridgeError, InvalidRequest, RequestTooLarge, ShuttingDown, StartupError
+from .log_limits import RateLimitedLog
 from .metrics import BridgeMetrics
 from .service import EncodingService, error_message
 from .statistics import ServerStatistic
@@ -32,6 +47,15 @@ log = logging.getLogger("bert_bridge.zmq")
 HOLD_TIMEOUT_S = 5.0
 FLUSH_INTERVAL_S = 0.05
 CLOSE_LINGER_MS = 2000  # replies already queued still reach their clients after close
+# A frame larger than --zmq-max-request-bytes by more than this is refused by libzmq, which disconnects the sender;
+# up to it, the request is read and answered with a RequestTooLarge error.
+FRAME_SIZE_MARGIN = 1 << 20
+# Python and libzmq bookkeeping of one reply, on top of its frames (counted against --max-inflight-bytes).
+REPLY_OVERHEAD_BYTES = 1024
+# Error replies unsent (held, or in libzmq) beyond which more are dropped: per identity (a client that sends bad
+# requests and reads nothing), and in all (a flood from many identities); about 1.5 KB each with the bookkeeping.
+ERROR_REPLIES_MAX_UNSENT_PER_IDENTITY = 1000
+ERROR_REPLIES_MAX_UNSENT = 10_000
 
 
 @dataclass
@@ -39,17 +63,25 @@ class _HeldReply:
     frames: list
     request_id: bytes
     subscribers_needed: int
+    size: int = 0  # counted in the admission's bytes in flight until libzmq lets go of the frames
+    is_error: bool = False
     deadline: float = field(default_factory=lambda: time.monotonic() + HOLD_TIMEOUT_S)
 
 
 class ReplyPublisher:
     """Owns the XPUB socket: tracks subscriptions and sends each held reply once its identity can receive it."""
 
-    def __init__(self, socket: zmq.asyncio.Socket):
+    def __init__(self, socket: zmq.asyncio.Socket, admission: Admission, faults: RateLimitedLog):
         self.socket = socket
+        self.admission = admission
+        self.faults = faults
         self._subscriptions: dict[bytes, int] = defaultdict(int)  # SUBSCRIBEs seen per identity
         self._new_instances: dict[bytes, int] = defaultdict(int)  # RID-1 requests seen per identity
         self._held: dict[bytes, deque] = defaultdict(deque)
+        self._unsent_errors: dict[bytes, int] = {}  # error replies held or in libzmq, per identity
+        self._unsent_errors_total = 0
+        self._sending: list[tuple[zmq.MessageTracker, bytes, _HeldReply]] = []  # replies libzmq still holds
+        admission.watch_replies(self.release_sent)
         self._wakeup = asyncio.Event()
         self._emptied = asyncio.Event()
 
@@ -60,10 +92,36 @@ class ReplyPublisher:
             return self._new_instances[request.identity]
         return 1
 
-    def publish(self, identity: bytes, frames: list, request_id: bytes, subscribers_needed: int) -> None:
-        self._held[identity].append(_HeldReply(frames, request_id, subscribers_needed))
+    def publish(self, identity: bytes, frames: list, request_id: bytes, subscribers_needed: int, *,
+                is_error: bool = False) -> None:
+        self.release_sent()
+        if is_error and (self._unsent_errors.get(identity, 0) >= ERROR_REPLIES_MAX_UNSENT_PER_IDENTITY
+                         or self._unsent_errors_total >= ERROR_REPLIES_MAX_UNSENT):
+            self.faults.warning("unsent error replies", "dropping the error reply to request %s of %r: %d error "
+                                "replies to it and %d to all clients are unsent (nobody reads them)",
+                                request_id[:20].decode(), identity[:40], self._unsent_errors.get(identity, 0),
+                                self._unsent_errors_total)
+            return
+        reply = _HeldReply(frames, request_id, subscribers_needed, sum(len(frame) for frame in frames)
+                           + REPLY_OVERHEAD_BYTES, is_error)
+        self.admission.hold_reply(reply.size)
+        if is_error:
+            self._unsent_errors[identity] = self._unsent_errors.get(identity, 0) + 1
+            self._unsent_errors_total += 1
+        self._held[identity].append(reply)
         self._emptied.clear()
         self._wakeup.set()
+
+    def _forget(self, identity: bytes, reply: _HeldReply) -> None:
+        """The reply was sent or dropped: its bytes no longer count."""
+        self.admission.release_reply(reply.size)
+        if reply.is_error:
+            self._unsent_errors_total -= 1
+            left = self._unsent_errors[identity] - 1
+            if left:
+                self._unsent_errors[identity] = left
+            else:
+                del self._unsent_errors[identity]
 
     async def read_subscriptions(self) -> None:
         while True:
@@ -81,7 +139,8 @@ class ReplyPublisher:
     async def run(self) -> None:
         while True:
             try:
-                await asyncio.wait_for(self._wakeup.wait(), FLUSH_INTERVAL_S if self._held else None)
+                pending = self._held or self._sending
+                await asyncio.wait_for(self._wakeup.wait(), FLUSH_INTERVAL_S if pending else None)
             except asyncio.TimeoutError:
                 pass
             self._wakeup.clear()
@@ -93,6 +152,7 @@ class ReplyPublisher:
             await self._emptied.wait()
 
     async def _flush(self) -> None:
+        self.release_sent()
         now = time.monotonic()
         for identity in list(self._held):
             queue = self._held[identity]
@@ -103,14 +163,37 @@ class ReplyPublisher:
                     break  # keep this identity's replies in order
                 queue.popleft()
                 if subscribed == 0:
-                    log.warning("dropping the reply to request %s of %r: nobody subscribed within %.0fs",
-                                reply.request_id.decode(), identity, HOLD_TIMEOUT_S)
+                    self.faults.warning("no subscriber", "dropping the reply to request %s of %r: nobody subscribed "
+                                        "within %.0fs", reply.request_id[:20].decode(), identity[:40], HOLD_TIMEOUT_S)
+                    self._forget(identity, reply)
                     continue
-                await self.socket.send_multipart(reply.frames, copy=False)
+                self._sending.append((await self._send(reply.frames), identity, reply))
             if not queue:
                 del self._held[identity]
+                if not self._subscriptions.get(identity):
+                    self._new_instances.pop(identity, None)  # a client that never subscribed: forget it
         if not self._held:
             self._emptied.set()
+
+    async def _send(self, frames: list) -> zmq.MessageTracker:
+        """Send a reply with its largest frame shared with libzmq, not copied: its tracker says when libzmq let go."""
+        largest = max(range(len(frames)), key=lambda i: len(frames[i]))
+        frames = list(frames)
+        frames[largest] = zmq.Frame(frames[largest], copy=False, track=True)
+        await self.socket.send_multipart(frames, copy=False)
+        return frames[largest].tracker
+
+    def release_sent(self) -> None:
+        """Forget the replies libzmq has written out (or dropped, their subscriber gone)."""
+        if not self._sending:
+            return
+        still_sending = []
+        for tracker, identity, reply in self._sending:
+            if tracker.done:
+                self._forget(identity, reply)
+            else:
+                still_sending.append((tracker, identity, reply))
+        self._sending = still_sending
 
 
 @dataclass
@@ -122,12 +205,14 @@ class ZmqSockets:
     sender: zmq.asyncio.Socket
 
     @classmethod
-    def bind(cls, *, ip: str, port: int, port_out: int) -> "ZmqSockets":
+    def bind(cls, *, ip: str, port: int, port_out: int, max_request_bytes: int = -1) -> "ZmqSockets":
         context = zmq.asyncio.Context()
         receiver = context.socket(zmq.PULL)
         sender = context.socket(zmq.XPUB)
         for socket in (receiver, sender):
             socket.setsockopt(zmq.LINGER, 0)
+        if max_request_bytes > 0:  # a huge frame is never buffered: libzmq drops its sender's connection instead
+            receiver.setsockopt(zmq.MAXMSGSIZE, max_request_bytes + FRAME_SIZE_MARGIN)
         sender.setsockopt(zmq.XPUB_VERBOSE, 1)  # report every SUBSCRIBE, also of clones sharing an identity
         sender.setsockopt(zmq.SNDHWM, 0)  # never drop replies a client has not read yet
         sender.setsockopt(zmq.XPUB_NODROP, 1)
@@ -156,7 +241,9 @@ class ZmqFrontend:
         self.config_reply = config_reply
         self.on_terminate = on_terminate
         self.receiver = sockets.receiver
-        self.publisher = ReplyPublisher(sockets.sender)
+        self.faults = RateLimitedLog(log)
+        self.publisher = ReplyPublisher(sockets.sender, service.admission, self.faults)
+        self.max_request_bytes = service.config.zmq_max_request_bytes
         self._tasks: set[asyncio.Task] = set()
         self._background: list[asyncio.Task] = []
         self._stopping = False
@@ -207,11 +294,16 @@ class ZmqFrontend:
         task.add_done_callback(self._tasks.discard)
 
     async def _handle(self, frames: list) -> None:
+        size = sum(len(frame) for frame in frames)
+        if size > self.max_request_bytes:
+            self._refuse(frames, RequestTooLarge(
+                f"the request has {size} bytes; this server accepts at most {self.max_request_bytes} per ZeroMQ "
+                f"request (--zmq-max-request-bytes): split it"), "request too large")
+            return
         try:
             request = decode_request(frames)
         except ProtocolError as e:
-            # No valid RID to answer to: the original dropped these too, but we say so.
-            log.warning("ignoring a malformed request (%s): %r", e, [bytes(f[:40]) for f in frames[:4]])
+            self._refuse(frames, InvalidRequest(f"malformed request: {e}"), "malformed frames")
             return
         if request.message == TERMINATION:
             log.info("received TERMINATION: shutting down")
@@ -225,19 +317,36 @@ class ZmqFrontend:
                 reply = {**reply, "statistic": self.statistic.value()}
             frames = encode_json_reply(request.identity, reply, request.request_id)
         else:
+            try:
+                texts = request.texts()
+            except ProtocolError as e:
+                self._refuse(frames, InvalidRequest(f"malformed payload: {e}"), "malformed payload", needed)
+                return
             self.statistic.record_data(request.identity, request.length)
-            frames = await self._encode(request)
-        self.publisher.publish(request.identity, frames, request.request_id, needed)
+            frames = await self._encode(request, texts)
+        self.publisher.publish(request.identity, frames, request.request_id, needed,
+                               is_error=len(frames) == 3 and not request.is_command)
 
-    async def _encode(self, request: Request) -> list:
+    def _refuse(self, frames: list, error: BridgeError, reason: str, subscribers_needed: int = 1) -> None:
+        """A message that is no valid request: logged (rate-limited per ``reason``), and answered where it says whom
+        to answer."""
+        self.metrics.rejected("zmq", error.kind)
+        address = request_address(frames)
+        self.faults.warning(reason, "refused a ZeroMQ message of %d frames %r, %s: %s",
+                            len(frames), [bytes(frame[:40]) for frame in frames[:4]],
+                            "answered" if address else "not answered (no identity and RID in frames 0 and 2)",
+                            error.message)
+        if address:
+            identity, request_id = address
+            self.publisher.publish(identity, encode_error_reply(identity, error.message, error.kind, request_id),
+                                   request_id, subscribers_needed, is_error=True)
+
+    async def _encode(self, request: Request, texts: list) -> list:
         with self.metrics.track("zmq", request.length) as tracker:
             try:
                 if self._stopping:
                     raise ShuttingDown("the server is shutting down and accepts no new requests")
-                result = await self.service.encode(request.texts())
-            except ProtocolError as e:
-                tracker.failed("InvalidRequest")
-                return encode_error_reply(request.identity, str(e), "InvalidRequest", request.request_id)
+                result = await self.service.encode(texts)
             except asyncio.CancelledError:  # shutdown's drain timeout ran out: answer, then stop
                 error = ShuttingDown("the server shut down before this request was finished")
                 tracker.failed(error.kind)
@@ -245,8 +354,8 @@ class ZmqFrontend:
             except Exception as e:  # every failure becomes a reply: a client must never hang
                 kind, message = error_message(e)
                 tracker.failed(kind)
-                log.warning("request %s of %r failed: %s: %s", request.request_id.decode(), request.identity, kind,
-                            message)
+                self.faults.warning(kind, "request %s of %r failed: %s: %s", request.request_id[:20].decode(),
+                                    request.identity[:40], kind, message)
                 return encode_error_reply(request.identity, message, kind, request.request_id)
             tracker.succeeded(result)
         return encode_ndarray_reply(request.identity, result.embeddings, request.request_id, result.tokens)

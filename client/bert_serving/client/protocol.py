@@ -33,6 +33,7 @@ __all__ = [
     "encode_ndarray_reply",
     "encode_request",
     "reply_request_id",
+    "request_address",
 ]
 
 SERVER_VERSION = "1.10.0"
@@ -62,13 +63,16 @@ class Request:
         return self.message in COMMANDS
 
     def texts(self) -> list:
-        """The JSON payload of an encode request, parsed (raises ProtocolError when it is not a JSON array)."""
+        """The JSON payload of an encode request, parsed. ProtocolError when it is not a JSON array, or when LEN
+        disagrees with its length (the original server then waited for sentences that never came, or replied early)."""
         try:
             texts = json.loads(self.message.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        except (ValueError, RecursionError) as e:  # UnicodeDecodeError, JSONDecodeError, an int of 5,000 digits
             raise ProtocolError(f"the request is not UTF-8 JSON: {e}") from e
         if not isinstance(texts, list):
             raise ProtocolError(f"the request must be a JSON array of sentences, got {type(texts).__name__}")
+        if len(texts) != self.length:
+            raise ProtocolError(f"the LEN frame says {self.length} sentences but the payload has {len(texts)}")
         return texts
 
 
@@ -103,9 +107,19 @@ def decode_request(frames: Sequence[bytes]) -> Request:
     if len(frames) != 4:
         raise ProtocolError(f"a request has 4 frames [ID, MSG, RID, LEN], got {len(frames)}")
     identity, message, request_id, length = frames
+    if not identity:
+        raise ProtocolError("the identity frame is empty")
     if not request_id.isdigit() or not length.isdigit():
         raise ProtocolError(f"RID and LEN must be ASCII decimals, got {request_id[:20]!r} and {length[:20]!r}")
     return Request(identity=identity, message=message, request_id=request_id, length=int(length))
+
+
+def request_address(frames: Sequence[bytes]) -> Optional[tuple[bytes, bytes]]:
+    """(ID, RID) of a request that may be malformed, when a reply could reach its sender: frame 0 a non-empty
+    identity, frame 2 an ASCII decimal RID. None when the frames do not say where to answer."""
+    if len(frames) < 3 or not frames[0] or not frames[2].isdigit():
+        return None
+    return bytes(frames[0]), bytes(frames[2])
 
 
 def encode_json_reply(identity: bytes, obj: dict, request_id: bytes) -> list:
