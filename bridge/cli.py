@@ -59,7 +59,9 @@ class Server:
         from .zmq_frontend import ZmqSockets
 
         config = self.config
-        sockets = ZmqSockets.bind(ip=config.ip, port=config.port, port_out=config.port_out)
+        sockets = ZmqSockets.bind(ip=config.ip, port=config.port, port_out=config.port_out,
+                                  curve_certificate=config.curve_certificate,
+                                  curve_allowed_clients=config.curve_allowed_clients)
         http_socket = None
         try:
             if config.http_port is not None:
