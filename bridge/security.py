@@ -98,7 +98,11 @@ class ZapHandler:
             await self.socket.send_multipart(self.answer(request))
 
     def answer(self, request: list) -> list:
-        """The ZAP reply: 200 with the certificate's name as User-Id for an allowed key, 400 otherwise."""
+        """The ZAP reply: 200 with the certificate's name as User-Id for an allowed key, 400 otherwise (500 for a
+        request that is not ZAP at all: the REP socket must answer every request, or every handshake would stall)."""
+        if len(request) < 6:
+            log.error("a malformed ZAP request (%d frames) refused", len(request))
+            return [b"1.0", request[1] if len(request) > 1 else b"", b"500", b"malformed ZAP request", b"", b""]
         version, request_id, _domain, address, _identity, mechanism, *credentials = request
         client_key = credentials[0] if mechanism == b"CURVE" and credentials else b""
         name = self.keys.allowed.get(client_key)

@@ -126,6 +126,7 @@ class HandshakeWatch:
         self._monitors = {name: socket.get_monitor_socket(self.EVENTS) for name, socket in sockets.items()}
         self._succeeded: set[str] = set()
         self._refused: set[str] = set()
+        self._mismatched: set[str] = set()
         self._failures: dict[str, int] = {name: 0 for name in sockets}
 
     @property
@@ -142,19 +143,24 @@ class HandshakeWatch:
                     self._failures[name] = 0
                 elif event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
                     self._refused.add(name)
+                elif event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:  # e.g. a server without CURVE: libzmq gives up
+                    self._mismatched.add(name)
                 else:
                     self._failures[name] += 1
         if self._refused:
             raise AuthenticationError(
                 f"the server at {self.address} refused this client's CURVE key: its public key is not in the "
                 "server's --curve-allowed-clients folder (copy the client's NAME.key there and restart the server)")
+        if self._mismatched:
+            raise AuthenticationError(
+                f"the server at {self.address} does not speak CURVE ({' and '.join(sorted(self._mismatched))}): it "
+                "runs without --curve-certificate; connect without server_public_key and client_certificate")
         hopeless = [name for name, count in self._failures.items()
                     if count >= FAILED_HANDSHAKES_BEFORE_GIVING_UP and name not in self._succeeded]
         if hopeless:
             raise AuthenticationError(
                 f"the CURVE handshake with {self.address} failed {FAILED_HANDSHAKES_BEFORE_GIVING_UP} times "
-                f"(port {' and '.join(hopeless)}): server_public_key is not this server's public key, or the server "
-                "runs without --curve-certificate")
+                f"({' and '.join(hopeless)}): server_public_key is not this server's public key")
 
     def diagnosis(self) -> str:
         """A sentence for a timeout's message."""
