@@ -25,8 +25,8 @@ from bert_serving.client.protocol import (SHOW_STATUS, TERMINATION, ProtocolErro
                                           decode_request, encode_error_reply, encode_json_reply, encode_ndarray_reply)
 
 from .errors import ShuttingDown, StartupError, Unauthorized
-from .security import CurveServerKeys, Sender, ZapHandler
 from .metrics import BridgeMetrics
+from .security import CurveServerKeys, Sender, ZapHandler
 from .service import EncodingService, error_message
 from .statistics import ServerStatistic
 
@@ -231,7 +231,6 @@ class ZmqFrontend:
             # No valid RID to answer to: the original dropped these too, but we say so.
             log.warning("ignoring a malformed request (%s): %r", e, [bytes(f[:40]) for f in frames[:4]])
             return
-        needed = self.publisher.note_request(request)
         if request.message == TERMINATION:
             if sender.may_terminate():
                 log.info("received TERMINATION from %s: shutting down", sender)
@@ -241,8 +240,10 @@ class ZmqFrontend:
                                    f"authenticated with CURVE keys, not from {sender.address} (docs/SECURITY.md)")
             log.warning("refused TERMINATION from %s: not local and not a CURVE client; still serving", sender)
             self.publisher.publish(request.identity, encode_error_reply(
-                request.identity, refusal.message, refusal.kind, request.request_id), request.request_id, needed)
+                request.identity, refusal.message, refusal.kind, request.request_id), request.request_id,
+                self.publisher.note_request(request))
             return
+        needed = self.publisher.note_request(request)
         if request.is_command:
             self.statistic.record_command(request.identity)
             reply = self.config_reply(request)

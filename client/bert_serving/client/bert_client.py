@@ -20,8 +20,8 @@ import zmq
 from . import protocol
 from ._version import __version__
 from .connection import CurveKeys, HandshakeWatch, PathOrKey, set_tcp_keepalive
-from .errors import (AuthenticationError, BertTimeoutError, ClientClosedError, InputTypeError, InputValueError, ProtocolError, ServerError,
-                     VersionMismatchError)
+from .errors import (AuthenticationError, BertTimeoutError, ClientClosedError, InputTypeError, InputValueError,
+                     ProtocolError, ServerError, VersionMismatchError)
 from .inputs import check_texts, longest_sentence
 from .progress import make_progress
 
