@@ -63,7 +63,9 @@ class Server:
 
         config = self.config
         sockets = ZmqSockets.bind(ip=config.ip, port=config.port, port_out=config.port_out,
-                                  max_request_bytes=config.zmq_max_request_bytes)
+                                  max_request_bytes=config.zmq_max_request_bytes,
+                                  curve_certificate=config.curve_certificate,
+                                  curve_allowed_clients=config.curve_allowed_clients)
         http_socket = None
         try:
             if config.http_port is not None:

@@ -118,6 +118,9 @@ class ServerConfig:
     max_sentence_chars: int = DEFAULT_MAX_SENTENCE_CHARS
     max_inflight_sentences: int = DEFAULT_MAX_INFLIGHT_SENTENCES  # across all clients and both front ends
     max_inflight_bytes: int = DEFAULT_MAX_INFLIGHT_BYTES  # requests being encoded plus replies not yet sent
+    # ZeroMQ CURVE (docs/SECURITY.md): the server's secret certificate, and the folder of allowed clients' public ones
+    curve_certificate: Optional[Path] = None
+    curve_allowed_clients: Optional[Path] = None
     num_worker: int = 1
     max_batch_size: int = 256
     priority_batch_size: int = 16
@@ -265,6 +268,12 @@ def build_parser() -> argparse.ArgumentParser:
           help=f"bytes of requests being encoded plus replies not yet sent (slow readers' included), across all "
                f"clients; a request that would exceed it gets a ServerBusy error (HTTP 429) at once (default: "
                f"{DEFAULT_MAX_INFLIGHT_BYTES})")
+    _flag(parser, serving, "curve_certificate", type=Path,
+          help="encrypt and authenticate ZeroMQ with CURVE: the server's secret certificate (NAME.key_secret from "
+               "bert-serving-keys); needs --curve-allowed-clients. Clients need the keys (docs/SECURITY.md)")
+    _flag(parser, serving, "curve_allowed_clients", type=Path,
+          help="with --curve-certificate: a folder of the public certificates (NAME.key) of the clients let in; "
+               "any other client gets nothing")
     _flag(parser, serving, "num_worker", type=_positive, default=1, help="Triton instances of the model")
     _flag(parser, serving, "max_batch_size", type=_positive, default=256,
           help="largest batch sent to Triton; larger requests are split and reassembled")
@@ -316,6 +325,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> ServerConfig:
         parser.error(f"-port and -port_out must differ (both are {values['port']})")
     if values["http_port"] in (values["port"], values["port_out"]):
         parser.error(f"-http_port {values['http_port']} is also a ZeroMQ port (-port / -port_out)")
+    if (values["curve_certificate"] is None) != (values["curve_allowed_clients"] is None):
+        parser.error("--curve-certificate and --curve-allowed-clients go together: CURVE admits only the clients in "
+                     "the allowed folder (docs/SECURITY.md)")
     urls = [url for given in values.pop("triton_url") or () for url in given]
     repeated = sorted({url for url in urls if urls.count(url) > 1})
     if repeated:

@@ -26,19 +26,22 @@ import logging
 import time
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable
+from pathlib import Path
+from typing import Awaitable, Callable, Optional
 
 import zmq
 import zmq.asyncio
 
+from bert_serving.client.connection import set_tcp_keepalive
 from bert_serving.client.protocol import (SHOW_STATUS, TERMINATION, ProtocolError, Request, decode_request,
                                           encode_error_reply, encode_json_reply, encode_ndarray_reply,
                                           request_address)
 
 from .admission import Admission
-from .errors import BridgeError, InvalidRequest, RequestTooLarge, ShuttingDown, StartupError
+from .errors import BridgeError, InvalidRequest, RequestTooLarge, ShuttingDown, StartupError, Unauthorized
 from .log_limits import RateLimitedLog
 from .metrics import BridgeMetrics
+from .security import CurveServerKeys, Sender, ZapHandler
 from .service import EncodingService, error_message
 from .statistics import ServerStatistic
 
@@ -203,20 +206,31 @@ class ZmqSockets:
     context: zmq.asyncio.Context
     receiver: zmq.asyncio.Socket
     sender: zmq.asyncio.Socket
+    zap: Optional[ZapHandler] = None  # with CURVE: admits the allowed clients (ZmqFrontend.serve runs it)
 
     @classmethod
-    def bind(cls, *, ip: str, port: int, port_out: int, max_request_bytes: int = -1) -> "ZmqSockets":
+    def bind(cls, *, ip: str, port: int, port_out: int, max_request_bytes: int = -1,
+             curve_certificate: Optional[Path] = None, curve_allowed_clients: Optional[Path] = None) -> "ZmqSockets":
+        curve = None
+        if curve_certificate is not None:
+            curve = CurveServerKeys.load(curve_certificate, curve_allowed_clients)
+            log.info("CURVE on: encrypted connections, %d client key(s) allowed from %s", len(curve.allowed),
+                     curve_allowed_clients)
         context = zmq.asyncio.Context()
+        zap = ZapHandler(context, curve) if curve is not None else None  # before any port is open: see security.py
         receiver = context.socket(zmq.PULL)
         sender = context.socket(zmq.XPUB)
         for socket in (receiver, sender):
             socket.setsockopt(zmq.LINGER, 0)
+            set_tcp_keepalive(socket)  # idle clients stay connected for days behind NAT and firewalls
+            if curve is not None:
+                curve.make_server(socket)
         if max_request_bytes > 0:  # a huge frame is never buffered: libzmq drops its sender's connection instead
             receiver.setsockopt(zmq.MAXMSGSIZE, max_request_bytes + FRAME_SIZE_MARGIN)
         sender.setsockopt(zmq.XPUB_VERBOSE, 1)  # report every SUBSCRIBE, also of clones sharing an identity
         sender.setsockopt(zmq.SNDHWM, 0)  # never drop replies a client has not read yet
         sender.setsockopt(zmq.XPUB_NODROP, 1)
-        sockets = cls(context, receiver, sender)
+        sockets = cls(context, receiver, sender, zap)
         for socket, which, number in ((receiver, "-port", port), (sender, "-port_out", port_out)):
             try:
                 socket.bind(f"tcp://{ip}:{number}")
@@ -228,6 +242,8 @@ class ZmqSockets:
     def close(self) -> None:
         self.receiver.close(0)
         self.sender.close(CLOSE_LINGER_MS)
+        if self.zap is not None:
+            self.zap.close()
         self.context.term()
 
 
@@ -253,6 +269,8 @@ class ZmqFrontend:
         """Receives and serves requests until cancelled; then ``shutdown`` answers everything still in flight."""
         self._background = [asyncio.create_task(self.publisher.read_subscriptions()),
                             asyncio.create_task(self.publisher.run())]
+        if self.sockets.zap is not None:
+            self._background.append(asyncio.create_task(self.sockets.zap.serve()))
         await self._receive()
 
     async def shutdown(self, timeout_s: float) -> None:
@@ -285,15 +303,15 @@ class ZmqFrontend:
 
     async def _receive(self) -> None:
         while True:
-            frames = await self.receiver.recv_multipart()
-            self._spawn(self._handle(frames))
+            frames = await self.receiver.recv_multipart(copy=False)  # Frames: they carry the sender's address
+            self._spawn(self._handle([frame.bytes for frame in frames], Sender.of(frames[0])))
 
     def _spawn(self, coroutine: Awaitable) -> None:
         task = asyncio.create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _handle(self, frames: list) -> None:
+    async def _handle(self, frames: list, sender: Sender) -> None:
         size = sum(len(frame) for frame in frames)
         if size > self.max_request_bytes:
             self._refuse(frames, RequestTooLarge(
@@ -306,8 +324,16 @@ class ZmqFrontend:
             self._refuse(frames, InvalidRequest(f"malformed request: {e}"), "malformed frames")
             return
         if request.message == TERMINATION:
-            log.info("received TERMINATION: shutting down")
-            self.on_terminate()
+            if sender.may_terminate():
+                log.info("received TERMINATION from %s: shutting down", sender)
+                self.on_terminate()
+                return
+            refusal = Unauthorized(f"TERMINATION is obeyed only from the server's own host or from a client "
+                                   f"authenticated with CURVE keys, not from {sender.address} (docs/SECURITY.md)")
+            log.warning("refused TERMINATION from %s: not local and not a CURVE client; still serving", sender)
+            self.publisher.publish(request.identity, encode_error_reply(
+                request.identity, refusal.message, refusal.kind, request.request_id), request.request_id,
+                self.publisher.note_request(request))
             return
         needed = self.publisher.note_request(request)
         if request.is_command:

@@ -32,6 +32,6 @@ def test_public_names():
     assert set(bert_serving.client.__all__) == {
         "__version__", "BertClient", "ConcurrentBertClient", "HTTPBertClient", "Response", "BertClientError", "BertTimeoutError",
         "ClientClosedError", "InputError", "InputTypeError", "InputValueError", "ProtocolError", "ServerError",
-        "VersionMismatchError"}
+        "VersionMismatchError", "AuthenticationError"}
     for name in bert_serving.client.__all__:
         assert hasattr(bert_serving.client, name), name

@@ -79,8 +79,9 @@ RUN_BY = {
         "tests/bridge/test_legacy_client_end_to_end.py::test_default_vectors_equal_transformers_layer_minus_2_mean_pool",
     "bert-serving-start -model_dir /models/all-MiniLM-L6-v2 -pooling_strategy AUTO":
         "tests/bridge/test_sentence_transformers_serving.py::test_auto_serves_what_sentence_transformers_encodes",
-    "bert-serving-terminate -ip gpu-host -port 7000 -timeout 20000":
-        "tests/bridge/test_terminate.py::test_a_running_bridge_is_stopped_and_that_is_confirmed",
+    "bert-serving-terminate -ip gpu-host -port 7000 -timeout 20000 -server_public_key server.key "
+    "-client_certificate admin.key_secret":
+        "tests/bridge/test_security.py::test_an_allowed_curve_client_may_terminate_from_another_host",
     "bert-serving-cache prune": "tests/bridge/test_cache_admin.py::test_prune_by_age_keeps_recent_entries_and_drops_incomplete_ones",
     "bert-serving-cache prune --older-than 7 --dry-run":
         "tests/bridge/test_cache_admin.py::test_prune_by_age_keeps_recent_entries_and_drops_incomplete_ones",
@@ -93,6 +94,15 @@ RUN_BY = {
     "bert-serving-start -http_port 8125 -http_max_connect 64 &": "tests/http_api/test_http_load_smoke.py::test_http_load_benchmark_smoke",
     "python -m bert_bench.http_load -port 5555 -port_out 5556 -http_port 8125 -bridge_pid $!":
         "tests/http_api/test_http_load_smoke.py::test_http_load_benchmark_smoke",
+    # docs/SECURITY.md
+    "bert-serving-keys server -output keys":
+        "tests/bridge/test_security.py::test_the_keys_command_writes_a_private_secret_and_never_overwrites",
+    "bert-serving-keys alice -output keys":
+        "tests/bridge/test_security.py::test_the_keys_command_writes_a_private_secret_and_never_overwrites",
+    "bert-serving-start --curve-certificate keys/server.key_secret --curve-allowed-clients keys/clients":
+        "tests/bridge/test_security.py::test_an_allowed_client_gets_the_vectors_of_a_plain_bridge",
+    "bert-serving-terminate -ip gpu-host -server_public_key keys/server.key -client_certificate keys/alice.key_secret":
+        "tests/bridge/test_security.py::test_an_allowed_curve_client_may_terminate_from_another_host",
     # model_repository/README.md
     "bert-serving-triton --model-repository model_repository --grpc-port 8001 --http-port 8000":
         "tests/bridge/test_server_behaviour.py::test_triton_down_gives_a_readable_error_and_service_resumes",

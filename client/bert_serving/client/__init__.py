@@ -6,13 +6,14 @@ Importing this package loads numpy, pyzmq and the standard library only (a test 
 """
 from ._version import __version__
 from .bert_client import BertClient, Response
-from .errors import (BertClientError, BertTimeoutError, ClientClosedError, InputError, InputTypeError,
-                     InputValueError, ProtocolError, ServerError, VersionMismatchError)
+from .errors import (AuthenticationError, BertClientError, BertTimeoutError, ClientClosedError, InputError,
+                     InputTypeError, InputValueError, ProtocolError, ServerError, VersionMismatchError)
 from .http_client import HTTPBertClient
 from .pool import ConcurrentBertClient
 
 __all__ = [
     "__version__",
+    "AuthenticationError",
     "BertClient",
     "BertClientError",
     "BertTimeoutError",

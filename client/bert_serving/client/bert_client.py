@@ -19,8 +19,9 @@ import zmq
 
 from . import protocol
 from ._version import __version__
-from .errors import (BertTimeoutError, ClientClosedError, InputTypeError, InputValueError, ProtocolError, ServerError,
-                     VersionMismatchError)
+from .connection import CurveKeys, HandshakeWatch, PathOrKey, set_tcp_keepalive
+from .errors import (AuthenticationError, BertTimeoutError, ClientClosedError, InputTypeError, InputValueError,
+                     ProtocolError, ServerError, VersionMismatchError)
 from .inputs import check_texts, longest_sentence
 from .progress import make_progress
 
@@ -54,17 +55,23 @@ class BertClient:
     :param timeout: milliseconds to wait for any reply (-1: forever); BertTimeoutError (a TimeoutError) after that
     :param max_in_flight: how many batches of ``max_batch_size`` sentences a streamed encode or encode_async keeps
         in flight (keyword only); raise it for a server with several model instances
+    :param server_public_key: CURVE (keyword only, with ``client_certificate``): the server's public certificate file
+        (``NAME.key`` from bert-serving-keys) or its 40-character z85 key. See docs/SECURITY.md
+    :param client_certificate: CURVE (keyword only): this client's secret certificate file (``NAME.key_secret``);
+        its public key must be in the server's allowed folder, else AuthenticationError (a ConnectionError)
     """
 
     def __init__(self, ip: str = "localhost", port: int = 5555, port_out: int = 5556, output_fmt: str = "ndarray",
                  show_server_config: bool = False, identity: Union[str, bytes, None] = None, check_version: bool = True,
                  check_length: bool = True, check_token_info: bool = True, ignore_all_checks: bool = False,
-                 timeout: int = -1, *, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT):
+                 timeout: int = -1, *, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+                 server_public_key: Optional[PathOrKey] = None, client_certificate: Optional[PathOrKey] = None):
         if output_fmt not in OUTPUT_FORMATS:
             raise InputValueError(f"output_fmt must be 'ndarray' or 'list', got {output_fmt!r}")
         if max_in_flight < 1:
             raise InputValueError(f"max_in_flight must be at least 1, got {max_in_flight}")
         self.identity = _identity_bytes(identity)
+        curve_keys = CurveKeys.load(server_public_key=server_public_key, client_certificate=client_certificate)
         self.ip = ip
         self.port = port
         self.port_out = port_out
@@ -89,6 +96,17 @@ class BertClient:
         # No receive high-water mark: a reply dropped there is a request that never completes.
         self._receiver.setsockopt(zmq.RCVHWM, 0)
         self._receiver.setsockopt(zmq.SUBSCRIBE, self.identity)
+        for socket in (self._sender, self._receiver):
+            set_tcp_keepalive(socket)
+            if curve_keys is not None:
+                curve_keys.apply(socket)
+        self._handshakes: Optional[HandshakeWatch] = None
+        self._poller = zmq.Poller()
+        self._poller.register(self._receiver, zmq.POLLIN)
+        if curve_keys is not None:
+            self._handshakes = HandshakeWatch({"port": self._sender, "port_out": self._receiver}, f"{ip}:{port}")
+            for monitor in self._handshakes.monitors:
+                self._poller.register(monitor, zmq.POLLIN)
         try:
             try:
                 self._sender.connect(f"tcp://{ip}:{port}")
@@ -228,6 +246,8 @@ class BertClient:
         if self._closed:
             return
         self._closed = True
+        if self._handshakes is not None:
+            self._handshakes.close()
         self._sender.close()
         self._receiver.close()
         self._context.term()
@@ -381,12 +401,21 @@ class BertClient:
     def _receive_frames(self, deadline: Optional[float], request_ids: Collection[int]) -> List[bytes]:
         if self._closed:
             raise ClientClosedError("this BertClient is closed")
-        remaining_ms = None if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
-        if not self._receiver.poll(remaining_ms):
-            waited_for = tuple(request_ids)
-            self._forget(waited_for)
-            raise self._timeout_error(f"no reply to request(s) {sorted(waited_for)}", waited_for)
-        return self._receiver.recv_multipart(zmq.NOBLOCK)
+        while True:
+            remaining_ms = None if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
+            ready = dict(self._poller.poll(remaining_ms))
+            if self._receiver in ready:
+                return self._receiver.recv_multipart(zmq.NOBLOCK)
+            if self._handshakes is not None:
+                try:
+                    self._handshakes.check()  # a monitor event woke us: raises when the keys do not fit
+                except AuthenticationError:
+                    self._forget(request_ids)
+                    raise
+            if not ready and remaining_ms is not None:
+                waited_for = tuple(request_ids)
+                self._forget(waited_for)
+                raise self._timeout_error(f"no reply to request(s) {sorted(waited_for)}", waited_for)
 
     def _forget(self, request_ids: Iterable[int]) -> None:
         for request_id in list(request_ids):
@@ -401,10 +430,12 @@ class BertClient:
         return None if timeout_ms < 0 else time.monotonic() + timeout_ms / 1000
 
     def _timeout_error(self, what: str, request_ids: Sequence[int]) -> BertTimeoutError:
+        curve = "" if self._handshakes is None else f" With CURVE keys: {self._handshakes.diagnosis()}."
         return BertTimeoutError(
             f"{what} within timeout={self.timeout} ms (server {self.ip}, port={self.port}, port_out={self.port_out}): "
             "is the server up, are port and port_out right, is the timeout long enough for this much data? Late "
-            "replies will be ignored; the client stays usable.", timeout_ms=self._timeout_ms(), request_ids=request_ids)
+            f"replies will be ignored; the client stays usable.{curve}", timeout_ms=self._timeout_ms(),
+            request_ids=request_ids)
 
     # -- replies ---------------------------------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Iterable, Optional
 
 __all__ = [
+    "AuthenticationError",
     "BertClientError",
     "BertTimeoutError",
     "ClientClosedError",
@@ -32,6 +33,12 @@ class BertTimeoutError(BertClientError, TimeoutError):
         super().__init__(message)
         self.timeout_ms = timeout_ms
         self.request_ids = tuple(sorted(request_ids))
+
+
+class AuthenticationError(BertClientError, ConnectionError):
+    """The server does not accept this client's CURVE keys (a key it does not allow, or a wrong server key).
+
+    The 1.10 protocol cannot carry this as a reply: the client reads it from its sockets' handshake events."""
 
 
 class ServerError(BertClientError):
