@@ -67,7 +67,7 @@ def growth(samples: list[RssSample], *, warmup_s: float, window_s: float, end_s:
     """Per part: the mean RSS over the first ``window_s`` after ``warmup_s`` and over the last ``window_s`` before
     ``end_s`` (MB), the relative growth between them, and the peak (MB) over the whole run."""
     first = [s for s in samples if warmup_s <= s.t_s < warmup_s + window_s]
-    last = [s for s in samples if end_s - window_s <= s.t_s <= end_s]
+    last = [s for s in samples if end_s - window_s < s.t_s <= end_s]
     result = {}
     for part in PARTS:
         peak = max((s.of(part) for s in samples), default=0) / 2**20

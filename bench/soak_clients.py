@@ -310,10 +310,9 @@ class CloneGroup:
     forgiven: the clone may or may not see them.
     """
 
-    GRACE_S = 30.0  # after the sender's last reply, how long its replies may take to reach the clone
-
-    def __init__(self, checker: Checker, tally: Tally):
+    def __init__(self, checker: Checker, tally: Tally, *, grace_s: float = 30.0):
         self.checker, self.tally = checker, tally
+        self.grace_s = grace_s  # after the sender's last reply, how long its replies may take to reach the clone
         self._outstanding: list[np.ndarray] = []
         self._forgiven: list[np.ndarray] = []
         self._lock = threading.Lock()
@@ -355,7 +354,7 @@ class CloneGroup:
         if self._done_at is None:
             return False
         with self._lock:
-            return not self._outstanding or time.monotonic() > self._done_at + self.GRACE_S
+            return not self._outstanding or time.monotonic() > self._done_at + self.grace_s
 
     def _match(self, vectors: np.ndarray) -> None:
         with self._lock:
