@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import sys
 import threading
 import time
@@ -303,7 +304,10 @@ def say(text: str) -> None:
 
 
 def write(result: dict, output: Path) -> None:
-    (output / "soak.json").write_text(json.dumps(result, indent=2) + "\n")
+    text = json.dumps(result, indent=2)
+    # One line per RSS sample (t, bridge, triton), not three: a ten-minute run has 600 of them.
+    text = re.sub(r"\[\s*([-0-9.e]+),\s*([-0-9.e]+),\s*([-0-9.e]+)\s*\]", r"[\1, \2, \3]", text)
+    (output / "soak.json").write_text(text + "\n")
     (output / "soak.md").write_text(markdown(result) + "\n")
 
 
