@@ -12,6 +12,7 @@ under -max_rss_growth for each part.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -101,11 +102,10 @@ class Soak:
         self.output.mkdir(parents=True, exist_ok=True)
         model_dir = self._reference_model_dir()
         say(f"bert-serving-soak: {a.num_client} clients for {a.duration:.0f} s; results in {self.output}")
-        server = None
         if a.running:
             server = RunningServer(process=None, port=a.port, port_out=a.port_out)
             bridge_pid = a.pid or listening_pid(a.port)
-            reference = load_reference_model(model_dir)
+            loading = Background(load_reference_model, model_dir)
         else:
             flags = list(self.server_flags)
             if not any(flag in flags for flag in HTTP_PORT_FLAGS):
@@ -117,9 +117,8 @@ class Soak:
             say(f"server log: {log}")
             server = start_server(flags, log, ready_timeout_s=a.wait_till_ready)
             bridge_pid = server.pid
-            reference = loading.result()
         try:
-            return self._soak(server, bridge_pid, reference)
+            return self._soak(server, bridge_pid, loading.result())
         finally:
             server.stop()
 
@@ -159,7 +158,7 @@ class Soak:
                               tally=tally)
         memory = ServiceMemory(bridge_pid) if bridge_pid else None
         progress = Progress(a.duration, tally, memory)
-        with memory or _nothing():
+        with memory or contextlib.nullcontext():
             begin = time.monotonic()
             clients.start(stop_at=begin + a.duration)
             while clients.alive():
@@ -258,14 +257,6 @@ class Background:
         if self._error is not None:
             raise self._error
         return self._value
-
-
-class _nothing:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return None
 
 
 class Progress:
