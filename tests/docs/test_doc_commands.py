@@ -40,6 +40,9 @@ RUN_BY = {
         "tests/bridge/test_server_behaviour.py::test_triton_down_gives_a_readable_error_and_service_resumes",
     "bert-serving-terminate -port 5555": "tests/bridge/test_terminate.py::test_a_running_bridge_is_stopped_and_that_is_confirmed",
     "bert-serving-cache list": "tests/bridge/test_cache_admin.py::test_a_running_bridge_records_and_holds_its_cache_entry",
+    # docs/RELIABILITY.md
+    "bert-serving-soak -num_client 16 -duration 600 -output docs/reliability":
+        "tests/bench/test_soak.py::test_30_second_soak_loses_nothing_and_every_row_matches",
     # docs/CLIENT.md
     "pip install ./client": "tests/client/test_client_fresh_venv.py::test_the_client_alone_in_a_fresh_venv_works_against_the_bridge",
     "pip install './client[progress]'":
