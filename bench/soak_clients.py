@@ -30,7 +30,7 @@ from .soak_workload import RequestPlan, size_class_of
 KINDS = ("blocking", "async", "clone", "http")
 # Error kinds that say "busy, try later" (bert_bridge.errors.Overloaded and its subclasses, HTTP 429): the service
 # answered, so they are counted as refused, apart from unexpected errors; the client waits a second, as Retry-After.
-OVERLOAD_TYPES = {"Overloaded", "TooManyConcurrentRequests", "BackendOverloaded", "HTTP 429"}
+OVERLOAD_TYPES = {"Overloaded", "TooManyConcurrentRequests", "ServerBusy", "BackendOverloaded", "HTTP 429"}
 RETRY_AFTER_S = 1.0
 CLONE_POLL_MS = 1000
 ERROR_SAMPLES = 10
