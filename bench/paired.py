@@ -3,7 +3,9 @@
 Measuring A for a minute and then B for a minute compares two different machines when other work comes and goes
 (docs/PERFORMANCE.md saw the same setting range from 77 to 146 sentences/s within one run). Here every contender
 encodes once to warm up, then each round every contender encodes the same sentences once, the order rotating from
-round to round; a contender's speed is the sentences it encoded over the time it spent, its latencies are per call.
+round to round. A contender's speed is its sentences per call over its median call time: on this 2-vCPU virtual
+machine the interference comes in bursts that make a whole call up to twice as slow (seen on the service and on
+onnxruntime in process alike, with no process of ours busy), and the median of several rounds is what stays put.
 Contenders that are servers stay up side by side and idle while the others are measured.
 """
 from __future__ import annotations
@@ -32,7 +34,7 @@ def take_turns(contenders: dict[str, Encode], sentences: list[str], rounds: int)
             start = time.perf_counter()
             vectors[name] = contenders[name](sentences)
             latencies[name].append(time.perf_counter() - start)
-    return {name: LoadResult(sentences_per_s=len(sentences) * rounds / sum(latencies[name]),
+    return {name: LoadResult(sentences_per_s=len(sentences) / float(np.median(latencies[name])),
                              latencies_s=latencies[name], vectors=np.asarray(vectors[name]))
             for name in names}
 

@@ -20,7 +20,7 @@ PRIORITY_LEVELS = 2
 TRT_ENGINE_CACHE = "/tmp/triton_trt_cache"  # on the server: engines survive model reloads
 TRT_OPT_BATCH = 32  # the optimum of TensorRT profiles: a typical full batch from the bridge
 DEFAULT_PRIORITY_LEVEL = 2
-# The embedded target's slices of a merged batch, in token positions per onnxruntime call (templates/model.py):
+# The embedded target's slices of a large request, in token positions per onnxruntime call (templates/model.py):
 # int8 kernels want larger calls than fp32 ones (on a 2-core Zen 4 at 40 tokens: int8 473 sentences/s at 2,048
 # positions against 392 at 512; fp32 219 at 2,048 against 238 at 512). docs/PERFORMANCE.md has the sweep.
 POSITIONS_PER_RUN = {None: 1024, "int8": 2048}

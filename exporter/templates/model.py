@@ -13,10 +13,10 @@ import triton_python_backend_utils as pb_utils
 INPUT_NAMES = ("input_ids", "input_mask", "segment_ids")
 OUTPUT_NAME = "encodes"
 # Token positions per onnxruntime call when config.pbtxt does not say (its parameter "positions_per_run", written by
-# bert-export): a batch Triton merged from many requests runs in slices of at most this many. Small slices keep each
-# call's activations in the CPU's caches -- on a 2-core Zen 4, fp32 MiniLM ran 598 sentences/s at 16 tokens, 225 at
-# 40 and 70 at 128 in slices of 1,024 positions, against 482, 184 and 55 in slices of 4,096 -- and
-# keep memory flat: whole batches of 256 rows x 320 tokens took the service to 6 GB RSS (docs/PERFORMANCE.md).
+# bert-export): a larger request (from a caller other than the bridge, whose chunks are small) runs in slices of at
+# most this many. Small calls stay in the CPU's caches -- on a 2-core Zen 4, fp32 MiniLM ran 598 sentences/s at 16
+# tokens, 225 at 40 and 70 at 128 in slices of 1,024 positions, against 482, 184 and 55 in slices of 4,096 -- and
+# memory stays flat: whole batches of 256 rows x 320 tokens took the service to 6 GB RSS (docs/PERFORMANCE.md).
 DEFAULT_POSITIONS_PER_RUN = 1024
 
 
@@ -35,29 +35,19 @@ class TritonPythonModel:
         )
 
     def execute(self, requests):
-        # The dynamic batcher merges only same-shape requests, but group by shape anyway so that a mixed batch
-        # (e.g. from a config with ragged batching) still runs: one onnxruntime call per shape.
-        inputs = [
-            {name: pb_utils.get_input_tensor_by_name(request, name).as_numpy() for name in INPUT_NAMES}
-            for request in requests
-        ]
-        responses = [None] * len(requests)
-        groups = {}
-        for index, feeds in enumerate(inputs):
-            groups.setdefault(feeds["input_ids"].shape[1:], []).append(index)
-        for indices in groups.values():
+        # Each request -- from the bridge, one chunk of at most 32 length-sorted sentences -- is its own onnxruntime
+        # call, even when Triton's batcher merged several: a call of that size stays in the CPU's caches, and its
+        # shape recurs, so onnxruntime reuses its memory plan; concatenating a merged batch and cutting it anew made
+        # shapes never seen before and calls too large for the caches (docs/PERFORMANCE.md, "What each lever bought").
+        responses = []
+        for request in requests:
             try:
-                batch = {name: np.concatenate([inputs[i][name] for i in indices], axis=0) for name in INPUT_NAMES}
-                encodes = self._run(batch)
-            except Exception as error:  # report to each caller instead of failing the whole execution
-                for i in indices:
-                    responses[i] = pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(str(error)))
+                feeds = {name: pb_utils.get_input_tensor_by_name(request, name).as_numpy() for name in INPUT_NAMES}
+                encodes = self._run(feeds)
+            except Exception as error:  # report to this caller instead of failing the whole execution
+                responses.append(pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(str(error))))
                 continue
-            offsets = np.cumsum([0] + [inputs[i]["input_ids"].shape[0] for i in indices])
-            for i, start, stop in zip(indices, offsets[:-1], offsets[1:]):
-                responses[i] = pb_utils.InferenceResponse(
-                    output_tensors=[pb_utils.Tensor(OUTPUT_NAME, np.ascontiguousarray(encodes[start:stop]))]
-                )
+            responses.append(pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(OUTPUT_NAME, encodes)]))
         return responses
 
     def _run(self, batch):
