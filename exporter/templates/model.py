@@ -35,20 +35,44 @@ class TritonPythonModel:
         )
 
     def execute(self, requests):
-        # Each request -- from the bridge, one chunk of at most 32 length-sorted sentences -- is its own onnxruntime
-        # call, even when Triton's batcher merged several: a call of that size stays in the CPU's caches, and its
-        # shape recurs, so onnxruntime reuses its memory plan; concatenating a merged batch and cutting it anew made
-        # shapes never seen before and calls too large for the caches (docs/PERFORMANCE.md, "What each lever bought").
-        responses = []
-        for request in requests:
+        # Calls of about positions_per_run token positions: requests of one shape (from the bridge: chunks of
+        # length-sorted sentences) packed together up to that, a larger request cut into slices of it. Calls of that
+        # size stay in the CPU's caches, and their shapes recur, so onnxruntime reuses its memory plans; a whole
+        # merged batch in one call, or cut anew, ran up to 1.6x slower (docs/PERFORMANCE.md, "What each lever bought").
+        inputs = [
+            {name: pb_utils.get_input_tensor_by_name(request, name).as_numpy() for name in INPUT_NAMES}
+            for request in requests
+        ]
+        responses = [None] * len(requests)
+        for pack in self._packs(inputs):
             try:
-                feeds = {name: pb_utils.get_input_tensor_by_name(request, name).as_numpy() for name in INPUT_NAMES}
-                encodes = self._run(feeds)
-            except Exception as error:  # report to this caller instead of failing the whole execution
-                responses.append(pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(str(error))))
+                batch = {name: np.concatenate([inputs[i][name] for i in pack], axis=0) if len(pack) > 1
+                         else inputs[pack[0]][name] for name in INPUT_NAMES}
+                encodes = self._run(batch)
+            except Exception as error:  # report to each caller instead of failing the whole execution
+                for i in pack:
+                    responses[i] = pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(str(error)))
                 continue
-            responses.append(pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(OUTPUT_NAME, encodes)]))
+            offsets = np.cumsum([0] + [inputs[i]["input_ids"].shape[0] for i in pack])
+            for i, start, stop in zip(pack, offsets[:-1], offsets[1:]):
+                responses[i] = pb_utils.InferenceResponse(
+                    output_tensors=[pb_utils.Tensor(OUTPUT_NAME, np.ascontiguousarray(encodes[start:stop]))]
+                )
         return responses
+
+    def _packs(self, inputs):
+        """Indices of the requests that run together: consecutive, of one shape, at most positions_per_run positions
+        together (a request larger than that alone is sliced by _run)."""
+        packs, shape, positions = [], None, 0
+        for index, feeds in enumerate(inputs):
+            rows, length = feeds["input_ids"].shape
+            if packs and feeds["input_ids"].shape[1:] == shape and positions + rows * length <= self.positions_per_run:
+                packs[-1].append(index)
+                positions += rows * length
+            else:
+                packs.append([index])
+                shape, positions = feeds["input_ids"].shape[1:], rows * length
+        return packs
 
     def _run(self, batch):
         rows, length = batch["input_ids"].shape
