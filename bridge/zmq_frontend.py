@@ -5,7 +5,9 @@ connection: a reply published before that subscription arrives is lost (the slow
 the identity has subscribed -- and a client instance's first request (RID 1) until as many SUBSCRIBEs were seen for
 the identity as new instances were, which covers clones sharing an identity (shared/reference/zmq-wire-protocol.md §8).
 Exactly one reply goes out per request, shutdown included: requests in flight get their vectors or an error reply
-before the sockets close; the send high-water mark is unlimited so a slow reader loses nothing.
+before the sockets close; the send high-water mark is unlimited so a slow reader loses nothing. The one exception is
+a client that has gone: when the last subscriber of an identity leaves, its requests in flight are cancelled (their
+chunks not yet sent to Triton are dropped) and their replies, which nobody could receive, are not sent.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import logging
 import time
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, Optional
 
 import zmq
 import zmq.asyncio
@@ -22,7 +24,7 @@ import zmq.asyncio
 from bert_serving.client.protocol import (SHOW_STATUS, TERMINATION, ProtocolError, Request,
                                           decode_request, encode_error_reply, encode_json_reply, encode_ndarray_reply)
 
-from .errors import ShuttingDown, StartupError
+from .errors import ClientGone, ShuttingDown, StartupError
 from .metrics import BridgeMetrics
 from .service import EncodingService, error_message
 from .statistics import ServerStatistic
@@ -45,8 +47,11 @@ class _HeldReply:
 class ReplyPublisher:
     """Owns the XPUB socket: tracks subscriptions and sends each held reply once its identity can receive it."""
 
-    def __init__(self, socket: zmq.asyncio.Socket):
+    def __init__(self, socket: zmq.asyncio.Socket,
+                 on_identity_gone: Optional[Callable[[bytes, int], None]] = None):
         self.socket = socket
+        # Called with (identity, SUBSCRIBEs it had) when the last subscriber of an identity leaves.
+        self.on_identity_gone = on_identity_gone
         self._subscriptions: dict[bytes, int] = defaultdict(int)  # SUBSCRIBEs seen per identity
         self._new_instances: dict[bytes, int] = defaultdict(int)  # RID-1 requests seen per identity
         self._held: dict[bytes, deque] = defaultdict(deque)
@@ -74,8 +79,10 @@ class ReplyPublisher:
             if event[0] == 1:
                 self._subscriptions[identity] += 1
             elif event[0] == 0:  # the last subscriber of this identity left
-                self._subscriptions.pop(identity, None)
+                subscribed = self._subscriptions.pop(identity, 0)
                 self._new_instances.pop(identity, None)
+                if self.on_identity_gone is not None:
+                    self.on_identity_gone(identity, subscribed)
             self._wakeup.set()
 
     async def run(self) -> None:
@@ -156,8 +163,11 @@ class ZmqFrontend:
         self.config_reply = config_reply
         self.on_terminate = on_terminate
         self.receiver = sockets.receiver
-        self.publisher = ReplyPublisher(sockets.sender)
+        self.publisher = ReplyPublisher(sockets.sender, on_identity_gone=self._cancel_abandoned)
         self._tasks: set[asyncio.Task] = set()
+        # identity -> {encode task in flight: SUBSCRIBEs its reply waits for}; tasks cancelled because their client left
+        self._encoding: dict[bytes, dict[asyncio.Task, int]] = defaultdict(dict)
+        self._abandoned: set[asyncio.Task] = set()
         self._background: list[asyncio.Task] = []
         self._stopping = False
         self._cut_short = asyncio.Event()
@@ -226,19 +236,35 @@ class ZmqFrontend:
             frames = encode_json_reply(request.identity, reply, request.request_id)
         else:
             self.statistic.record_data(request.identity, request.length)
-            frames = await self._encode(request)
+            frames = await self._encode(request, needed)
         self.publisher.publish(request.identity, frames, request.request_id, needed)
 
-    async def _encode(self, request: Request) -> list:
+    def _cancel_abandoned(self, identity: bytes, subscribed: int) -> None:
+        """The last subscriber of ``identity`` left: stop the requests whose own subscriber had come and gone. A
+        request whose subscriber has not arrived yet (a slow joiner, or a new clone sharing the identity) is kept."""
+        for task, needed in list(self._encoding.get(identity, {}).items()):
+            if needed <= subscribed and not task.done():
+                self._abandoned.add(task)
+                task.cancel()
+
+    async def _encode(self, request: Request, subscribers_needed: int = 1) -> list:
+        task = asyncio.current_task()
+        self._encoding[request.identity][task] = subscribers_needed
         with self.metrics.track("zmq", request.length) as tracker:
             try:
                 if self._stopping:
                     raise ShuttingDown("the server is shutting down and accepts no new requests")
-                result = await self.service.encode(request.texts())
+                result = await self.service.encode(request.texts(), client=request.identity)
             except ProtocolError as e:
                 tracker.failed("InvalidRequest")
                 return encode_error_reply(request.identity, str(e), "InvalidRequest", request.request_id)
-            except asyncio.CancelledError:  # shutdown's drain timeout ran out: answer, then stop
+            except asyncio.CancelledError:
+                if task in self._abandoned:  # nobody can receive the reply: send none
+                    log.info("client %r left: request %s (%d sentences) stopped unfinished, no reply sent",
+                             request.identity, request.request_id.decode(), request.length)
+                    tracker.failed(ClientGone.kind)
+                    raise
+                # shutdown's drain timeout ran out: answer, then stop
                 error = ShuttingDown("the server shut down before this request was finished")
                 tracker.failed(error.kind)
                 return encode_error_reply(request.identity, error.message, error.kind, request.request_id)
@@ -248,5 +274,15 @@ class ZmqFrontend:
                 log.warning("request %s of %r failed: %s: %s", request.request_id.decode(), request.identity, kind,
                             message)
                 return encode_error_reply(request.identity, message, kind, request.request_id)
+            finally:
+                self._forget_encoding(request.identity, task)
             tracker.succeeded(result)
         return encode_ndarray_reply(request.identity, result.embeddings, request.request_id, result.tokens)
+
+    def _forget_encoding(self, identity: bytes, task: asyncio.Task) -> None:
+        self._abandoned.discard(task)
+        in_flight = self._encoding.get(identity)
+        if in_flight is not None:
+            in_flight.pop(task, None)
+            if not in_flight:
+                del self._encoding[identity]
