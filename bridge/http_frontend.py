@@ -41,8 +41,8 @@ from bert_serving.client.protocol import SHOW_STATUS
 from bert_serving.client.protocol import Request as ZmqRequest
 
 from .config import ServerConfig
-from .errors import (BackendError, BackendUnavailable, BridgeError, ClientGone, InvalidRequest, Overloaded, RequestTooLarge,
-                     ShuttingDown, StartupError, TooManyConcurrentRequests, Unauthorized)
+from .errors import (BackendError, BackendUnavailable, BridgeError, ClientGone, InvalidRequest, Overloaded,
+                     RequestTooLarge, ShuttingDown, StartupError, TooManyConcurrentRequests, Unauthorized)
 from .metrics import CONTENT_TYPE_LATEST, BridgeMetrics
 from .service import EncodeResult, EncodingService
 from .statistics import ServerStatistic
@@ -610,7 +610,7 @@ async def _unless_disconnected(request: Request, encoding: Awaitable[EncodeResul
         if not encode.done():
             encode.cancel()
             await asyncio.gather(encode, return_exceptions=True)
-            log.info("HTTP client %s closed its connection: %s stopped unfinished", _identity(request).decode(),
+            log.info("client %s closed its connection: %s stopped unfinished", _identity(request).decode(),
                      request.url.path)
             raise ClientGone("the client closed its connection before the reply was ready")
         return encode.result()

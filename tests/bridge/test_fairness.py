@@ -32,7 +32,7 @@ BIG, SMALL = 5000, 17  # SMALL is above -priority_batch_size (16): it gets no Tr
 CAPACITY = INFLIGHT_BATCHES * MAX_BATCH_SIZE  # sentences in flight to Triton at most
 # How far real timing may stray from the bound on a shared machine (other processes, the event loop's own work).
 SLACK = 3
-QUIET_CHUNKS = 20  # Triton counts nothing new for this many chunk times: the work has stopped
+QUIET_CHUNKS = 12  # Triton counts nothing new for this many chunk times: the work has stopped
 POLL_TIMEOUT_S = 120  # only to end a broken run; the assertions are in chunk times
 
 
