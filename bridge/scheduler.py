@@ -21,21 +21,23 @@ being computed plus their own. Everything goes through this scheduler; Triton pr
 queued inside Triton.
 
 Cancellation: a chunk waiting for its slot whose task is cancelled (the client left, the HTTP connection closed,
-shutdown gave up) leaves the queue at once and never reaches Triton; chunks already sent finish there.
+shutdown gave up) leaves the queue at once and never reaches Triton. A chunk already sent keeps its slot until
+Triton answers (the service core lets such calls finish: see service.py), so ``capacity`` stays what Triton really
+has in hand.
 """
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import OrderedDict, deque
-from typing import AsyncIterator, Hashable
+from typing import Hashable
 
 __all__ = ["FairScheduler"]
 
 
 class FairScheduler:
     """Grants chunks a slot, at most ``capacity`` sentences at a time; a chunk larger than the whole capacity still
-    goes alone. Create it inside the running event loop; not thread-safe (the bridge has one loop)."""
+    goes alone. ``await acquire(...)`` waits for the chunk's turn; ``release(sentences)`` once Triton answered it.
+    Not thread-safe: the bridge has one event loop."""
 
     def __init__(self, *, capacity: int):
         if capacity < 1:
@@ -51,16 +53,9 @@ class FairScheduler:
         """Chunks waiting for a slot."""
         return sum(len(chunks) for requests in self._waiting.values() for chunks in requests.values())
 
-    @contextlib.asynccontextmanager
-    async def slot(self, *, client: Hashable, request: Hashable, sentences: int) -> AsyncIterator[None]:
-        """``async with scheduler.slot(...)``: waits for this chunk's turn, holds its sentences in flight."""
-        await self._acquire(client, request, sentences)
-        try:
-            yield
-        finally:
-            self._release(sentences)
-
-    async def _acquire(self, client: Hashable, request: Hashable, sentences: int) -> None:
+    async def acquire(self, *, client: Hashable, request: Hashable, sentences: int) -> None:
+        """Wait for this chunk's turn; its sentences count as in flight until ``release``. Cancelled while waiting,
+        the chunk leaves the queue and holds nothing."""
         if not self._waiting and self._fits(sentences):
             self.in_flight += sentences
             return
@@ -70,12 +65,12 @@ class FairScheduler:
             await granted
         except asyncio.CancelledError:
             if granted.done() and not granted.cancelled():  # its turn came, but the task was cancelled meanwhile
-                self._release(sentences)
+                self.release(sentences)
             else:
                 self._forget(client, request, granted)
             raise
 
-    def _release(self, sentences: int) -> None:
+    def release(self, sentences: int) -> None:
         self.in_flight -= sentences
         self._grant()
 

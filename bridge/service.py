@@ -74,6 +74,7 @@ class EncodingService:
             tokenizer_file=tokenizer_file,
         ))
         self._scheduler = FairScheduler(capacity=INFLIGHT_BATCHES * config.max_batch_size)
+        self._calls: set[asyncio.Task] = set()  # Triton calls in flight, kept alive until they answer
         self._token_level = PoolingStrategy.parse(config.pooling_strategy) is PoolingStrategy.NONE
 
     async def encode(self, texts: Any, *, client: Optional[Hashable] = None) -> EncodeResult:
@@ -147,9 +148,22 @@ class EncodingService:
     async def _infer(self, chunk: list[Encoding], length: int, high_priority: bool, turns: dict) -> np.ndarray:
         # Every chunk waits for its turn here (padded only then, so a huge request's waiting chunks cost no arrays);
         # a small request's (high_priority) chunks then also overtake, inside Triton's queue, the chunks sent before.
-        async with self._scheduler.slot(sentences=len(chunk), **turns):
-            input_ids, input_mask, segment_ids = pad(chunk, length)
-            return await self.backend.infer(input_ids, input_mask, segment_ids, high_priority=high_priority)
+        await self._scheduler.acquire(sentences=len(chunk), **turns)
+        input_ids, input_mask, segment_ids = pad(chunk, length)
+        call = asyncio.ensure_future(self.backend.infer(input_ids, input_mask, segment_ids,
+                                                        high_priority=high_priority))
+        self._calls.add(call)
+        call.add_done_callback(lambda done: self._call_finished(done, len(chunk)))
+        # A call in flight is never cancelled, only no longer awaited: Triton 2.51 can crash when a gRPC client
+        # cancels a request it is working on (triton-inference-server/server#7368), and the chunk keeps its slot
+        # until Triton has answered, so the scheduler's capacity stays true.
+        return await asyncio.shield(call)
+
+    def _call_finished(self, call: asyncio.Task, sentences: int) -> None:
+        self._calls.discard(call)
+        self._scheduler.release(sentences)
+        if not call.cancelled():
+            call.exception()  # retrieved: a call nobody awaits any more must not log "exception never retrieved"
 
 
 def error_message(error: BaseException) -> tuple[str, str]:

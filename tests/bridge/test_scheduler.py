@@ -18,11 +18,14 @@ class Recorder:
         self._running: list[asyncio.Event] = []
 
     async def chunk(self, client, request, name: str, sentences: int = 1) -> None:
-        async with self.scheduler.slot(client=client, request=request, sentences=sentences):
+        await self.scheduler.acquire(client=client, request=request, sentences=sentences)
+        try:
             self.started.append(name)
             done = asyncio.Event()
             self._running.append(done)
             await done.wait()
+        finally:
+            self.scheduler.release(sentences)
 
     async def finish_one(self) -> None:
         self._running.pop(0).set()
