@@ -149,14 +149,19 @@ class EncodingService:
         # Every chunk waits for its turn here (padded only then, so a huge request's waiting chunks cost no arrays);
         # a small request's (high_priority) chunks then also overtake, inside Triton's queue, the chunks sent before.
         await self._scheduler.acquire(sentences=len(chunk), **turns)
-        input_ids, input_mask, segment_ids = pad(chunk, length)
-        call = asyncio.ensure_future(self.backend.infer(input_ids, input_mask, segment_ids,
-                                                        high_priority=high_priority))
+        try:
+            input_ids, input_mask, segment_ids = pad(chunk, length)
+            call = asyncio.ensure_future(self.backend.infer(input_ids, input_mask, segment_ids,
+                                                            high_priority=high_priority))
+        except BaseException:
+            self._scheduler.release(len(chunk))
+            raise
         self._calls.add(call)
         call.add_done_callback(lambda done: self._call_finished(done, len(chunk)))
-        # A call in flight is never cancelled, only no longer awaited: Triton 2.51 can crash when a gRPC client
-        # cancels a request it is working on (triton-inference-server/server#7368), and the chunk keeps its slot
-        # until Triton has answered, so the scheduler's capacity stays true.
+        # A call in flight is never cancelled, only no longer awaited: cancelling calls in flight made the embedded
+        # tritonserver (2.51) abort in its python backend in our test runs (and Triton's gRPC server had crashes on
+        # client cancellation before 24.12: triton-inference-server/server#7368). The chunk keeps its slot until
+        # Triton has answered, so the scheduler's capacity stays what Triton really has in hand.
         return await asyncio.shield(call)
 
     def _call_finished(self, call: asyncio.Task, sentences: int) -> None:
