@@ -71,6 +71,13 @@ class BackendError(BridgeError):
     kind = "BackendError"
 
 
+class ClientGone(BridgeError):
+    """The client left before its reply was ready (its HTTP connection closed, or the last subscriber of its ZeroMQ
+    identity left): the request was stopped and no reply can reach it."""
+
+    kind = "ClientGone"
+
+
 class StartupError(BridgeError):
     """The service cannot start: bad flags, a missing model, a tritonserver that would not come up."""
 

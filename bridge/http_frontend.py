@@ -41,8 +41,8 @@ from bert_serving.client.protocol import SHOW_STATUS
 from bert_serving.client.protocol import Request as ZmqRequest
 
 from .config import ServerConfig
-from .errors import (BackendError, BackendUnavailable, BridgeError, InvalidRequest, Overloaded, RequestTooLarge,
-                     ShuttingDown, StartupError, TooManyConcurrentRequests, Unauthorized)
+from .errors import (BackendError, BackendUnavailable, BridgeError, ClientGone, InvalidRequest, Overloaded,
+                     RequestTooLarge, ShuttingDown, StartupError, TooManyConcurrentRequests, Unauthorized)
 from .metrics import CONTENT_TYPE_LATEST, BridgeMetrics
 from .service import EncodeResult, EncodingService
 from .statistics import ServerStatistic
@@ -81,6 +81,7 @@ HTTP_ERRORS: tuple[tuple[type, HttpError], ...] = (
     (BackendUnavailable, HttpError(503, "server_error", "backend_unavailable")),
     (ShuttingDown, HttpError(503, "server_error", "shutting_down")),
     (BackendError, HttpError(502, "server_error", "backend_error")),
+    (ClientGone, HttpError(499, "invalid_request_error", "client_closed_request")),  # nginx's code; nobody reads it
 )
 INTERNAL_ERROR = HttpError(500, "server_error", "internal_error")
 
@@ -381,7 +382,7 @@ class HttpFrontend:
                                        else "texts are token lists: set is_tokenized to true")
                 self.metrics.rejected("http", error.kind)
                 raise error
-            result = await self._encode("http", _identity(request), payload.texts, self.service.encode)
+            result = await self._encode("http", request, payload.texts, self.service.encode)
         except BridgeError as e:
             return error_response(e, path, request_id=payload.id, has_request_id=True)
         request_id = payload.id
@@ -418,7 +419,7 @@ class HttpFrontend:
             return error_response(error, path, param="dimensions")
         try:
             inputs, run = self._openai_inputs(body.input)
-            result = await self._encode("openai", _identity(request), inputs, run)
+            result = await self._encode("openai", request, inputs, run)
         except BridgeError as e:
             return error_response(e, path, param="input" if isinstance(e, InvalidRequest) else None)
         vectors = np.ascontiguousarray(result.embeddings, dtype="<f4")
@@ -508,9 +509,11 @@ class HttpFrontend:
 
     # -- shared -----------------------------------------------------------------------------------------------------
 
-    async def _encode(self, frontend: str, identity: bytes, inputs: list,
-                      run: Callable[[list], Awaitable[EncodeResult]]) -> EncodeResult:
-        """Count the request (statistic and metrics), enforce -http_max_connect, call the service."""
+    async def _encode(self, frontend: str, request: Request, inputs: list,
+                      run: Callable[..., Awaitable[EncodeResult]]) -> EncodeResult:
+        """Count the request (statistic and metrics), enforce -http_max_connect, call the service; stop it (ClientGone)
+        when the client closes its connection first."""
+        identity = _identity(request)
         self.statistic.record_data(identity, len(inputs))
         self._requests_per_client[identity] = self._requests_per_client.get(identity, 0) + 1
         with self.metrics.track(frontend, len(inputs)) as tracker:
@@ -522,7 +525,7 @@ class HttpFrontend:
                 raise error
             self.active_encodes += 1
             try:
-                result = await run(inputs)
+                result = await _unless_disconnected(request, run(inputs, client=identity))
             except BridgeError as e:
                 tracker.failed(e.kind)
                 raise
@@ -591,6 +594,35 @@ async def _read_encode_request(request: Request) -> EncodeRequest:
         raise InvalidRequest(_validation_message(e.errors(include_url=False))[0]) from e
     except (ValueError, KeyError) as e:  # a malformed form body
         raise InvalidRequest(f"cannot read the form: {e}") from e
+
+
+async def _unless_disconnected(request: Request, encoding: Awaitable[EncodeResult]) -> EncodeResult:
+    """The encode's result; or, when the client closes its connection first, the encode is cancelled (its chunks not
+    yet sent to Triton are dropped) and ClientGone raised. The body has been read, so the next ASGI message this
+    request can receive is http.disconnect."""
+    encode = asyncio.ensure_future(encoding)
+    watch = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait((encode, watch), return_when=asyncio.FIRST_COMPLETED)
+        if not encode.done() and watch.exception() is not None:  # cannot tell: serve the request to its end
+            log.debug("cannot watch %s for a disconnect: %r", request.url.path, watch.exception())
+            return await encode
+        if not encode.done():
+            encode.cancel()
+            await asyncio.gather(encode, return_exceptions=True)
+            log.info("client %s closed its connection: %s stopped unfinished", _identity(request).decode(),
+                     request.url.path)
+            raise ClientGone("the client closed its connection before the reply was ready")
+        return encode.result()
+    finally:
+        for task in (encode, watch):
+            if not task.done():
+                task.cancel()
+
+
+async def _disconnected(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 def _identity(request: Request) -> bytes:

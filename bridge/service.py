@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Hashable, Optional
 
 import numpy as np
 
@@ -20,6 +20,7 @@ from bert_exporter.manifest import PoolingStrategy
 from .admission import Admission
 from .config import ServerConfig
 from .errors import BridgeError
+from .scheduler import FairScheduler
 from .tokenization import Encoding, TokenizerSettings, WordPieceTokenizer, pad
 from .triton_backend import TritonBackend
 
@@ -32,28 +33,10 @@ LENGTH_STEP = 8
 # (on lengths 5..128, sorted chunks of 32 need about half the positions of padding to 128), large enough that the
 # per-call overhead stays small; Triton's batcher merges equal-shape chunks again. docs/PERFORMANCE.md measures it.
 CHUNK_SENTENCES = 32
-# Sentences queued in Triton at once, in multiples of max_batch_size: enough to keep its batcher full, few enough
-# that a chunk never waits in Triton's queue past the call's deadline while a huge request is being served.
+# Sentences in flight to Triton at once (the scheduler's capacity), in multiples of max_batch_size: enough to keep its
+# batcher and instances busy, few enough that a newcomer's chunk waits behind only a few chunks (scheduler.py states
+# the bound) and never past the call's deadline while a huge request is being served.
 INFLIGHT_BATCHES = 4
-
-
-class SentenceBudget:
-    """At most ``limit`` sentences in flight; a chunk larger than the whole budget still goes alone."""
-
-    def __init__(self, limit: int):
-        self.limit = limit
-        self.in_flight = 0
-        self._changed = asyncio.Condition()
-
-    async def acquire(self, count: int) -> None:
-        async with self._changed:
-            await self._changed.wait_for(lambda: self.in_flight == 0 or self.in_flight + count <= self.limit)
-            self.in_flight += count
-
-    async def release(self, count: int) -> None:
-        async with self._changed:
-            self.in_flight -= count
-            self._changed.notify_all()
 
 
 @dataclass(frozen=True)
@@ -91,24 +74,31 @@ class EncodingService:
             no_special_token=config.no_special_token,
             tokenizer_file=tokenizer_file,
         ))
-        self._budget = SentenceBudget(INFLIGHT_BATCHES * config.max_batch_size)
+        self._scheduler = FairScheduler(capacity=INFLIGHT_BATCHES * config.max_batch_size)
+        self._calls: set[asyncio.Task] = set()  # Triton calls in flight, kept alive until they answer
         self.admission = Admission(config)  # shared with the ZeroMQ front end, which counts its unsent replies
         self._token_level = PoolingStrategy.parse(config.pooling_strategy) is PoolingStrategy.NONE
 
-    async def encode(self, texts: Any) -> EncodeResult:
-        """Sentences (list[str], 'a ||| b' for a pair) or token lists (list[list[str]])."""
-        return await self._admitted(self.tokenizer.encode, texts)
+    async def encode(self, texts: Any, *, client: Optional[Hashable] = None) -> EncodeResult:
+        """Sentences (list[str], 'a ||| b' for a pair) or token lists (list[list[str]]).
 
-    async def encode_token_ids(self, token_ids: Any) -> EncodeResult:
+        ``client`` names who asked (a ZeroMQ identity, an HTTP peer): chunks are interleaved round-robin between
+        clients, then between one client's requests (scheduler.py); None makes the request a client of its own.
+        Cancelling the calling task drops the chunks not yet sent to Triton."""
+        return await self._admitted(self.tokenizer.encode, texts, client)
+
+    async def encode_token_ids(self, token_ids: Any, *, client: Optional[Hashable] = None) -> EncodeResult:
         """Lists of the served model's vocabulary ids (the OpenAI API's token input); see encode_token_ids there."""
-        return await self._admitted(self.tokenizer.encode_token_ids, token_ids)
+        return await self._admitted(self.tokenizer.encode_token_ids, token_ids, client)
 
-    async def _admitted(self, tokenize: Callable[[Any], list[Encoding]], inputs: Any) -> EncodeResult:
+    async def _admitted(self, tokenize: Callable[[Any], list[Encoding]], inputs: Any,
+                        client: Optional[Hashable]) -> EncodeResult:
         """Every encode, from either front end, passes the request limits and the load limits here first."""
         with self.admission.admit(inputs):
-            return await self._encode(tokenize, inputs)
+            return await self._encode(tokenize, inputs, client)
 
-    async def _encode(self, tokenize: Callable[[Any], list[Encoding]], inputs: Any) -> EncodeResult:
+    async def _encode(self, tokenize: Callable[[Any], list[Encoding]], inputs: Any,
+                      client: Optional[Hashable]) -> EncodeResult:
         started = time.perf_counter()
         # The tokenizer validates the input (InvalidRequest). Tokenizing thousands of sentences takes milliseconds
         # of CPU: off the event loop all the same.
@@ -118,8 +108,16 @@ class EncodingService:
         order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].input_ids))
         size = min(self.config.max_batch_size, CHUNK_SENTENCES)
         chunks = [[encodings[i] for i in order[start:start + size]] for start in range(0, len(order), size)]
-        parts = await asyncio.gather(*(self._infer(chunk, self._padded_length(chunk), high_priority)
-                                       for chunk in chunks))
+        request = object()  # this request's turn among its client's requests
+        turns = {"client": request if client is None else client, "request": request}
+        sends = [asyncio.ensure_future(self._infer(chunk, self._padded_length(chunk), high_priority, turns))
+                 for chunk in chunks]
+        try:
+            parts = await asyncio.gather(*sends)
+        except BaseException:  # a chunk failed, or the caller gave up: the chunks not yet sent never will be
+            for send in sends:
+                send.cancel()
+            raise
         inferred = time.perf_counter()
         if self._token_level:
             target = self._token_axis_length(encodings)
@@ -155,15 +153,30 @@ class EncodingService:
         padding = np.zeros((embeddings.shape[0], target - embeddings.shape[1], embeddings.shape[2]), embeddings.dtype)
         return np.concatenate([embeddings, padding], axis=1)
 
-    async def _infer(self, chunk: list[Encoding], length: int, high_priority: bool) -> np.ndarray:
-        input_ids, input_mask, segment_ids = pad(chunk, length)
-        if high_priority:  # small by definition: straight to Triton's priority queue, never behind big chunks here
-            return await self.backend.infer(input_ids, input_mask, segment_ids, high_priority=True)
-        await self._budget.acquire(len(chunk))
+    async def _infer(self, chunk: list[Encoding], length: int, high_priority: bool, turns: dict) -> np.ndarray:
+        # Every chunk waits for its turn here (padded only then, so a huge request's waiting chunks cost no arrays);
+        # a small request's (high_priority) chunks then also overtake, inside Triton's queue, the chunks sent before.
+        await self._scheduler.acquire(sentences=len(chunk), **turns)
         try:
-            return await self.backend.infer(input_ids, input_mask, segment_ids, high_priority=False)
-        finally:
-            await self._budget.release(len(chunk))
+            input_ids, input_mask, segment_ids = pad(chunk, length)
+            call = asyncio.ensure_future(self.backend.infer(input_ids, input_mask, segment_ids,
+                                                            high_priority=high_priority))
+        except BaseException:
+            self._scheduler.release(len(chunk))
+            raise
+        self._calls.add(call)
+        call.add_done_callback(lambda done: self._call_finished(done, len(chunk)))
+        # A call in flight is never cancelled, only no longer awaited: cancelling calls in flight made the embedded
+        # tritonserver (2.51) abort in its python backend in our test runs (and Triton's gRPC server had crashes on
+        # client cancellation before 24.12: triton-inference-server/server#7368). The chunk keeps its slot until
+        # Triton has answered, so the scheduler's capacity stays what Triton really has in hand.
+        return await asyncio.shield(call)
+
+    def _call_finished(self, call: asyncio.Task, sentences: int) -> None:
+        self._calls.discard(call)
+        self._scheduler.release(sentences)
+        if not call.cancelled():
+            call.exception()  # retrieved: a call nobody awaits any more must not log "exception never retrieved"
 
 
 def error_message(error: BaseException) -> tuple[str, str]:

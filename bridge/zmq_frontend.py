@@ -5,7 +5,9 @@ connection: a reply published before that subscription arrives is lost (the slow
 the identity has subscribed -- and a client instance's first request (RID 1) until as many SUBSCRIBEs were seen for
 the identity as new instances were, which covers clones sharing an identity (shared/reference/zmq-wire-protocol.md §8).
 Exactly one reply goes out per request, shutdown included: requests in flight get their vectors or an error reply
-before the sockets close; the send high-water mark is unlimited so a slow reader loses nothing.
+before the sockets close; the send high-water mark is unlimited so a slow reader loses nothing. The one exception is
+a client that has gone: when the last subscriber of an identity leaves, its requests in flight are cancelled (their
+chunks not yet sent to Triton are dropped) and their replies, which nobody could receive, are not sent.
 
 Malformed messages (wrong frame count, non-numeric RID or LEN, a payload that is not a JSON array, a LEN that disagrees
 with it, more bytes than --zmq-max-request-bytes) are logged, rate-limited (bridge/log_limits.py), and answered with
@@ -38,7 +40,7 @@ from bert_serving.client.protocol import (SHOW_STATUS, TERMINATION, ProtocolErro
                                           request_address)
 
 from .admission import Admission
-from .errors import BridgeError, InvalidRequest, RequestTooLarge, ShuttingDown, StartupError, Unauthorized
+from .errors import BridgeError, ClientGone, InvalidRequest, RequestTooLarge, ShuttingDown, StartupError, Unauthorized
 from .log_limits import RateLimitedLog
 from .metrics import BridgeMetrics
 from .security import CurveServerKeys, Sender, ZapHandler
@@ -74,10 +76,13 @@ class _HeldReply:
 class ReplyPublisher:
     """Owns the XPUB socket: tracks subscriptions and sends each held reply once its identity can receive it."""
 
-    def __init__(self, socket: zmq.asyncio.Socket, admission: Admission, faults: RateLimitedLog):
+    def __init__(self, socket: zmq.asyncio.Socket, admission: Admission, faults: RateLimitedLog,
+                 on_identity_gone: Optional[Callable[[bytes, int], None]] = None):
         self.socket = socket
         self.admission = admission
         self.faults = faults
+        # Called with (identity, SUBSCRIBEs it had) when the last subscriber of an identity leaves.
+        self.on_identity_gone = on_identity_gone
         self._subscriptions: dict[bytes, int] = defaultdict(int)  # SUBSCRIBEs seen per identity
         self._new_instances: dict[bytes, int] = defaultdict(int)  # RID-1 requests seen per identity
         self._held: dict[bytes, deque] = defaultdict(deque)
@@ -135,8 +140,10 @@ class ReplyPublisher:
             if event[0] == 1:
                 self._subscriptions[identity] += 1
             elif event[0] == 0:  # the last subscriber of this identity left
-                self._subscriptions.pop(identity, None)
+                subscribed = self._subscriptions.pop(identity, 0)
                 self._new_instances.pop(identity, None)
+                if self.on_identity_gone is not None:
+                    self.on_identity_gone(identity, subscribed)
             self._wakeup.set()
 
     async def run(self) -> None:
@@ -258,9 +265,13 @@ class ZmqFrontend:
         self.on_terminate = on_terminate
         self.receiver = sockets.receiver
         self.faults = RateLimitedLog(log)
-        self.publisher = ReplyPublisher(sockets.sender, service.admission, self.faults)
+        self.publisher = ReplyPublisher(sockets.sender, service.admission, self.faults,
+                                        on_identity_gone=self._cancel_abandoned)
         self.max_request_bytes = service.config.zmq_max_request_bytes
         self._tasks: set[asyncio.Task] = set()
+        # identity -> {encode task in flight: SUBSCRIBEs its reply waits for}; tasks cancelled because their client left
+        self._encoding: dict[bytes, dict[asyncio.Task, int]] = defaultdict(dict)
+        self._abandoned: set[asyncio.Task] = set()
         self._background: list[asyncio.Task] = []
         self._stopping = False
         self._cut_short = asyncio.Event()
@@ -349,7 +360,7 @@ class ZmqFrontend:
                 self._refuse(frames, InvalidRequest(f"malformed payload: {e}"), "malformed payload", needed)
                 return
             self.statistic.record_data(request.identity, request.length)
-            frames = await self._encode(request, texts)
+            frames = await self._encode(request, texts, needed)
         self.publisher.publish(request.identity, frames, request.request_id, needed,
                                is_error=len(frames) == 3 and not request.is_command)
 
@@ -367,13 +378,29 @@ class ZmqFrontend:
             self.publisher.publish(identity, encode_error_reply(identity, error.message, error.kind, request_id),
                                    request_id, subscribers_needed, is_error=True)
 
-    async def _encode(self, request: Request, texts: list) -> list:
+    def _cancel_abandoned(self, identity: bytes, subscribed: int) -> None:
+        """The last subscriber of ``identity`` left: stop the requests whose own subscriber had come and gone. A
+        request whose subscriber has not arrived yet (a slow joiner, or a new clone sharing the identity) is kept."""
+        for task, needed in list(self._encoding.get(identity, {}).items()):
+            if needed <= subscribed and not task.done():
+                self._abandoned.add(task)
+                task.cancel()
+
+    async def _encode(self, request: Request, texts: list, subscribers_needed: int = 1) -> list:
+        task = asyncio.current_task()
+        self._encoding[request.identity][task] = subscribers_needed
         with self.metrics.track("zmq", request.length) as tracker:
             try:
                 if self._stopping:
                     raise ShuttingDown("the server is shutting down and accepts no new requests")
-                result = await self.service.encode(texts)
-            except asyncio.CancelledError:  # shutdown's drain timeout ran out: answer, then stop
+                result = await self.service.encode(texts, client=request.identity)
+            except asyncio.CancelledError:
+                if task in self._abandoned:  # nobody can receive the reply: send none
+                    log.info("client %r left: request %s (%d sentences) stopped unfinished, no reply sent",
+                             request.identity, request.request_id.decode(), request.length)
+                    tracker.failed(ClientGone.kind)
+                    raise
+                # shutdown's drain timeout ran out: answer, then stop
                 error = ShuttingDown("the server shut down before this request was finished")
                 tracker.failed(error.kind)
                 return encode_error_reply(request.identity, error.message, error.kind, request.request_id)
@@ -383,5 +410,15 @@ class ZmqFrontend:
                 self.faults.warning(kind, "request %s of %r failed: %s: %s", request.request_id[:20].decode(),
                                     request.identity[:40], kind, message)
                 return encode_error_reply(request.identity, message, kind, request.request_id)
+            finally:
+                self._forget_encoding(request.identity, task)
             tracker.succeeded(result)
         return encode_ndarray_reply(request.identity, result.embeddings, request.request_id, result.tokens)
+
+    def _forget_encoding(self, identity: bytes, task: asyncio.Task) -> None:
+        self._abandoned.discard(task)
+        in_flight = self._encoding.get(identity)
+        if in_flight is not None:
+            in_flight.pop(task, None)
+            if not in_flight:
+                del self._encoding[identity]

@@ -1,0 +1,113 @@
+"""Which request's chunk goes to Triton next: round-robin between clients, then between a client's requests.
+
+The service core cuts every request into chunks (service.py) and sends a chunk only when this scheduler grants it a
+slot. At most ``capacity`` sentences are in flight to Triton at once: enough that Triton's dynamic batcher always has
+a full batch waiting while the model instances compute, few enough that a newcomer's chunk is never queued behind a
+big request's thousands of sentences. When a slot frees, the next chunk comes from the next client in turn, and
+within a client from its next request in turn; so one client's 5,000 sentences and another's 17 advance chunk by
+chunk, side by side, and a client cannot get more than its share by sending many requests at once.
+
+The bound. Let ``t`` be the time Triton takes for one chunk under load, ``C`` the sentences in flight (``capacity``)
+and ``s`` the sentences per chunk. A request of ``b`` chunks arriving while ``n`` other clients have work waits at
+most for the chunks already in flight (``C / s`` of them, queued in Triton ahead of its first chunk) plus one turn of
+every other client per chunk of its own::
+
+    latency <= (C / s + (n + 1) * b) * t
+
+With the defaults (``C`` = 4 x max_batch_size, ``s`` = 32) that is 32 + 2b chunk times next to one big request, and
+no longer depends on the big request's size. Requests of at most ``-priority_batch_size`` sentences also carry
+Triton priority 1, so inside Triton's queue they overtake the chunks already there: their wait is about the chunk
+being computed plus their own. Everything goes through this scheduler; Triton priority only orders what is already
+queued inside Triton.
+
+Cancellation: a chunk waiting for its slot whose task is cancelled (the client left, the HTTP connection closed,
+shutdown gave up) leaves the queue at once and never reaches Triton. A chunk already sent keeps its slot until
+Triton answers (the service core lets such calls finish: see service.py), so ``capacity`` stays what Triton really
+has in hand.
+"""
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict, deque
+from typing import Hashable
+
+__all__ = ["FairScheduler"]
+
+
+class FairScheduler:
+    """Grants chunks a slot, at most ``capacity`` sentences at a time; a chunk larger than the whole capacity still
+    goes alone. ``await acquire(...)`` waits for the chunk's turn; ``release(sentences)`` once Triton answered it.
+    Not thread-safe: the bridge has one event loop."""
+
+    def __init__(self, *, capacity: int):
+        if capacity < 1:
+            raise ValueError(f"capacity must be at least 1, not {capacity}")
+        self.capacity = capacity
+        self.in_flight = 0
+        # client -> request -> chunks waiting (future, sentences), each level in turn order: served from the front,
+        # moved to the back after its turn.
+        self._waiting: OrderedDict[Hashable, OrderedDict[Hashable, deque]] = OrderedDict()
+
+    @property
+    def waiting(self) -> int:
+        """Chunks waiting for a slot."""
+        return sum(len(chunks) for requests in self._waiting.values() for chunks in requests.values())
+
+    async def acquire(self, *, client: Hashable, request: Hashable, sentences: int) -> None:
+        """Wait for this chunk's turn; its sentences count as in flight until ``release``. Cancelled while waiting,
+        the chunk leaves the queue and holds nothing."""
+        if not self._waiting and self._fits(sentences):
+            self.in_flight += sentences
+            return
+        granted = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(client, OrderedDict()).setdefault(request, deque()).append((granted, sentences))
+        try:
+            await granted
+        except asyncio.CancelledError:
+            if granted.done() and not granted.cancelled():  # its turn came, but the task was cancelled meanwhile
+                self.release(sentences)
+            else:
+                self._forget(client, request, granted)
+            raise
+
+    def release(self, sentences: int) -> None:
+        self.in_flight -= sentences
+        self._grant()
+
+    def _fits(self, sentences: int) -> bool:
+        return self.in_flight == 0 or self.in_flight + sentences <= self.capacity
+
+    def _grant(self) -> None:
+        """Hand freed capacity to the waiting chunks, strictly in turn."""
+        while self._waiting:
+            client, requests = next(iter(self._waiting.items()))
+            request, chunks = next(iter(requests.items()))
+            granted, sentences = chunks[0]
+            if not self._fits(sentences):
+                return
+            chunks.popleft()
+            if chunks:
+                requests.move_to_end(request)
+            else:
+                del requests[request]
+            if requests:
+                self._waiting.move_to_end(client)
+            else:
+                del self._waiting[client]
+            self.in_flight += sentences
+            granted.set_result(None)
+
+    def _forget(self, client: Hashable, request: Hashable, granted: asyncio.Future) -> None:
+        requests = self._waiting.get(client)
+        chunks = requests.get(request) if requests else None
+        if chunks is None:
+            return
+        for entry in chunks:
+            if entry[0] is granted:
+                chunks.remove(entry)
+                break
+        if not chunks:
+            del requests[request]
+            if not requests:
+                del self._waiting[client]
+        self._grant()  # the cancelled chunk may have been the one blocking the head of the line

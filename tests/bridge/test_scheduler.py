@@ -1,0 +1,143 @@
+"""The fair scheduler alone (bridge/scheduler.py): turn order, capacity, cancellation. No server: chunks are coroutines
+that hold their slot until the test lets them finish."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from bert_bridge.scheduler import FairScheduler
+
+
+class Recorder:
+    """Runs chunks through the scheduler; each holds its slot until ``finish_one`` releases the oldest running one."""
+
+    def __init__(self, scheduler: FairScheduler):
+        self.scheduler = scheduler
+        self.started: list[str] = []
+        self._running: list[asyncio.Event] = []
+
+    async def chunk(self, client, request, name: str, sentences: int = 1) -> None:
+        await self.scheduler.acquire(client=client, request=request, sentences=sentences)
+        try:
+            self.started.append(name)
+            done = asyncio.Event()
+            self._running.append(done)
+            await done.wait()
+        finally:
+            self.scheduler.release(sentences)
+
+    async def finish_one(self) -> None:
+        self._running.pop(0).set()
+        for _ in range(3):  # let the finished chunk release and the next one start
+            await asyncio.sleep(0)
+
+
+def spawn(recorder: Recorder, client, request, names: list[str], sentences: int = 1) -> list[asyncio.Task]:
+    return [asyncio.ensure_future(recorder.chunk(client, request, name, sentences)) for name in names]
+
+
+async def settle() -> None:
+    for _ in range(3):
+        await asyncio.sleep(0)
+
+
+def test_a_newcomer_is_served_next_turn_not_after_the_big_request():
+    async def scenario():
+        recorder = Recorder(FairScheduler(capacity=2))
+        big = spawn(recorder, "A", "a1", [f"A{i}" for i in range(50)])
+        await settle()
+        assert recorder.started == ["A0", "A1"]  # the capacity is full
+        small = spawn(recorder, "B", "b1", ["B0", "B1"])
+        await settle()
+        for _ in range(4):
+            await recorder.finish_one()
+        assert recorder.started == ["A0", "A1", "A2", "B0", "A3", "B1"]
+        for task in big + small:
+            task.cancel()
+        await asyncio.gather(*big, *small, return_exceptions=True)
+
+    asyncio.run(scenario())
+
+
+def test_turns_go_round_clients_first_then_a_clients_requests():
+    async def scenario():
+        recorder = Recorder(FairScheduler(capacity=1))
+        blocker = spawn(recorder, "X", "x", ["X"])
+        await settle()
+        tasks = (spawn(recorder, "A", "a1", ["a1.0", "a1.1"]) + spawn(recorder, "A", "a2", ["a2.0", "a2.1"])
+                 + spawn(recorder, "B", "b1", ["b1.0", "b1.1"]))
+        await settle()
+        for _ in range(6):
+            await recorder.finish_one()
+        # A and B alternate; A's two requests alternate within A's turns
+        assert recorder.started == ["X", "a1.0", "b1.0", "a2.0", "b1.1", "a1.1", "a2.1"]
+        await recorder.finish_one()
+        await asyncio.gather(*blocker, *tasks)
+        assert recorder.scheduler.in_flight == 0
+
+    asyncio.run(scenario())
+
+
+def test_capacity_counts_sentences_and_a_chunk_larger_than_it_still_goes_alone():
+    async def scenario():
+        scheduler = FairScheduler(capacity=10)
+        recorder = Recorder(scheduler)
+        tasks = spawn(recorder, "A", "a", ["six", "five"], sentences=6) + spawn(recorder, "B", "b", ["huge"], 25)
+        await settle()
+        assert recorder.started == ["six"] and scheduler.in_flight == 6
+        await recorder.finish_one()
+        assert recorder.started == ["six", "five"]
+        await recorder.finish_one()
+        assert recorder.started == ["six", "five", "huge"] and scheduler.in_flight == 25
+        await recorder.finish_one()
+        await asyncio.gather(*tasks)
+        assert scheduler.in_flight == 0
+
+    asyncio.run(scenario())
+
+
+def test_cancelled_chunks_leave_the_queue_at_once_and_free_their_turn():
+    async def scenario():
+        scheduler = FairScheduler(capacity=1)
+        recorder = Recorder(scheduler)
+        first = spawn(recorder, "A", "a", ["A0"])
+        await settle()
+        abandoned = spawn(recorder, "A", "a", [f"A{i}" for i in range(1, 100)])
+        other = spawn(recorder, "B", "b", ["B0"])
+        await settle()
+        assert scheduler.waiting == 100
+        for task in abandoned:
+            task.cancel()
+        await asyncio.gather(*abandoned, return_exceptions=True)
+        assert scheduler.waiting == 1  # only B's chunk still waits; nothing of A's will ever start
+        await recorder.finish_one()
+        assert recorder.started == ["A0", "B0"]
+        await recorder.finish_one()
+        await asyncio.gather(*first, *other)
+        assert scheduler.in_flight == 0 and scheduler.waiting == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_chunk_cancelled_right_after_its_turn_came_gives_the_slot_back():
+    async def scenario():
+        scheduler = FairScheduler(capacity=1)
+        recorder = Recorder(scheduler)
+        first = spawn(recorder, "A", "a", ["A0"])
+        await settle()
+        second = spawn(recorder, "B", "b", ["B0"])
+        await settle()
+        recorder._running.pop(0).set()  # A0 finishes and hands its slot to B0 ...
+        await asyncio.sleep(0)
+        second[0].cancel()  # ... whose task is cancelled before it ran
+        await asyncio.gather(*first, *second, return_exceptions=True)
+        assert second[0].cancelled()
+        assert scheduler.in_flight == 0 and scheduler.waiting == 0
+
+    asyncio.run(scenario())
+
+
+def test_capacity_must_be_positive():
+    with pytest.raises(ValueError):
+        FairScheduler(capacity=0)
