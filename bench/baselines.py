@@ -1,7 +1,8 @@
 """What a user would run instead, in this process, on the same sentences.
 
 - ``OnnxRuntimeBaseline``: onnxruntime on the very ONNX file the service runs, with the same thread setting, the same
-  tokenizer and the same length-sorted, exactly padded chunks: the model's own ceiling, without any serving.
+  tokenizer and the service's length-sorted chunks, each padded exactly to its longest: the model's own ceiling,
+  without any serving.
 - ``SentenceTransformersBaseline``: ``SentenceTransformer.encode`` (torch), what most users would write.
 ``encode`` of each takes its turn beside the service (bench/paired.py).
 """
@@ -11,7 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-CHUNK_SENTENCES = 32
+from bert_bridge.service import CHUNK_SENTENCES  # the service's chunks, so the baseline runs the same calls
+
+ST_BATCH_SIZE = 32  # sentence-transformers' own default: what a user gets
 
 
 class OnnxRuntimeBaseline:
@@ -55,4 +58,4 @@ class SentenceTransformersBaseline:
         self.model.max_seq_length = max_seq_len
 
     def encode(self, sentences: list[str]) -> np.ndarray:
-        return self.model.encode(sentences, batch_size=CHUNK_SENTENCES)
+        return self.model.encode(sentences, batch_size=ST_BATCH_SIZE)

@@ -14,7 +14,7 @@ every other client per chunk of its own::
 
     latency <= (C / s + (n + 1) * b) * t
 
-With the defaults (``C`` = 4 x max_batch_size, ``s`` = 32) that is 32 + 2b chunk times next to one big request, and
+With the defaults (``C`` = 4 x max_batch_size, ``s`` = 16) that is 64 + 2b chunk times next to one big request, and
 no longer depends on the big request's size. Requests of at most ``-priority_batch_size`` sentences also carry
 Triton priority 1, so inside Triton's queue they overtake the chunks already there: their wait is about the chunk
 being computed plus their own. Everything goes through this scheduler; Triton priority only orders what is already

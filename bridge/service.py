@@ -26,13 +26,15 @@ from .triton_backend import TritonBackend
 
 log = logging.getLogger("bert_bridge.service")
 
-# A chunk is padded to its longest sentence rounded up to a multiple of this: at most 7 wasted positions per row
-# (a few percent on sentences of ~40 tokens), and few enough shapes for Triton's batcher to merge concurrent requests.
-LENGTH_STEP = 8
+# A chunk is padded to its longest sentence rounded up to a multiple of this: at most 3 wasted positions per row,
+# and few enough shapes that equal-shape chunks (of one request, or of concurrent ones) still meet in Triton's
+# batcher, whose merged chunks the embedded model packs into calls of about 1,024 positions (templates/model.py).
+LENGTH_STEP = 4
 # Sentences per chunk of a length-sorted request: small enough that a chunk's longest sentence is close to its others
-# (on lengths 5..128, sorted chunks of 32 need about half the positions of padding to 128), large enough that the
-# per-call overhead stays small; Triton's batcher merges equal-shape chunks again. docs/PERFORMANCE.md measures it.
-CHUNK_SENTENCES = 32
+# (on lengths 5..128, onnxruntime in process ran sorted chunks of 16 padded to a multiple of 4 at 1.85x padding to
+# 128, chunks of 32 padded to a multiple of 8 at 1.72x), large enough that the per-call overhead stays small, and the
+# unit in which the scheduler interleaves clients (scheduler.py). docs/PERFORMANCE.md measures it.
+CHUNK_SENTENCES = 16
 # Sentences in flight to Triton at once (the scheduler's capacity), in multiples of max_batch_size: enough to keep its
 # batcher and instances busy, few enough that a newcomer's chunk waits behind only a few chunks (scheduler.py states
 # the bound) and never past the call's deadline while a huge request is being served.

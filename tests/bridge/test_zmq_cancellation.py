@@ -14,6 +14,8 @@ import numpy as np
 import zmq
 import zmq.asyncio
 
+from bert_bridge.admission import Admission
+from bert_bridge.config import ServerConfig
 from bert_bridge.metrics import BridgeMetrics
 from bert_bridge.service import EncodeResult
 from bert_bridge.statistics import ServerStatistic
@@ -28,6 +30,8 @@ class HeldService:
     """encode() waits until ``release``; records which calls started and which were cancelled, by their first text."""
 
     def __init__(self):
+        self.config = ServerConfig()  # the default limits, which the front end reads from its service
+        self.admission = Admission(self.config)
         self.started: dict[str, asyncio.Event] = {}
         self.cancelled: set[str] = set()
         self.clients: dict[str, object] = {}
