@@ -1,8 +1,8 @@
 """Which request's chunk goes to Triton next: round-robin between clients, then between a client's requests.
 
 The service core cuts every request into chunks (service.py) and sends a chunk only when this scheduler grants it a
-slot. At most ``capacity`` sentences are in flight to Triton at once: enough that Triton's dynamic batcher always has
-a full batch waiting while the model instances compute, few enough that a newcomer's chunk is never queued behind a
+slot. At most ``capacity`` sentences are in flight to Triton at once: enough that the model instances never wait for
+work, few enough that a newcomer's chunk is never queued behind a
 big request's thousands of sentences. When a slot frees, the next chunk comes from the next client in turn, and
 within a client from its next request in turn; so one client's 5,000 sentences and another's 17 advance chunk by
 chunk, side by side, and a client cannot get more than its share by sending many requests at once.
@@ -14,11 +14,11 @@ every other client per chunk of its own::
 
     latency <= (C / s + (n + 1) * b) * t
 
-With the defaults (``C`` = 4 x max_batch_size, ``s`` = 16) that is 64 + 2b chunk times next to one big request, and
-no longer depends on the big request's size. Requests of at most ``-priority_batch_size`` sentences also carry
-Triton priority 1, so inside Triton's queue they overtake the chunks already there: their wait is about the chunk
-being computed plus their own. Everything goes through this scheduler; Triton priority only orders what is already
-queued inside Triton.
+With the defaults (``C`` = max_batch_size, ``s`` = 16) that is 16 + 2b chunk times next to one big request, and
+no longer depends on the big request's size. Requests of at most ``-priority_batch_size`` sentences are urgent, as
+the original's priority made them: their chunks go before every client's turn, so they wait only for the chunks
+already in flight (``C / s``). Few chunks are kept in flight for that reason; Triton has no priority levels (they
+stalled its batcher: exporter/triton_config.py).
 
 Cancellation: a chunk waiting for its slot whose task is cancelled (the client left, the HTTP connection closed,
 shutdown gave up) leaves the queue at once and never reaches Triton. A chunk already sent keeps its slot until
@@ -32,6 +32,8 @@ from collections import OrderedDict, deque
 from typing import Hashable
 
 __all__ = ["FairScheduler"]
+
+_URGENT = object()  # the lane of urgent chunks: always served first
 
 
 class FairScheduler:
@@ -53,14 +55,19 @@ class FairScheduler:
         """Chunks waiting for a slot."""
         return sum(len(chunks) for requests in self._waiting.values() for chunks in requests.values())
 
-    async def acquire(self, *, client: Hashable, request: Hashable, sentences: int) -> None:
+    async def acquire(self, *, client: Hashable, request: Hashable, sentences: int, urgent: bool = False) -> None:
         """Wait for this chunk's turn; its sentences count as in flight until ``release``. Cancelled while waiting,
-        the chunk leaves the queue and holds nothing."""
-        if not self._waiting and self._fits(sentences):
+        the chunk leaves the queue and holds nothing. An ``urgent`` chunk (a request of at most -priority_batch_size
+        sentences: the original's priority) goes before every client's turn."""
+        if urgent:
+            client = _URGENT
+        if self._fits(sentences) and (not self._waiting or (urgent and _URGENT not in self._waiting)):
             self.in_flight += sentences
             return
         granted = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(client, OrderedDict()).setdefault(request, deque()).append((granted, sentences))
+        if urgent:
+            self._waiting.move_to_end(_URGENT, last=False)
         try:
             await granted
         except asyncio.CancelledError:
@@ -83,17 +90,20 @@ class FairScheduler:
             client, requests = next(iter(self._waiting.items()))
             request, chunks = next(iter(requests.items()))
             granted, sentences = chunks[0]
-            if not self._fits(sentences):
+            cancelled = granted.done()  # its waiter was cancelled and has not left the queue yet: skip it
+            if not cancelled and not self._fits(sentences):
                 return
             chunks.popleft()
             if chunks:
                 requests.move_to_end(request)
             else:
                 del requests[request]
-            if requests:
-                self._waiting.move_to_end(client)
-            else:
+            if not requests:
                 del self._waiting[client]
+            elif client is not _URGENT:  # the urgent lane stays first
+                self._waiting.move_to_end(client)
+            if cancelled:
+                continue
             self.in_flight += sentences
             granted.set_result(None)
 

@@ -36,9 +36,9 @@ LENGTH_STEP = 4
 # unit in which the scheduler interleaves clients (scheduler.py). docs/PERFORMANCE.md measures it.
 CHUNK_SENTENCES = 16
 # Sentences in flight to Triton at once (the scheduler's capacity), in multiples of max_batch_size: enough to keep its
-# batcher and instances busy, few enough that a newcomer's chunk waits behind only a few chunks (scheduler.py states
-# the bound) and never past the call's deadline while a huge request is being served.
-INFLIGHT_BATCHES = 4
+# instances busy (16 chunks), few enough that an urgent or newly arrived chunk waits behind little work: Triton's
+# queue has no priorities (scheduler.py states the bound) and a chunk never waits there past the call's deadline.
+INFLIGHT_BATCHES = 1
 
 
 @dataclass(frozen=True)
@@ -157,8 +157,8 @@ class EncodingService:
 
     async def _infer(self, chunk: list[Encoding], length: int, high_priority: bool, turns: dict) -> np.ndarray:
         # Every chunk waits for its turn here (padded only then, so a huge request's waiting chunks cost no arrays);
-        # a small request's (high_priority) chunks then also overtake, inside Triton's queue, the chunks sent before.
-        await self._scheduler.acquire(sentences=len(chunk), **turns)
+        # a small request's (high_priority) chunks go first (scheduler.py).
+        await self._scheduler.acquire(sentences=len(chunk), urgent=high_priority, **turns)
         try:
             input_ids, input_mask, segment_ids = pad(chunk, length)
             call = asyncio.ensure_future(self.backend.infer(input_ids, input_mask, segment_ids,

@@ -1,9 +1,11 @@
 """``config.pbtxt`` for every target, built as a ``ModelConfig`` protobuf and printed with ``text_format``.
 
 What goes in (DESIGN.md decision 2 and 4, triton-notes.md): the three INT32 inputs and the ``encodes`` output by name,
-``max_batch_size`` (batch dim implicit), a dynamic batcher with two priority levels (the bridge sends priority 1 for
-requests up to ``priority_batch_size``, everything else gets the default level 2), and instance groups from
-``-num_worker`` / ``-device_map`` / ``-cpu``.
+``max_batch_size`` (batch dim implicit), a dynamic batcher without priority levels, and instance groups from
+``-num_worker`` / ``-device_map`` / ``-cpu``. No priority levels: with them, Triton 2.51's batcher left the model idle
+about 0.5 s between queued requests of different shapes -- which length-adaptive padding sends all the time -- so a
+mixed-length request ran at half speed and one sentence in ten waited half a second (docs/PERFORMANCE.md). Small
+requests are put first in the bridge instead (bridge/scheduler.py), which also keeps few chunks queued in Triton.
 """
 from __future__ import annotations
 
@@ -16,10 +18,8 @@ from .manifest import INPUT_NAMES, OUTPUT_NAME, Target
 from .options import ExportOptions
 
 CONFIG_FILE = "config.pbtxt"
-PRIORITY_LEVELS = 2
 TRT_ENGINE_CACHE = "/tmp/triton_trt_cache"  # on the server: engines survive model reloads
 TRT_OPT_BATCH = 32  # the optimum of TensorRT profiles: a typical full batch from the bridge
-DEFAULT_PRIORITY_LEVEL = 2
 # The embedded target's slices of a large request, in token positions per onnxruntime call (templates/model.py):
 # int8 kernels want larger calls than fp32 ones (on a 2-core Zen 4 at 40 tokens: int8 473 sentences/s at 2,048
 # positions against 392 at 512; fp32 219 at 2,048 against 238 at 512). docs/PERFORMANCE.md has the sweep.
@@ -81,7 +81,7 @@ def model_config(options: ExportOptions, *, output_dim: int) -> model_config_pb2
         "input": [{"name": name, "data_type": "TYPE_INT32", "dims": [-1]} for name in INPUT_NAMES],
         "output": [{"name": OUTPUT_NAME, "data_type": "TYPE_FP16" if options.fp16 else "TYPE_FP32",
                     "dims": output_dims}],
-        "dynamic_batching": {"priority_levels": PRIORITY_LEVELS, "default_priority_level": DEFAULT_PRIORITY_LEVEL},
+        "dynamic_batching": {},
         "instance_group": instance_groups(options),
     }
     if options.target is Target.EMBEDDED:

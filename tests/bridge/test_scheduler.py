@@ -17,8 +17,8 @@ class Recorder:
         self.started: list[str] = []
         self._running: list[asyncio.Event] = []
 
-    async def chunk(self, client, request, name: str, sentences: int = 1) -> None:
-        await self.scheduler.acquire(client=client, request=request, sentences=sentences)
+    async def chunk(self, client, request, name: str, sentences: int = 1, urgent: bool = False) -> None:
+        await self.scheduler.acquire(client=client, request=request, sentences=sentences, urgent=urgent)
         try:
             self.started.append(name)
             done = asyncio.Event()
@@ -33,8 +33,9 @@ class Recorder:
             await asyncio.sleep(0)
 
 
-def spawn(recorder: Recorder, client, request, names: list[str], sentences: int = 1) -> list[asyncio.Task]:
-    return [asyncio.ensure_future(recorder.chunk(client, request, name, sentences)) for name in names]
+def spawn(recorder: Recorder, client, request, names: list[str], sentences: int = 1,
+          urgent: bool = False) -> list[asyncio.Task]:
+    return [asyncio.ensure_future(recorder.chunk(client, request, name, sentences, urgent)) for name in names]
 
 
 async def settle() -> None:
@@ -141,3 +142,23 @@ def test_a_chunk_cancelled_right_after_its_turn_came_gives_the_slot_back():
 def test_capacity_must_be_positive():
     with pytest.raises(ValueError):
         FairScheduler(capacity=0)
+
+
+def test_urgent_chunks_go_before_every_turn_and_take_turns_among_themselves():
+    """Requests of at most -priority_batch_size sentences: the original's priority, now kept in the bridge."""
+    async def scenario():
+        recorder = Recorder(FairScheduler(capacity=2))
+        tasks = spawn(recorder, "A", "a1", [f"A{i}" for i in range(10)])
+        tasks += spawn(recorder, "B", "b1", [f"B{i}" for i in range(10)])
+        await settle()
+        tasks += spawn(recorder, "C", "c1", ["C0", "C1"], urgent=True)
+        tasks += spawn(recorder, "D", "d1", ["D0"], urgent=True)
+        await settle()
+        for _ in range(5):
+            await recorder.finish_one()
+        assert recorder.started == ["A0", "A1", "C0", "D0", "C1", "A2", "B0"]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    asyncio.run(scenario())

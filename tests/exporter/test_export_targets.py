@@ -21,8 +21,7 @@ def assert_common_config(config, *, name, max_batch_size, dims, data_type="TYPE_
         (n, model_config_pb2.TYPE_INT32, [-1]) for n in ("input_ids", "input_mask", "segment_ids")]
     assert [(o.name, o.data_type, list(o.dims)) for o in config.output] == [
         ("encodes", model_config_pb2.DataType.Value(data_type), dims)]
-    assert config.dynamic_batching.priority_levels == 2
-    assert config.dynamic_batching.default_priority_level == 2
+    assert config.HasField("dynamic_batching") and config.dynamic_batching.priority_levels == 0  # see triton_config
 
 
 def test_embedded_target_folder(export_tiny, tiny_hf):
