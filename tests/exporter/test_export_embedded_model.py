@@ -37,8 +37,8 @@ def fake_pb_utils() -> types.ModuleType:
     return module
 
 
-@pytest.fixture
-def embedded_model(export_tiny, monkeypatch):
+def load_model(export_tiny, monkeypatch, **config):
+    """The exported model.py, initialized as Triton would with ``config`` as its model config."""
     folder = export_tiny("hf", target="embedded", pooling_strategy="REDUCE_MAX", pooling_layer=[-1])
     monkeypatch.setitem(sys.modules, "triton_python_backend_utils", fake_pb_utils())
     spec = importlib.util.spec_from_file_location("embedded_model_under_test", folder / "1" / "model.py")
@@ -46,7 +46,13 @@ def embedded_model(export_tiny, monkeypatch):
     spec.loader.exec_module(module)
     model = module.TritonPythonModel()
     model.initialize({"model_repository": str(folder), "model_version": "1",
-                      "model_config": json.dumps({"name": folder.name})})
+                      "model_config": json.dumps({"name": folder.name, **config})})
+    return model, folder
+
+
+@pytest.fixture
+def embedded_model(export_tiny, monkeypatch):
+    model, folder = load_model(export_tiny, monkeypatch)
     yield model, folder
     model.finalize()
 
@@ -82,14 +88,7 @@ def test_a_failing_run_answers_each_request_with_an_error(embedded_model):
 def test_small_requests_are_packed_and_a_large_one_sliced_with_every_row_in_place(export_tiny, monkeypatch):
     """positions_per_run from config.pbtxt: 20 positions here, so two 2x7 requests cannot share a call and the 5x7
     one runs in slices of 2 rows; a 1x4 and a 2x4 share one. Every reply still equals the model run on that request."""
-    folder = export_tiny("hf", target="embedded", pooling_strategy="REDUCE_MAX", pooling_layer=[-1])
-    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", fake_pb_utils())
-    spec = importlib.util.spec_from_file_location("embedded_model_packing", folder / "1" / "model.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    model = module.TritonPythonModel()
-    model.initialize({"model_repository": str(folder), "model_version": "1", "model_config": json.dumps(
-        {"name": folder.name, "parameters": {"positions_per_run": {"string_value": "20"}}})})
+    model, folder = load_model(export_tiny, monkeypatch, parameters={"positions_per_run": {"string_value": "20"}})
     vocab = TINY["vocab_size"]
     requests = [make_batch([7, 5], 7, vocab_size=vocab, seed=1), make_batch([7, 7], 7, vocab_size=vocab, seed=2),
                 make_batch([7, 6, 5, 4, 3], 7, vocab_size=vocab, seed=3), make_batch([4], 4, vocab_size=vocab, seed=4),
