@@ -231,7 +231,21 @@ def interrupt_on_termination_signals() -> None:
         signal.signal(sig, interrupt)
 
 
+def limit_malloc_arenas(arenas: int = 2) -> None:
+    """Few glibc malloc arenas for the whole bridge, set before any thread starts. By default every thread that
+    allocates (tokenizer executor, gRPC, tokenizers' own) gets an arena of its own, each keeping the high-water mark of
+    what it once held: over a 10-minute soak the bridge's RSS climbed 15% that way and stayed there
+    (docs/RELIABILITY.md). Elsewhere than glibc this does nothing."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").mallopt(-8, arenas)  # M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass
+
+
 def start(argv: Optional[Sequence[str]] = None) -> None:
+    limit_malloc_arenas()
     config = parse_args(argv)
     configure_logging(config.verbose)
     _log_ignored_flags(config)
