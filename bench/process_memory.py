@@ -27,15 +27,17 @@ def descendants(root: int) -> set[int]:
     return found
 
 
+def rss_bytes(pid: int) -> int:
+    """RSS of one process now; 0 once it is gone."""
+    try:
+        return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
 def tree_rss_bytes(root: int) -> int:
     """Sum of RSS over ``root`` and every descendant alive now."""
-    total = 0
-    for pid in {root} | descendants(root):
-        try:
-            total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
-        except (OSError, IndexError, ValueError):
-            pass
-    return total
+    return sum(rss_bytes(pid) for pid in {root} | descendants(root))
 
 
 class PeakRss:

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .process_memory import PAGE, descendants
+from .process_memory import descendants, rss_bytes
 
 PARTS = ("bridge", "triton")
 
@@ -24,13 +24,6 @@ class RssSample:
 
     def of(self, part: str) -> int:
         return self.bridge_bytes if part == "bridge" else self.triton_bytes
-
-
-def rss_bytes(pid: int) -> int:
-    try:
-        return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
-    except (OSError, IndexError, ValueError):
-        return 0
 
 
 class ServiceMemory:
