@@ -25,12 +25,20 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from bert_bridge.errors import Overloaded
+
 from .soak_workload import RequestPlan, size_class_of
 
 KINDS = ("blocking", "async", "clone", "http")
+
+
+def _kinds(error_class: type) -> set[str]:
+    return {error_class.kind}.union(*(_kinds(subclass) for subclass in error_class.__subclasses__()))
+
+
 # Error kinds that say "busy, try later" (bert_bridge.errors.Overloaded and its subclasses, HTTP 429): the service
 # answered, so they are counted as refused, apart from unexpected errors; the client waits a second, as Retry-After.
-OVERLOAD_TYPES = {"Overloaded", "TooManyConcurrentRequests", "ServerBusy", "BackendOverloaded", "HTTP 429"}
+OVERLOAD_TYPES = _kinds(Overloaded) | {"HTTP 429"}
 RETRY_AFTER_S = 1.0
 CLONE_POLL_MS = 1000
 ERROR_SAMPLES = 10
