@@ -1,8 +1,8 @@
 """What a user would run instead, in this process, on the same sentences.
 
 - ``OnnxRuntimeBaseline``: onnxruntime on the very ONNX file the service runs, with the same thread setting, the same
-  tokenizer and the service's length-sorted chunks, each padded exactly to its longest: the model's own ceiling,
-  without any serving.
+  tokenizer and the service's chunks of length-sorted sentences, padded as the service pads them: the model's own
+  ceiling, without any serving.
 - ``SentenceTransformersBaseline``: ``SentenceTransformer.encode`` (torch), what most users would write.
 ``encode`` of each takes its turn beside the service (bench/paired.py).
 """
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bert_bridge.service import CHUNK_SENTENCES  # the service's chunks, so the baseline runs the same calls
+from bert_bridge.chunking import plan_chunks  # the service's chunks, so the baseline runs the same calls
 
 ST_BATCH_SIZE = 32  # sentence-transformers' own default: what a user gets
 
@@ -38,14 +38,39 @@ class OnnxRuntimeBaseline:
 
         encodings = self.tokenizer.encode(sentences)
         order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].input_ids))
+        lengths = [len(encodings[i].input_ids) for i in order]
         rows = []
-        for start in range(0, len(order), CHUNK_SENTENCES):
-            chunk = [encodings[i] for i in order[start:start + CHUNK_SENTENCES]]
-            ids, mask, segments = pad(chunk, max(len(e.input_ids) for e in chunk))
+        for chunk in plan_chunks(lengths, cap=max(lengths), max_rows=len(lengths)):
+            ids, mask, segments = pad([encodings[i] for i in order[chunk.start:chunk.stop]], chunk.length)
             rows.append(self.session.run(None, {"input_ids": ids, "input_mask": mask, "segment_ids": segments})[0])
         out = np.empty((len(encodings),) + rows[0].shape[1:], rows[0].dtype)
         out[order] = np.concatenate(rows)
         return out
+
+
+def time_per_position(model_folder: Path, lengths: tuple[int, ...], *, positions: int = 1024,
+                      rounds: int = 5) -> dict[int, float]:
+    """onnxruntime's time per token position (microseconds, median of ``rounds``) in calls of ``positions`` positions
+    at each length, taking turns: if it is flat in the length, no way of padding can gain more than the positions it
+    saves (docs/PERFORMANCE.md, Done-when 3)."""
+    import time
+
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(model_folder / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    feeds = {}
+    for length in lengths:
+        ids = rng.integers(1000, 20000, size=(max(1, positions // length), length)).astype(np.int32)
+        feeds[length] = {"input_ids": ids, "input_mask": np.ones_like(ids), "segment_ids": np.zeros_like(ids)}
+        session.run(None, feeds[length])  # warm-up: its memory plan for this shape
+    times: dict[int, list[float]] = {length: [] for length in lengths}
+    for _ in range(rounds):
+        for length, feed in feeds.items():
+            start = time.perf_counter()
+            session.run(None, feed)
+            times[length].append((time.perf_counter() - start) / feed["input_ids"].size * 1e6)
+    return {length: float(np.median(values)) for length, values in times.items()}
 
 
 class SentenceTransformersBaseline:

@@ -316,6 +316,12 @@ class Benchmark:
                                                adaptive_server),
             "mixed 5..128, padding to 128": (servers.enter_context(service_encoder(padded_server, self.args.ip)),
                                              padded_server)}, mixed)
+        # The most any padding scheme can gain here, the time per position being nearly flat in the length on CPU
+        # (docs/PERFORMANCE.md): the positions of padding everything to 128 over the sentences' own tokens.
+        tokens = [min(len(encoding.ids), MIXED_RANGE[1]) for encoding in self.maker.tokenize(mixed)]
+        self.facts["padding_ceiling"] = len(tokens) * MIXED_RANGE[1] / sum(tokens)
+        from .baselines import time_per_position
+        self.facts["onnxruntime_us_per_position"] = time_per_position(fp32, (16, 32, 64, 128))
         self.facts["adaptive_vs_padded_max_abs"] = float(np.abs(
             results["mixed 5..128, adaptive padding"].vectors - results["mixed 5..128, padding to 128"].vectors).max())
 
@@ -399,8 +405,13 @@ class Benchmark:
                     f"service fp32, max_seq_len {length}, ~{COMPARE_TOKENS}-token sentences"),
             "- mixed lengths 5..128, adaptive padding / padding to 128: "
             + ratio("mixed 5..128, adaptive padding", "mixed 5..128, padding to 128")
-            + (f"; vectors max abs difference {f['adaptive_vs_padded_max_abs']:.2e}"
+            + (f"; vectors max abs difference {f['adaptive_vs_padded_max_abs']:.2e}; padding to 128 / the sentences'"
+               f" own tokens (the most padding can gain): {f['padding_ceiling']:.2f}x"
                if "adaptive_vs_padded_max_abs" in f else ""),
+            "- onnxruntime in process, time per token position in calls of 1,024 positions (flat: padding can gain no"
+            " more than the positions it saves): " + (", ".join(
+                f"{length} tokens {us:.0f} us" for length, us in f["onnxruntime_us_per_position"].items())
+                if "onnxruntime_us_per_position" in f else "not measured"),
             "- int8 / fp32 service: " + ratio(f"service int8, max_seq_len {length}",
                                               f"service fp32 beside int8, max_seq_len {length}")
             + (f"; worst cosine on the held-out multilingual set {f['int8_held_out_worst_cosine']:.4f}, "

@@ -34,6 +34,10 @@ class SentenceMaker:
             count += pieces
         return " ".join(words) or self._words[0][0]
 
+    def tokenize(self, sentences: list[str]):
+        """The served model's tokens of each sentence, [CLS] and [SEP] included."""
+        return self._tokenizer.encode_batch(sentences)
+
     def sentences(self, count: int, tokens: int) -> list[str]:
         return [self.sentence(tokens) for _ in range(count)]
 
@@ -48,8 +52,11 @@ class SentenceMaker:
         return found
 
     def mixed(self, count: int, shortest: int, longest: int) -> list[str]:
-        """Lengths drawn uniformly from shortest..longest tokens."""
-        return [self.sentence(int(n)) for n in self._rng.integers(shortest, longest + 1, size=count)]
+        """Lengths uniform over shortest..longest tokens, spread evenly (every length about equally often) in random
+        order: a draw of 256 lengths from 5..128 has a mean of 66.5 +- 2.2, which alone moves the gain padding can
+        bring by +- 3.5%; the even spread measures the distribution itself, not the luck of one draw."""
+        lengths = np.rint(np.linspace(shortest, longest, count)).astype(int)
+        return [self.sentence(int(n)) for n in self._rng.permutation(lengths)]
 
 
 def _words(path: Path | None) -> tuple[str, ...]:

@@ -1,9 +1,9 @@
 """The service core every front end calls: validate, tokenize, split, pad, infer on Triton, reassemble in order.
 
 Length-adaptive padding (DESIGN.md, decision 4): ``max_seq_len`` only truncates. Within a request the sentences are
-ordered by length and cut into chunks; each chunk is padded to its longest sentence rounded up to a multiple of
-``LENGTH_STEP`` (so equal shapes from concurrent requests still meet in Triton's dynamic batcher), the chunks are sent
-concurrently, and the rows go back in input order. Masked pooling makes the padding invisible in the vectors.
+ordered by length and cut into chunks where padding costs least (chunking.py); each chunk is padded to its longest
+sentence rounded up to a multiple of 4, the chunks are sent concurrently, and the rows go back in input order. Masked
+pooling makes the padding invisible in the vectors.
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import numpy as np
 from bert_exporter.manifest import PoolingStrategy
 
 from .admission import Admission
+from .chunking import Chunk, plan_chunks
 from .config import ServerConfig
 from .errors import BridgeError
 from .scheduler import FairScheduler
@@ -26,18 +27,10 @@ from .triton_backend import TritonBackend
 
 log = logging.getLogger("bert_bridge.service")
 
-# A chunk is padded to its longest sentence rounded up to a multiple of this: at most 3 wasted positions per row,
-# and few enough shapes that equal-shape chunks (of one request, or of concurrent ones) still meet in Triton's
-# batcher, whose merged chunks the embedded model packs into calls of about 1,024 positions (templates/model.py).
-LENGTH_STEP = 4
-# Sentences per chunk of a length-sorted request: small enough that a chunk's longest sentence is close to its others
-# (on lengths 5..128, onnxruntime in process ran sorted chunks of 16 padded to a multiple of 4 at 1.85x padding to
-# 128, chunks of 32 padded to a multiple of 8 at 1.72x), large enough that the per-call overhead stays small, and the
-# unit in which the scheduler interleaves clients (scheduler.py). docs/PERFORMANCE.md measures it.
-CHUNK_SENTENCES = 16
 # Sentences in flight to Triton at once (the scheduler's capacity), in multiples of max_batch_size: enough to keep its
-# instances busy (16 chunks), few enough that an urgent or newly arrived chunk waits behind little work: Triton's
-# queue has no priorities (scheduler.py states the bound) and a chunk never waits there past the call's deadline.
+# instances busy (ten chunks of ~40-token sentences), few enough that an urgent or newly arrived chunk waits behind
+# little work: Triton's queue has no priorities (scheduler.py states the bound) and a chunk never waits there past
+# the call's deadline.
 INFLIGHT_BATCHES = 1
 
 
@@ -54,11 +47,6 @@ class EncodeResult:
     @property
     def num_tokens(self) -> int:
         return sum(self.token_counts)
-
-
-def bucket_length(longest: int, cap: int) -> int:
-    """``longest`` rounded up to a multiple of LENGTH_STEP, at most ``cap``."""
-    return min(-(-longest // LENGTH_STEP) * LENGTH_STEP, cap)
 
 
 class EncodingService:
@@ -102,18 +90,16 @@ class EncodingService:
     async def _encode(self, tokenize: Callable[[Any], list[Encoding]], inputs: Any,
                       client: Optional[Hashable]) -> EncodeResult:
         started = time.perf_counter()
-        # The tokenizer validates the input (InvalidRequest). Tokenizing thousands of sentences takes milliseconds
-        # of CPU: off the event loop all the same.
-        encodings = await asyncio.get_running_loop().run_in_executor(None, tokenize, inputs)
+        # The tokenizer validates the input (InvalidRequest).
+        encodings, order, plan = await asyncio.get_running_loop().run_in_executor(
+            None, self._prepare, tokenize, inputs)
         tokenized = time.perf_counter()
         high_priority = len(encodings) <= self.config.priority_batch_size
-        order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].input_ids))
-        size = min(self.config.max_batch_size, CHUNK_SENTENCES)
-        chunks = [[encodings[i] for i in order[start:start + size]] for start in range(0, len(order), size)]
         request = object()  # this request's turn among its client's requests
         turns = {"client": request if client is None else client, "request": request}
-        sends = [asyncio.ensure_future(self._infer(chunk, self._padded_length(chunk), high_priority, turns))
-                 for chunk in chunks]
+        sends = [asyncio.ensure_future(self._infer([encodings[i] for i in order[chunk.start:chunk.stop]],
+                                                   chunk.length, high_priority, turns))
+                 for chunk in plan]
         try:
             parts = await asyncio.gather(*sends)
         except BaseException:  # a chunk failed, or the caller gave up: the chunks not yet sent never will be
@@ -133,11 +119,15 @@ class EncodingService:
                             tokenization_s=tokenized - started, inference_s=inferred - tokenized,
                             total_s=time.perf_counter() - started)
 
-    def _padded_length(self, chunk: list[Encoding]) -> int:
+    def _prepare(self, tokenize: Callable[[Any], list[Encoding]],
+                 inputs: Any) -> tuple[list[Encoding], list[int], list[Chunk]]:
+        """Tokenized sentences, their order by length, and the chunks of that order. Tokenizing thousands of
+        sentences and planning their chunks take milliseconds of CPU: this runs off the event loop."""
+        encodings = tokenize(inputs)
+        order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].input_ids))
         cap = self.config.max_seq_len or self.max_position_embeddings
-        if self.config.pad_to_max_seq_len:
-            return cap
-        return bucket_length(max(len(e.input_ids) for e in chunk), cap)
+        lengths = [cap] * len(order) if self.config.pad_to_max_seq_len else [len(encodings[i].input_ids) for i in order]
+        return encodings, order, plan_chunks(lengths, cap=cap, max_rows=self.config.max_batch_size)
 
     def _token_axis_length(self, encodings: list[Encoding]) -> int:
         """T of [B, T, D] as the original: max_seq_len, max_position_embeddings, or the longest sequence."""

@@ -75,10 +75,13 @@ class TritonPythonModel:
         return packs
 
     def _run(self, batch):
+        # As few slices as fit positions_per_run, of (nearly) equal rows: 16 rows of 68 tokens run as 8 + 8, not
+        # 15 + 1 (a one-row call pays onnxruntime's fixed cost of a call for a sliver of work).
         rows, length = batch["input_ids"].shape
-        step = max(1, self.positions_per_run // max(length, 1))
-        if rows <= step:
+        slices = -(-rows // max(1, self.positions_per_run // max(length, 1)))
+        if slices <= 1:
             return self.session.run([OUTPUT_NAME], batch)[0]
+        step = -(-rows // slices)
         return np.concatenate([self.session.run([OUTPUT_NAME], {name: array[start:start + step]
                                                                 for name, array in batch.items()})[0]
                                for start in range(0, rows, step)], axis=0)
