@@ -49,10 +49,11 @@ class OnnxRuntimeBaseline:
 
 
 def time_per_position(model_folder: Path, lengths: tuple[int, ...], *, positions: int = 1024,
-                      rounds: int = 5) -> dict[int, float]:
-    """onnxruntime's time per token position (microseconds, median of ``rounds``) in calls of ``positions`` positions
-    at each length, taking turns: if it is flat in the length, no way of padding can gain more than the positions it
-    saves (docs/PERFORMANCE.md, Done-when 3)."""
+                      rounds: int = 15) -> dict[int, float]:
+    """onnxruntime's time per token position (microseconds) in calls of ``positions`` positions at each length, taking
+    turns: where it is flat in the length, no way of padding can gain more than the positions it saves
+    (docs/PERFORMANCE.md, Done-when 3). The least of ``rounds`` calls: the compute is the same every call, and the
+    machine's bursts of interference (bench/paired.py) only add time."""
     import time
 
     import onnxruntime as ort
@@ -70,7 +71,7 @@ def time_per_position(model_folder: Path, lengths: tuple[int, ...], *, positions
             start = time.perf_counter()
             session.run(None, feed)
             times[length].append((time.perf_counter() - start) / feed["input_ids"].size * 1e6)
-    return {length: float(np.median(values)) for length, values in times.items()}
+    return {length: float(np.min(values)) for length, values in times.items()}
 
 
 class SentenceTransformersBaseline:

@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("-test_num_client", type=int, nargs="+", default=[1, 2, 4, 8])
     test.add_argument("-test_pooling_layer", type=int, nargs="+", default=[-1, -2, -4, -6])
     test.add_argument("-num_repeat", type=int, default=2, help="counted requests per client (after one warm-up)")
-    test.add_argument("-compare_rounds", type=int, default=6,
+    test.add_argument("-compare_rounds", type=int, default=10,
                       help="rounds of the paired comparisons (service beside baselines, int8, padding)")
     test.add_argument("-client_vocab_file", type=Path, default=Path("README.md"),
                       help="words of the benchmark sentences (the original's default: README.md)")
@@ -316,8 +316,8 @@ class Benchmark:
                                                adaptive_server),
             "mixed 5..128, padding to 128": (servers.enter_context(service_encoder(padded_server, self.args.ip)),
                                              padded_server)}, mixed)
-        # The most any padding scheme can gain here, the time per position being nearly flat in the length on CPU
-        # (docs/PERFORMANCE.md): the positions of padding everything to 128 over the sentences' own tokens.
+        # What padding can gain where the time per position is flat in the length (docs/PERFORMANCE.md): the positions
+        # of padding everything to 128 over the sentences' own tokens.
         tokens = [min(len(encoding.ids), MIXED_RANGE[1]) for encoding in self.maker.tokenize(mixed)]
         self.facts["padding_ceiling"] = len(tokens) * MIXED_RANGE[1] / sum(tokens)
         from .baselines import time_per_position
@@ -406,10 +406,10 @@ class Benchmark:
             "- mixed lengths 5..128, adaptive padding / padding to 128: "
             + ratio("mixed 5..128, adaptive padding", "mixed 5..128, padding to 128")
             + (f"; vectors max abs difference {f['adaptive_vs_padded_max_abs']:.2e}; padding to 128 / the sentences'"
-               f" own tokens (the most padding can gain): {f['padding_ceiling']:.2f}x"
+               f" own tokens (what padding can gain at a flat time per position): {f['padding_ceiling']:.2f}x"
                if "adaptive_vs_padded_max_abs" in f else ""),
-            "- onnxruntime in process, time per token position in calls of 1,024 positions (flat: padding can gain no"
-            " more than the positions it saves): " + (", ".join(
+            "- onnxruntime in process, time per token position in calls of 1,024 positions (where it is flat, padding"
+            " can gain no more than the positions it saves): " + (", ".join(
                 f"{length} tokens {us:.0f} us" for length, us in f["onnxruntime_us_per_position"].items())
                 if "onnxruntime_us_per_position" in f else "not measured"),
             "- int8 / fp32 service: " + ratio(f"service int8, max_seq_len {length}",

@@ -16,7 +16,7 @@ import numpy as np
 # chunks of small concurrent requests still meet in Triton's batcher, whose merged chunks the embedded model runs
 # together (templates/model.py). The plan below mostly cuts where a multiple of 4 ends, so it costs little.
 LENGTH_STEP = 4
-# Token positions per chunk at most (a single longer sentence goes alone): the embedded export's positions_per_run,
+# Token positions per chunk at most (a single longer sentence goes alone; the service also caps its rows): the embedded export's positions_per_run,
 # the call size that stays in the CPU's caches (templates/model.py), so a chunk is one onnxruntime call and every
 # chunk takes about the same time -- the unit in which the scheduler interleaves clients (scheduler.py).
 CHUNK_POSITIONS = 1024

@@ -64,7 +64,11 @@ class EncodingService:
             no_special_token=config.no_special_token,
             tokenizer_file=tokenizer_file,
         ))
-        self._scheduler = FairScheduler(capacity=INFLIGHT_BATCHES * config.max_batch_size)
+        capacity = INFLIGHT_BATCHES * config.max_batch_size
+        self._scheduler = FairScheduler(capacity=capacity)
+        # At least two chunks fit in flight, so Triton computes one while the bridge turns the other's reply around:
+        # with one chunk of 25 in a -max_batch_size of 32, the service ran 28% slower than at 64.
+        self._chunk_rows = max(1, capacity // 2)
         self._calls: set[asyncio.Task] = set()  # Triton calls in flight, kept alive until they answer
         self.admission = Admission(config)  # shared with the ZeroMQ front end, which counts its unsent replies
         self._token_level = PoolingStrategy.parse(config.pooling_strategy) is PoolingStrategy.NONE
@@ -127,7 +131,7 @@ class EncodingService:
         order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].input_ids))
         cap = self.config.max_seq_len or self.max_position_embeddings
         lengths = [cap] * len(order) if self.config.pad_to_max_seq_len else [len(encodings[i].input_ids) for i in order]
-        return encodings, order, plan_chunks(lengths, cap=cap, max_rows=self.config.max_batch_size)
+        return encodings, order, plan_chunks(lengths, cap=cap, max_rows=self._chunk_rows)
 
     def _token_axis_length(self, encodings: list[Encoding]) -> int:
         """T of [B, T, D] as the original: max_seq_len, max_position_embeddings, or the longest sequence."""

@@ -30,9 +30,10 @@ from bert_bridge.service import INFLIGHT_BATCHES
 from bert_serving.client.protocol import SHOW_CONFIG, decode_reply, encode_request
 from harness import free_port
 
-MAX_BATCH_SIZE = 8  # -max_batch_size: sentences per chunk, and the scheduler's capacity is INFLIGHT_BATCHES of them
+MAX_BATCH_SIZE = 8  # -max_batch_size: the scheduler's capacity is INFLIGHT_BATCHES of them
 BIG, SMALL = 5000, 17  # SMALL is above -priority_batch_size (16): it gets no Triton priority, only its turns
 CAPACITY = INFLIGHT_BATCHES * MAX_BATCH_SIZE  # sentences in flight to Triton at most
+CHUNK = CAPACITY // 2  # sentences per chunk of these short sentences: two chunks fit in flight (service.py)
 # How far real timing may stray from the bound on a shared machine (other processes, the event loop's own work).
 SLACK = 3
 QUIET_CHUNKS = 12  # Triton counts nothing new for this many chunk times: the work has stopped
@@ -125,11 +126,11 @@ class Served:
 
     def _chunk_time(self, client: RawClient) -> float:
         """Seconds for one chunk of these sentences, round trip included (the median of a few, after a warm-up)."""
-        client.call(sentences(MAX_BATCH_SIZE, seed=1))
+        client.call(sentences(CHUNK, seed=1))
         times = []
         for seed in range(2, 9):
             started = time.perf_counter()
-            client.call(sentences(MAX_BATCH_SIZE, seed=seed))
+            client.call(sentences(CHUNK, seed=seed))
             times.append(time.perf_counter() - started)
         return statistics.median(times)
 
@@ -148,7 +149,7 @@ def test_a_small_request_is_answered_within_a_few_chunks_while_a_big_one_is_serv
     try:
         before = served.inferred()
         big_client.send(sentences(BIG, seed=10))
-        served.wait_until_inferred(before + 2 * MAX_BATCH_SIZE)  # the big request is being computed
+        served.wait_until_inferred(before + 2 * CHUNK)  # the big request is being computed
         sent_at = served.inferred()
         started = time.perf_counter()
         vectors = small_client.call(sentences(SMALL, seed=11))
@@ -162,9 +163,9 @@ def test_a_small_request_is_answered_within_a_few_chunks_while_a_big_one_is_serv
     assert vectors.shape[0] == SMALL
     assert big_progress < BIG / 2, "the big request was nearly done: the small one was not served alongside it"
     # scheduler.py: latency <= (C / s + (n + 1) * b) chunk times, with n = 1 other client and b chunks of its own
-    own_chunks = math.ceil(SMALL / MAX_BATCH_SIZE)
-    bound_chunks = SLACK * (CAPACITY // MAX_BATCH_SIZE + 2 * own_chunks)
-    waited_chunks = (answered_at - sent_at) / MAX_BATCH_SIZE  # chunk times, as Triton spent them meanwhile
+    own_chunks = math.ceil(SMALL / CHUNK)
+    bound_chunks = SLACK * (CAPACITY // CHUNK + 2 * own_chunks)
+    waited_chunks = (answered_at - sent_at) / CHUNK  # chunk times, as Triton spent them meanwhile
     assert waited_chunks <= bound_chunks, (
         f"{SMALL} sentences waited while Triton computed {waited_chunks:.0f} chunks ({latency_s:.2f}s; one chunk "
         f"alone takes {served.chunk_s * 1000:.0f} ms) next to {BIG}; the bound with slack is {bound_chunks}")
