@@ -6,6 +6,8 @@
   ``RunningBridge`` and fails fast, with the log, when the process dies before it is ready.
 - ``default_export``: the packaged model as bert-export writes it with default flags (a ``ServedModel``).
 - ``default_bridge``: one bridge on the packaged model with default flags, shared by the whole session.
+- ``http_served``: one bridge on the packaged model with the HTTP front end, shared by the whole session (the HTTP
+  tests, the documented curl commands, the examples): ``(RunningBridge, http_port)``.
 - ``hf_model``: transformers' (BertTokenizer, BertModel) for the packaged model, the numerical oracle.
 """
 from __future__ import annotations
@@ -55,6 +57,16 @@ def default_export():
 def default_bridge(start_bridge):
     with start_bridge() as bridge:
         yield bridge
+
+
+@pytest.fixture(scope="session")
+def http_served(start_bridge):
+    """Default flags plus -http_port, started once: none of its users changes the bridge's settings, and the ones that
+    count requests compare before and after. -http_max_connect 64: the HTTP tests send concurrent traffic and must
+    not meet the limit they do not test (tests/http_api/test_http_limits.py tests it on a bridge of its own)."""
+    port = free_port()
+    with start_bridge("-http_port", str(port), "-http_max_connect", "64") as bridge:
+        yield bridge, port
 
 
 @pytest.fixture(scope="session")
