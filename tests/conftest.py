@@ -6,6 +6,8 @@
   ``RunningBridge`` and fails fast, with the log, when the process dies before it is ready.
 - ``default_export``: the packaged model as bert-export writes it with default flags (a ``ServedModel``).
 - ``default_bridge``: one bridge on the packaged model with default flags, shared by the whole session.
+- ``http_served``: one bridge on the packaged model with the HTTP front end, shared by the whole session (the HTTP
+  tests, the documented curl commands, the examples): ``(RunningBridge, http_port)``.
 - ``hf_model``: transformers' (BertTokenizer, BertModel) for the packaged model, the numerical oracle.
 """
 from __future__ import annotations
@@ -13,20 +15,45 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
 from bert_exporter.options import packaged_model_dir
 from harness import READY_MARKER, REPO_ROOT, RunningBridge, free_port, wait_for_log
 
+STOP_TIMEOUT_S = 30  # as RunningBridge.stop: a bridge still running this long after its SIGINT is killed
+
+
 @pytest.fixture(scope="session")
 def start_bridge(tmp_path_factory):
-    """``with start_bridge('-pooling_layer', '-1') as bridge: ...`` -- extra flags are passed verbatim."""
+    """``with start_bridge('-pooling_layer', '-1') as bridge: ...`` -- extra flags are passed verbatim.
+
+    Leaving the ``with`` sends the bridge SIGINT without waiting for it to exit: a bridge takes seconds to stop
+    (Triton unloads the model), which the following tests need not wait for. Its exit is awaited -- and a bridge
+    still running STOP_TIMEOUT_S after its SIGINT killed -- at the next start and when the session ends. A test that
+    checks how a bridge stops does so inside its ``with`` block (or runs its own process).
+    """
+    stopping: list[tuple[RunningBridge, float]] = []
+
+    def reap(wait: bool) -> None:
+        for bridge, interrupted_at in list(stopping):
+            left_s = interrupted_at + STOP_TIMEOUT_S - time.monotonic()
+            if bridge.process.poll() is None and (wait or left_s <= 0):
+                try:
+                    bridge.process.wait(max(left_s, 0))
+                except subprocess.TimeoutExpired:
+                    bridge.process.kill()
+                    bridge.process.wait()
+            if bridge.process.poll() is not None:
+                stopping.remove((bridge, interrupted_at))
 
     @contextlib.contextmanager
     def start(*flags: str, ready_timeout_s: float = 300, env: dict | None = None):
+        reap(wait=False)
         port, port_out = free_port(), free_port()
         log_path = tmp_path_factory.mktemp("bridge") / "bridge.log"
         command = [sys.executable, "-m", "bert_bridge.cli", "-port", str(port), "-port_out", str(port_out), *flags]
@@ -37,9 +64,12 @@ def start_bridge(tmp_path_factory):
             wait_for_log(bridge, READY_MARKER, ready_timeout_s)
             yield bridge
         finally:
-            bridge.stop()
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
+            stopping.append((bridge, time.monotonic()))
 
-    return start
+    yield start
+    reap(wait=True)
 
 
 @pytest.fixture(scope="session")
@@ -55,6 +85,16 @@ def default_export():
 def default_bridge(start_bridge):
     with start_bridge() as bridge:
         yield bridge
+
+
+@pytest.fixture(scope="session")
+def http_served(start_bridge):
+    """Default flags plus -http_port, started once: none of its users changes the bridge's settings, and the ones that
+    count requests compare before and after. -http_max_connect 64: the HTTP tests send concurrent traffic and must
+    not meet the limit they do not test (tests/http_api/test_http_limits.py tests it on a bridge of its own)."""
+    port = free_port()
+    with start_bridge("-http_port", str(port), "-http_max_connect", "64") as bridge:
+        yield bridge, port
 
 
 @pytest.fixture(scope="session")

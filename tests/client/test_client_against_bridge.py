@@ -213,6 +213,7 @@ def test_server_error_carries_the_servers_message_and_the_client_stays_usable(st
         with pytest.raises(ServerError):
             client.fetch_all()
         assert client.status["num_pending_request"] == 0
+        bridge.stop()  # start_bridge would only signal it on leaving the block, not wait for its exit
     client.timeout = 2000
     try:  # the bridge has stopped now: the next wait ends on time instead of hanging
         with pytest.raises(BertTimeoutError):

@@ -14,7 +14,7 @@ import subprocess
 import pytest
 
 from doc_commands import commands_in
-from harness import REPO_ROOT, free_port
+from harness import REPO_ROOT
 
 DOCUMENTS = sorted((REPO_ROOT / "docs").glob("*.md")) + [
     REPO_ROOT / "README.md", REPO_ROOT / "examples" / "README.md", REPO_ROOT / "model_repository" / "README.md"]
@@ -167,10 +167,9 @@ def test_marked_commands_are_only_gpu_or_docker_ones():
 
 
 @pytest.fixture(scope="module")
-def http_bridge_8125(start_bridge):
-    http_port = free_port()
-    with start_bridge("-http_port", str(http_port)) as bridge:
-        yield http_port
+def http_bridge_8125(http_served):
+    """The session's bridge with HTTP (tests/conftest.py): the docs' `-http_port 8125` on a free port."""
+    return http_served[1]
 
 
 @pytest.mark.slow

@@ -27,11 +27,11 @@ def run_example(name: str, *arguments: str, timeout_s: float = 300) -> str:
 
 
 @pytest.fixture(scope="module")
-def served(start_bridge):
-    """The packaged model with default flags, ZeroMQ and HTTP: `make serve` plus -http_port."""
-    http_port = free_port()
-    with start_bridge("-http_port", str(http_port)) as bridge:
-        yield bridge, ["--port", str(bridge.port), "--port_out", str(bridge.port_out)], http_port
+def served(http_served):
+    """The packaged model with default flags, ZeroMQ and HTTP: `make serve` plus -http_port (the session's bridge with
+    HTTP, tests/conftest.py)."""
+    bridge, http_port = http_served
+    return bridge, ["--port", str(bridge.port), "--port_out", str(bridge.port_out)], http_port
 
 
 @pytest.fixture(scope="module")

@@ -54,17 +54,26 @@ def test_accuracy_check_refuses_unless_forced(tiny_hf, tmp_path):
     assert "worst cosine" in forced.stderr  # printed during the export
 
 
-def test_int8_export_is_quantized_and_checked(tmp_path):
-    result = bert_export("-output", str(tmp_path), "-name", "minilm_int8", "-quantize", "int8", "-max_seq_len", "64")
-    assert result.returncode == 0, result.stderr
-    folder = tmp_path / "minilm_int8"
+@pytest.fixture(scope="module")
+def int8_export():
+    """The packaged model through `bert-export -quantize int8`, once for the module: run the way bert-serving-start
+    -quantize int8 runs it (the same command, into the bridge's cache), so the bridge below serves this export instead
+    of making a second one (tens of seconds each). A failing export raises here."""
+    from bert_bridge.config import parse_args
+    from bert_bridge.model_source import resolve_model
+
+    return resolve_model(parse_args(["-quantize", "int8"])).folder
+
+
+def test_int8_export_is_quantized_and_checked(int8_export):
+    folder = int8_export
     manifest = json.loads((folder / "bert_export.json").read_text())
     assert manifest["quantize"] == "int8" and manifest["extra"]["quantize_worst_cosine"] >= 0.99
     ops = {node.op_type for node in onnx.load(str(folder / "1" / "model.onnx")).graph.node}
     assert "DynamicQuantizeLinear" in ops and ({"MatMulInteger", "DynamicQuantizeMatMul"} & ops)
 
 
-def test_bridge_serves_int8_close_to_fp32(start_bridge, legacy_client, default_bridge):
+def test_bridge_serves_int8_close_to_fp32(start_bridge, legacy_client, default_bridge, int8_export):
     with legacy_client.BertClient(port=default_bridge.port, port_out=default_bridge.port_out, timeout=60000) as bc:
         fp32 = bc.encode(HELD_OUT)
     with start_bridge("-quantize", "int8") as bridge:

@@ -1,20 +1,17 @@
-"""One bridge with the HTTP front end for the HTTP tests that need no special flags (started once per session)."""
+"""The HTTP tests that need no special flags use the session's HTTP bridge (tests/conftest.py ``http_served``)."""
 from __future__ import annotations
 
 import shutil
 
 import pytest
 
-from harness import free_port
 from http_calls import HttpBridge
 
 
 @pytest.fixture(scope="session")
-def http_bridge(start_bridge):
-    port = free_port()
-    # -http_max_connect 64: the tests send concurrent traffic and must not meet the limit they do not test.
-    with start_bridge("-http_port", str(port), "-http_max_connect", "64") as bridge:
-        yield HttpBridge(bridge=bridge, http_port=port)
+def http_bridge(http_served):
+    bridge, port = http_served
+    return HttpBridge(bridge=bridge, http_port=port)
 
 
 @pytest.fixture(scope="session")
