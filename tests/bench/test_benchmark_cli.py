@@ -2,8 +2,8 @@
 
 It checks that every part runs and writes what docs/PERFORMANCE.md is built from; the speed targets themselves are
 measured by the full run (docs/PERFORMANCE.md), never asserted here. The common request is 64 sentences, not the full
-run's 256: still several of the bridge's chunks of 16 per request, so every path the full run takes (chunking,
-Triton's merged batches, model.py's packing, reassembly in order) is taken, and every table, comparison, plot and
+run's 256: still three of the bridge's chunks per request (25 + 25 + 14 sentences of 40 tokens), so every path the
+full run takes (chunking, Triton's merged batches, model.py's calls, reassembly in order) is taken, and every table, comparison, plot and
 perf_analyzer row it asserts on is still written -- for about a quarter of the client-side work.
 """
 from __future__ import annotations
@@ -44,8 +44,8 @@ def test_smoke_benchmark_writes_tables_ratios_and_plots(tmp_path):
     assert re.search(r"service fp32 / onnxruntime in process \(max_seq_len 40\): \d+\.\d\dx", summary)
     facts = json.loads((output / "facts.json").read_text())
     assert isinstance(facts["perf_analyzer"], list) and facts["perf_analyzer"][0]["inferences_per_s"] > 0
-    # The same vectors as the same ONNX in process (64 sentences: four of the bridge's chunks, in flight together, so
-    # Triton merges them and model.py packs them into its runs).
+    # The same vectors as the same ONNX in process (64 sentences: three of the bridge's chunks, in flight together, so
+    # Triton merges them and model.py runs them in calls of its size).
     assert facts["service_vs_onnxruntime_max_abs"] < 1e-4
     for table in ("client_batch_size", "num_client"):
         assert (output / f"{table}.png").read_bytes()[:4] == b"\x89PNG"

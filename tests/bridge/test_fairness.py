@@ -137,9 +137,8 @@ class Served:
 
 @pytest.fixture(scope="module")
 def served(start_bridge, default_export):
-    # The default export (Triton's max_batch_size 256) with the bridge's -max_batch_size 8: chunks of 8 and 8
-    # sentences in flight, i.e. one chunk at a time, which Triton computes alone as it would with a model exported at
-    # 8 -- without a second export of the model (tens of seconds) for this module.
+    # The default export (Triton's max_batch_size 256) with the bridge's -max_batch_size 8: 8 sentences in flight in
+    # chunks of 4, as with a model exported at 8 -- without a second export of the model (tens of seconds) here.
     http_port = free_port()
     with start_bridge("-model_dir", str(default_export.folder), "-max_batch_size", str(MAX_BATCH_SIZE),
                       "-http_port", str(http_port)) as bridge:
