@@ -12,14 +12,17 @@ from typing import Sequence
 
 import numpy as np
 
+from bert_exporter.triton_config import POSITIONS_PER_RUN
+
 # Chunks are padded to a multiple of this: at most 3 wasted positions per row, and few enough shapes that equal-shape
 # chunks of small concurrent requests still meet in Triton's batcher, whose merged chunks the embedded model runs
 # together (templates/model.py). The plan below mostly cuts where a multiple of 4 ends, so it costs little.
 LENGTH_STEP = 4
-# Token positions per chunk at most (a single longer sentence goes alone; the service also caps its rows): the embedded export's positions_per_run,
-# the call size that stays in the CPU's caches (templates/model.py), so a chunk is one onnxruntime call and every
-# chunk takes about the same time -- the unit in which the scheduler interleaves clients (scheduler.py).
-CHUNK_POSITIONS = 1024
+# Token positions per chunk at most (a single longer sentence goes alone; the service also caps its rows): the fp32
+# embedded export's positions_per_run, the call size that stays in the CPU's caches (templates/model.py), so a chunk
+# is one onnxruntime call and every chunk takes about the same time -- the unit in which the scheduler interleaves
+# clients (scheduler.py). int8 exports run two such chunks of one shape per call.
+CHUNK_POSITIONS = POSITIONS_PER_RUN[None]
 # The fixed cost of one chunk, in positions' worth of time: one onnxruntime call costs ~4.5 ms beside ~140 us per
 # position on a 2-core Zen 4 (a fit over calls of 16 to 512 positions), and a Triton request adds little to that.
 CALL_COST_POSITIONS = 32

@@ -8,17 +8,18 @@ within a client from its next request in turn; so one client's 5,000 sentences a
 chunk, side by side, and a client cannot get more than its share by sending many requests at once.
 
 The bound. Let ``t`` be the time Triton takes for one chunk under load (chunks hold about the same number of token
-positions, chunking.py), ``C`` the sentences in flight (``capacity``) and ``s`` the sentences per chunk. A request of ``b`` chunks arriving while ``n`` other clients have work waits at
-most for the chunks already in flight (``C / s`` of them, queued in Triton ahead of its first chunk) plus one turn of
-every other client per chunk of its own::
+positions, chunking.py), ``C`` the sentences in flight (``capacity``) and ``s`` the sentences per chunk. A request
+of ``b`` chunks arriving while ``n`` other clients have work waits at most for the chunks already in flight
+(``C / s`` of them, queued in Triton ahead of its first chunk) plus one turn of every other client per chunk of its
+own::
 
     latency <= (C / s + (n + 1) * b) * t
 
 With the defaults (``C`` = max_batch_size = 256; chunks of 1,024 positions hold 25 sentences of 40 tokens) that is
-about 10 + 2b chunk times next to one big request, and no longer depends on the big request's size. Requests of at most ``-priority_batch_size`` sentences are urgent, as
-the original's priority made them: their chunks go before every client's turn, so they wait only for the chunks
-already in flight (``C / s``). Few chunks are kept in flight for that reason; Triton has no priority levels (they
-stalled its batcher: exporter/triton_config.py).
+about 10 + 2b chunk times next to one big request, and no longer depends on the big request's size. Requests of at
+most ``-priority_batch_size`` sentences are urgent, as the original's priority made them: their chunks go before
+every client's turn, so they wait only for the chunks already in flight (``C / s``). Few chunks are kept in flight
+for that reason; Triton has no priority levels (they stalled its batcher: exporter/triton_config.py).
 
 Cancellation: a chunk waiting for its slot whose task is cancelled (the client left, the HTTP connection closed,
 shutdown gave up) leaves the queue at once and never reaches Triton. A chunk already sent keeps its slot until

@@ -3,8 +3,8 @@
 It checks that every part runs and writes what docs/PERFORMANCE.md is built from; the speed targets themselves are
 measured by the full run (docs/PERFORMANCE.md), never asserted here. The common request is 64 sentences, not the full
 run's 256: still three of the bridge's chunks per request (25 + 25 + 14 sentences of 40 tokens), so every path the
-full run takes (chunking, Triton's merged batches, model.py's calls, reassembly in order) is taken, and every table, comparison, plot and
-perf_analyzer row it asserts on is still written -- for about a quarter of the client-side work.
+full run takes (chunking, Triton's merged batches, model.py's calls, reassembly in order) is taken, and every table,
+comparison, plot and perf_analyzer row it asserts on is still written -- for about a quarter of the client-side work.
 """
 from __future__ import annotations
 
