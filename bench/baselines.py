@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bert_bridge.chunking import plan_chunks  # the service's chunks, so the baseline runs the same calls
+from bert_bridge.core.chunking import plan_chunks  # the service's chunks, so the baseline runs the same calls
 
 ST_BATCH_SIZE = 32  # sentence-transformers' own default: what a user gets
 
@@ -21,7 +21,7 @@ class OnnxRuntimeBaseline:
     def __init__(self, model_folder: Path, *, max_seq_len: int | None, threads: int = 0):
         import onnxruntime as ort
 
-        from bert_bridge.tokenization import TokenizerSettings, WordPieceTokenizer
+        from bert_bridge.core.tokenization import TokenizerSettings, WordPieceTokenizer
         from bert_exporter.manifest import ExportManifest
 
         manifest = ExportManifest.load(model_folder)
@@ -34,7 +34,7 @@ class OnnxRuntimeBaseline:
             max_seq_len=max_seq_len, max_position_embeddings=manifest.max_position_embeddings))
 
     def encode(self, sentences: list[str]) -> np.ndarray:
-        from bert_bridge.tokenization import pad
+        from bert_bridge.core.tokenization import pad
 
         encodings = self.tokenizer.encode(sentences)
         order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].input_ids))

@@ -327,7 +327,7 @@ class Benchmark:
 
     def _perf_analyzer(self, fp32: Path, compare: list[str]) -> None:
         from . import perf_analyzer
-        from bert_bridge.tokenization import TokenizerSettings, WordPieceTokenizer, pad
+        from bert_bridge.core.tokenization import TokenizerSettings, WordPieceTokenizer, pad
 
         binary = perf_analyzer.find_binary()
         if binary is None:
@@ -341,7 +341,7 @@ class Benchmark:
         perf_analyzer.write_input_data(data, ids, mask, segments)
         grpc_port = free_port()
         log = open(self.work / "logs" / "perf-triton.log", "wb")
-        triton = subprocess.Popen([sys.executable, "-m", "bert_bridge.standalone_triton", "--model-repository",
+        triton = subprocess.Popen([sys.executable, "-m", "bert_bridge.triton.standalone", "--model-repository",
                                    str(self.models), "--model", fp32.name, "--grpc-port", str(grpc_port),
                                    "--http-port", str(free_port()), "--metrics-port", str(free_port()),
                                    "--cache-dir", str(self.work / "triton")], stdout=log, stderr=subprocess.STDOUT)

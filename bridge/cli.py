@@ -6,24 +6,17 @@ import datetime
 import logging
 import signal
 import sys
-from importlib.metadata import PackageNotFoundError, version
 from typing import Optional, Sequence
 
 from bert_exporter.manifest import Target
 
+from . import package_version
 from .config import IGNORED_FLAGS, ServerConfig, parse_args
 from .errors import BackendUnavailable, StartupError
 
 log = logging.getLogger("bert_bridge")
 
 READY_MESSAGE = "ready to serve"
-
-
-def _package_version() -> str:
-    try:
-        return version("bert-serving-triton")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def configure_logging(verbose: bool) -> None:
@@ -59,7 +52,7 @@ class Server:
 
     def run(self) -> int:
         from .model_source import resolve_model, settle_config
-        from .zmq_frontend import ZmqSockets
+        from .frontends.zmq_frontend import ZmqSockets
 
         config = self.config
         sockets = ZmqSockets.bind(ip=config.ip, port=config.port, port_out=config.port_out,
@@ -69,7 +62,7 @@ class Server:
         http_socket = None
         try:
             if config.http_port is not None:
-                from .http_frontend import listen
+                from .frontends.http_frontend import listen
 
                 http_socket = listen(config.ip, config.http_port)
             self.model = resolve_model(config)
@@ -87,7 +80,7 @@ class Server:
                 self.triton.stop()
 
     def _start_embedded_triton(self) -> str:
-        from .triton_server import EmbeddedTriton
+        from .triton.server import EmbeddedTriton
 
         config, manifest = self.config, self.model.manifest
         if manifest.target != Target.EMBEDDED.value:
@@ -102,10 +95,10 @@ class Server:
 
     async def _serve(self, urls: Sequence[str], sockets, http_socket) -> int:
         from .metrics import BridgeMetrics
-        from .service import EncodingService
+        from .core.service import EncodingService
         from .statistics import ServerStatistic
-        from .triton_pool import TritonPool
-        from .zmq_frontend import ZmqFrontend
+        from .triton.pool import TritonPool
+        from .frontends.zmq_frontend import ZmqFrontend
 
         config = self.config
         backend = self.backend = TritonPool(targets=urls, model_name=self.model.name,
@@ -130,7 +123,7 @@ class Server:
         ending = [asyncio.create_task(frontend.serve()), asyncio.create_task(stop.wait())]
         http = http_serving = None
         if http_socket is not None:
-            from .http_frontend import HttpFrontend
+            from .frontends.http_frontend import HttpFrontend
 
             http = HttpFrontend(listening_socket=http_socket, service=service, statistic=statistic, metrics=metrics,
                                 config=config, backend=backend, output_dim=self.model.manifest.output_dim,
@@ -172,7 +165,7 @@ class Server:
     async def _supervise_triton(self) -> None:
         """Restart the embedded tritonserver when it dies; while it is down, every chunk fails at once with the
         reason. Raises StartupError when it cannot be brought back (see RestartPolicy)."""
-        from .triton_server import TritonSupervisor
+        from .triton.server import TritonSupervisor
 
         backend = self.backend
 
@@ -206,7 +199,7 @@ class Server:
             "server_start_time": str(self.started_at),
         }
         ours = {
-            "bridge_version": _package_version(),
+            "bridge_version": package_version(),
             "model_folder": str(self.model.folder),
             "model_source": manifest.source,
             "output_dim": manifest.output_dim,

@@ -28,7 +28,7 @@ IGNORED_FLAGS = {
 
 API_KEY_ENV = "BERT_SERVING_API_KEY"
 DEFAULT_HTTP_MAX_REQUEST_BYTES = 10_000_000
-# Request limits (bridge/admission.py, docs/FAQ.md): generous for real use -- a 50,000-sentence request is served by
+# Request limits (bridge/core/admission.py, docs/FAQ.md): generous for real use -- a 50,000-sentence request is served by
 # default -- and tight enough that no request, and no load of all clients together, grows memory without bound.
 DEFAULT_ZMQ_MAX_REQUEST_BYTES = 100_000_000
 DEFAULT_MAX_REQUEST_SENTENCES = 100_000

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from bert_bridge.tokenization import TokenizerSettings, WordPieceTokenizer
+from bert_bridge.core.tokenization import TokenizerSettings, WordPieceTokenizer
 from bert_exporter.bert_config import BertConfig
 from bert_exporter.graph import BertEncoder
 from bert_exporter.manifest import PoolingStrategy

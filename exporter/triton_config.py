@@ -5,7 +5,7 @@ What goes in (DESIGN.md decision 2 and 4, triton-notes.md): the three INT32 inpu
 ``-num_worker`` / ``-device_map`` / ``-cpu``. No priority levels: with them, Triton 2.51's batcher left the model idle
 about 0.5 s between queued requests of different shapes -- which length-adaptive padding sends all the time -- so a
 mixed-length request ran at half speed and one sentence in ten waited half a second (docs/PERFORMANCE.md). Small
-requests are put first in the bridge instead (bridge/scheduler.py), which also keeps few chunks queued in Triton.
+requests are put first in the bridge instead (bridge/core/scheduler.py), which also keeps few chunks queued in Triton.
 """
 from __future__ import annotations
 

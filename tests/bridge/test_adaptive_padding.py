@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from bert_bridge.config import parse_args
-from bert_bridge.chunking import CHUNK_POSITIONS, LENGTH_STEP
-from bert_bridge.service import EncodingService
+from bert_bridge.core.chunking import CHUNK_POSITIONS, LENGTH_STEP
+from bert_bridge.core.service import EncodingService
 from bert_exporter.options import packaged_model_dir
 
 WIDTH = 4

@@ -1,4 +1,4 @@
-"""The chunk plan of a length-sorted request (bridge/chunking.py), against brute force over every way to cut it."""
+"""The chunk plan of a length-sorted request (bridge/core/chunking.py), against brute force over every way to cut it."""
 from __future__ import annotations
 
 import itertools
@@ -6,7 +6,7 @@ import itertools
 import numpy as np
 from hypothesis import given, settings, strategies as st
 
-from bert_bridge.chunking import CALL_COST_POSITIONS, CHUNK_POSITIONS, plan_chunks, padded_length
+from bert_bridge.core.chunking import CALL_COST_POSITIONS, CHUNK_POSITIONS, plan_chunks, padded_length
 
 
 def cost(cuts: list[tuple[int, int]], lengths: list[int], cap: int) -> int:

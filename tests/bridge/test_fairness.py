@@ -1,7 +1,7 @@
 """Fairness and cancellation against one real bridge (issue 10, "Done when" 3).
 
 - A 17-sentence request from one client, sent while another client's 5,000 sentences are being served, is answered
-  within the scheduler's bound (bridge/scheduler.py): the chunks in flight plus one turn of each client per chunk of
+  within the scheduler's bound (bridge/core/scheduler.py): the chunks in flight plus one turn of each client per chunk of
   its own, times the time of one chunk. The time of one chunk is measured while the small request waits, as Triton
   computes them: the latency in chunk times is the number of chunks Triton computed meanwhile (its own inference
   count). So the bound holds in the units it is stated in, whatever else runs on the machine; never a fixed number of
@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 import zmq
 
-from bert_bridge.service import INFLIGHT_BATCHES
+from bert_bridge.core.service import INFLIGHT_BATCHES
 from bert_serving.client.protocol import SHOW_CONFIG, decode_reply, encode_request
 from harness import free_port
 

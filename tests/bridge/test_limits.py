@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import zmq
 
-from bert_bridge.admission import Admission
+from bert_bridge.core.admission import Admission
 from bert_bridge.config import parse_args
 from bert_bridge.errors import RequestTooLarge, ServerBusy
 from bert_serving.client.protocol import decode_reply, encode_request

@@ -1,4 +1,4 @@
-"""The fair scheduler alone (bridge/scheduler.py): turn order, capacity, cancellation. No server: chunks are coroutines
+"""The fair scheduler alone (bridge/core/scheduler.py): turn order, capacity, cancellation. No server: chunks are coroutines
 that hold their slot until the test lets them finish."""
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from bert_bridge.scheduler import FairScheduler
+from bert_bridge.core.scheduler import FairScheduler
 
 
 class Recorder:

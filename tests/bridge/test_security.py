@@ -170,7 +170,7 @@ def test_curve_keys_against_a_server_without_curve_fail_clearly(default_bridge, 
     ("192.0.2.7", None, False), ("::ffff:192.0.2.7", None, False), ("unknown", None, False),
     ("192.0.2.7", "alice", True)])
 def test_termination_needs_a_loopback_address_or_a_curve_user(address, user_id, allowed):
-    from bert_bridge.security import Sender
+    from bert_bridge.frontends.security import Sender
 
     assert Sender(address, user_id).may_terminate() is allowed
 
@@ -233,7 +233,7 @@ def established_connections_with_keepalive(port: int) -> list[str]:
 
 def test_keepalive_is_on_for_bridge_and_client_and_an_idle_client_still_works(default_bridge):
     # The bound sockets of a bridge, as ZmqSockets.bind makes them.
-    from bert_bridge.zmq_frontend import ZmqSockets
+    from bert_bridge.frontends.zmq_frontend import ZmqSockets
 
     sockets = ZmqSockets.bind(ip="127.0.0.1", port=free_port(), port_out=free_port())
     try:

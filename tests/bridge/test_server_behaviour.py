@@ -231,7 +231,7 @@ def test_terminate_command_stops_the_server(start_bridge):
 
 def test_triton_down_gives_a_readable_error_and_service_resumes(default_export, start_bridge, legacy_client,
                                                                tmp_path):
-    from bert_bridge.triton_server import EmbeddedTriton
+    from bert_bridge.triton.server import EmbeddedTriton
 
     triton = EmbeddedTriton(model_repository=default_export.repository, models=[default_export.name],
                             cache_dir=tmp_path, log_path=tmp_path / "triton.log", grpc_port=free_port())

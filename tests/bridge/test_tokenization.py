@@ -19,7 +19,7 @@ from transformers.models.bert.tokenization_bert_legacy import BertTokenizerLegac
 
 from bert_bridge.errors import InvalidRequest, StartupError
 from bert_exporter.options import packaged_model_dir
-from bert_bridge.tokenization import Encoding, TokenizerSettings, WordPieceTokenizer, pad
+from bert_bridge.core.tokenization import Encoding, TokenizerSettings, WordPieceTokenizer, pad
 
 ENGLISH = [
     "Hello, world! How are you doing today?",

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 
-from bert_bridge import triton_server
+from bert_bridge.triton import server as triton_server
 
 
 def fake_pytriton(root: Path) -> Path:

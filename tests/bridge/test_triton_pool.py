@@ -10,9 +10,9 @@ import asyncio
 import numpy as np
 import pytest
 
-from bert_bridge import triton_pool
+from bert_bridge.triton import pool as triton_pool
 from bert_bridge.errors import BackendError, BackendUnavailable
-from bert_bridge.triton_pool import TritonPool, resolve_addresses
+from bert_bridge.triton.pool import TritonPool, resolve_addresses
 
 ROWS = np.zeros((2, 4), dtype=np.int32)
 

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from bert_bridge.errors import BackendUnavailable, StartupError
-from bert_bridge.triton_server import RestartPolicy, TritonSupervisor
+from bert_bridge.triton.server import RestartPolicy, TritonSupervisor
 from harness import alive, descendants, free_port
 
 SENTENCES = [f"sentence {i} sent while the tritonserver may die" for i in range(24)]

@@ -1,4 +1,4 @@
-"""The ZeroMQ front end stops the requests of a client that has gone, and only those (bridge/zmq_frontend.py).
+"""The ZeroMQ front end stops the requests of a client that has gone, and only those (bridge/frontends/zmq_frontend.py).
 
 Real sockets on loopback, the real ZmqFrontend and ReplyPublisher; the service core is a stand-in whose encode waits
 until the test releases it, so the test sees exactly which requests were cancelled. The rule under test: when the last
@@ -14,12 +14,12 @@ import numpy as np
 import zmq
 import zmq.asyncio
 
-from bert_bridge.admission import Admission
+from bert_bridge.core.admission import Admission
 from bert_bridge.config import ServerConfig
 from bert_bridge.metrics import BridgeMetrics
-from bert_bridge.service import EncodeResult
+from bert_bridge.core.service import EncodeResult
 from bert_bridge.statistics import ServerStatistic
-from bert_bridge.zmq_frontend import ZmqFrontend, ZmqSockets
+from bert_bridge.frontends.zmq_frontend import ZmqFrontend, ZmqSockets
 from bert_serving.client.protocol import decode_reply, encode_request
 from harness import free_port
 

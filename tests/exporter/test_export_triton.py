@@ -1,6 +1,6 @@
 """The embedded target loaded and served by a real tritonserver (the Triton 2.51 bundled in nvidia-pytriton).
 
-The server is started through the bridge's supervisor (bert_bridge.triton_server), the way `bert-serving-start` does;
+The server is started through the bridge's supervisor (bert_bridge.triton.server), the way `bert-serving-start` does;
 requests go through tritonclient's gRPC client with and without a priority, several in flight so the dynamic
 batcher merges them.
 """
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, tiny_hf):
-    from bert_bridge.triton_server import EmbeddedTriton
+    from bert_bridge.triton.server import EmbeddedTriton
 
     from bert_exporter.export import ExportOptions, export_model
 

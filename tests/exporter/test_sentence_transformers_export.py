@@ -175,7 +175,7 @@ MULTILINGUAL = ["Café naïve résumé", "ΟΔΥΣΣΕΥΣ ΚΑΙ Ο ΚΥΚΛΩ�
 def test_the_exported_tokenizer_splits_text_as_sentence_transformers_does(tmp_path):
     from sentence_transformers import SentenceTransformer
 
-    from bert_bridge.tokenization import TokenizerSettings, WordPieceTokenizer
+    from bert_bridge.core.tokenization import TokenizerSettings, WordPieceTokenizer
     from bert_exporter.sentence_transformers import write_tokenizer
     from bert_exporter.source import read_vocab
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 import contextlib
 from typing import Any, Callable, Iterator
 
-from .config import ServerConfig
-from .errors import RequestTooLarge, ServerBusy
+from ..config import ServerConfig
+from ..errors import RequestTooLarge, ServerBusy
 
 __all__ = ["Admission"]
 

@@ -15,16 +15,16 @@ from typing import Optional, Sequence
 
 from bert_exporter.manifest import MANIFEST_FILE, Target
 
-from .cli import configure_logging, interrupt_on_termination_signals
-from .config import default_cache_dir
-from .errors import StartupError
+from ..cli import configure_logging, interrupt_on_termination_signals
+from ..config import default_cache_dir
+from ..errors import StartupError
 
 log = logging.getLogger("bert_bridge.triton")
 
 
 def embedded_models(repository: Path) -> list[str]:
     """The models in the repository that the bundled tritonserver can run (bert-export -target embedded)."""
-    from .model_source import load_manifest
+    from ..model_source import load_manifest
 
     folders = sorted(p.parent for p in repository.glob(f"*/{MANIFEST_FILE}") if not p.parent.name.startswith("."))
     return [folder.name for folder in folders if load_manifest(folder).target == Target.EMBEDDED.value]
@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    from .triton_server import EmbeddedTriton
+    from .server import EmbeddedTriton
 
     args = build_parser().parse_args(argv)
     configure_logging(verbose=False)

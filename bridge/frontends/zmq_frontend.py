@@ -14,7 +14,7 @@ with it, more bytes than --zmq-max-request-bytes) are logged, rate-limited (brid
 an error reply wherever frame 0 and frame 2 give an identity and RID to answer to. A frame far over the byte limit is
 never buffered: libzmq disconnects its sender (MAXMSGSIZE), as its RID, which follows, cannot be read.
 
-Memory stays bounded with slow readers too: every reply counts against --max-inflight-bytes (bridge/admission.py)
+Memory stays bounded with slow readers too: every reply counts against --max-inflight-bytes (bridge/core/admission.py)
 from the moment it is ready until libzmq has let go of its bytes (a tracked zero-copy frame: written to the client's
 connection, or its subscriber left), so unread replies make new requests wait for a ServerBusy error, not the heap
 grow. Vectors always go out (they were admitted); an error reply is dropped (and logged) only while its identity
@@ -39,13 +39,13 @@ from bert_serving.client.protocol import (SHOW_STATUS, TERMINATION, ProtocolErro
                                           encode_error_reply, encode_json_reply, encode_ndarray_reply,
                                           request_address)
 
-from .admission import Admission
-from .errors import BridgeError, ClientGone, InvalidRequest, RequestTooLarge, ShuttingDown, StartupError, Unauthorized
-from .log_limits import RateLimitedLog
-from .metrics import BridgeMetrics
+from ..core.admission import Admission
+from ..errors import BridgeError, ClientGone, InvalidRequest, RequestTooLarge, ShuttingDown, StartupError, Unauthorized
+from ..log_limits import RateLimitedLog
+from ..metrics import BridgeMetrics
 from .security import CurveServerKeys, Sender, ZapHandler
-from .service import EncodingService, error_message
-from .statistics import ServerStatistic
+from ..core.service import EncodingService, error_message
+from ..statistics import ServerStatistic
 
 log = logging.getLogger("bert_bridge.zmq")
 

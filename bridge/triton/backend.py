@@ -9,7 +9,7 @@ import numpy as np
 
 from bert_exporter.manifest import INPUT_NAMES, OUTPUT_NAME
 
-from .errors import BackendError, BackendOverloaded, BackendUnavailable
+from ..errors import BackendError, BackendOverloaded, BackendUnavailable
 
 log = logging.getLogger("bert_bridge.triton")
 

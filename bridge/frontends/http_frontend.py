@@ -40,13 +40,14 @@ from starlette.responses import FileResponse, Response
 from bert_serving.client.protocol import SHOW_STATUS
 from bert_serving.client.protocol import Request as ZmqRequest
 
-from .config import ServerConfig
-from .errors import (BackendError, BackendUnavailable, BridgeError, ClientGone, InvalidRequest, Overloaded,
+from .. import package_version
+from ..config import ServerConfig
+from ..errors import (BackendError, BackendUnavailable, BridgeError, ClientGone, InvalidRequest, Overloaded,
                      RequestTooLarge, ShuttingDown, StartupError, TooManyConcurrentRequests, Unauthorized)
-from .metrics import CONTENT_TYPE_LATEST, BridgeMetrics
-from .service import EncodeResult, EncodingService
-from .statistics import ServerStatistic
-from .triton_pool import TritonPool
+from ..metrics import CONTENT_TYPE_LATEST, BridgeMetrics
+from ..core.service import EncodeResult, EncodingService
+from ..statistics import ServerStatistic
+from ..triton.pool import TritonPool
 
 log = logging.getLogger("bert_bridge.http")
 
@@ -314,9 +315,7 @@ class HttpFrontend:
     # -- the app ----------------------------------------------------------------------------------------------------
 
     def _build_app(self) -> FastAPI:
-        from .cli import _package_version
-
-        app = FastAPI(title="bert-serving HTTP API", version=_package_version(), docs_url=None, redoc_url=None,
+        app = FastAPI(title="bert-serving HTTP API", version=package_version(), docs_url=None, redoc_url=None,
                       description="bert-as-service's HTTP API, OpenAI-compatible embeddings, health and metrics, "
                                   "over the same service as the ZeroMQ protocol. See docs/HTTP.md.")
         app.add_exception_handler(BridgeError, self._on_bridge_error)
@@ -658,7 +657,7 @@ def listen(host: str, port: int) -> socket.socket:
 
 
 def _package_folder(name: str) -> Path:
-    return Path(str(resources.files("bert_bridge") / name))
+    return Path(str(resources.files(__package__) / name))
 
 
 def _swagger_ui_folder() -> str:

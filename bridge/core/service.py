@@ -19,11 +19,11 @@ from bert_exporter.manifest import PoolingStrategy
 
 from .admission import Admission
 from .chunking import Chunk, plan_chunks
-from .config import ServerConfig
-from .errors import BridgeError
+from ..config import ServerConfig
+from ..errors import BridgeError
 from .scheduler import FairScheduler
 from .tokenization import Encoding, TokenizerSettings, WordPieceTokenizer, pad
-from .triton_backend import TritonBackend
+from ..triton.backend import TritonBackend
 
 log = logging.getLogger("bert_bridge.service")
 

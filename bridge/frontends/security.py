@@ -24,7 +24,7 @@ import zmq.asyncio
 import zmq.auth
 from zmq.utils import z85
 
-from .errors import StartupError
+from ..errors import StartupError
 
 log = logging.getLogger("bert_bridge.security")
 

@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Awaitable, Callable, Optional, Sequence
 
-from . import child_process
-from .errors import BridgeError, StartupError
+from .. import child_process
+from ..errors import BridgeError, StartupError
 
 log = logging.getLogger("bert_bridge.triton")
 

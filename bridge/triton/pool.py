@@ -33,8 +33,8 @@ from typing import Awaitable, Callable, Optional, Sequence
 
 import numpy as np
 
-from .errors import BackendUnavailable, BridgeError
-from .triton_backend import TritonBackend
+from ..errors import BackendUnavailable, BridgeError
+from .backend import TritonBackend
 
 log = logging.getLogger("bert_bridge.triton")
 
