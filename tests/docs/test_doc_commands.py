@@ -24,7 +24,7 @@ THE_SUITE_ITSELF = "make test runs this suite"
 
 RUN_BY = {
     # README.md
-    "make serve": "tests/test_make_serve.py::test_make_serve_brings_up_the_default_model",
+    "make serve": "tests/test_make_serve.py::test_make_serve_brings_up_both_models_and_the_readme_snippets_run",
     "make test": THE_SUITE_ITSELF,
     # docs/PERFORMANCE.md
     "make install": THE_SUITE_ITSELF,  # make test installs first
