@@ -28,13 +28,14 @@ __all__ = ["ModelRegistry"]
 
 
 class ModelRegistry:
-    """Immutable: ``services`` in the configured order (the first is the default), ``unserved`` name -> why."""
+    """Immutable: ``services`` in the configured order (the first is the default), ``unserved`` name -> why (kept in
+    name order)."""
 
     def __init__(self, services: Sequence[EncodingService], unserved: Optional[Mapping[str, str]] = None):
         if not services:
             raise ValueError("a registry needs at least one served model")
         self._services: Mapping[str, EncodingService] = types.MappingProxyType({s.name: s for s in services})
-        self.unserved: Mapping[str, str] = types.MappingProxyType(dict(unserved or {}))
+        self.unserved: Mapping[str, str] = types.MappingProxyType(dict(sorted((unserved or {}).items())))
         self.default = services[0]
         self.modern_default = next((s for s in services if s.model.semantics == SENTENCE_TRANSFORMERS), self.default)
         self.admission = self.default.admission
