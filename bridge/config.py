@@ -337,18 +337,18 @@ def build_parser() -> argparse.ArgumentParser:
         allow_abbrev=False,
     )
     paths = parser.add_argument_group("File Paths", "the models to serve")
-    _flag(parser, paths, "model_dir", type=_model_source, action="append",
-          help="[NAME=]PATH: a BERT folder (Google TF checkpoint or Hugging Face) exported on the fly and cached, or a "
-               "folder written by bert-export, served as NAME (default: the folder's name). Repeat it to serve several "
+    _flag(parser, paths, "model_dir", type=_model_source, action="append", metavar="[NAME=]PATH",
+          help="a BERT folder (Google TF checkpoint or Hugging Face) exported on the fly and cached, or a folder "
+               "written by bert-export, served as NAME (default: the folder's name). Repeat it to serve several "
                "models; the first is the default (ZeroMQ, /encode). Default: the packaged all-MiniLM-L6-v2, as 'bert'")
     _flag(parser, paths, "tuned_model_dir", type=Path, help="directory of a fine-tuned BERT model")
     _flag(parser, paths, "ckpt_name", default="bert_model.ckpt", help="filename of the checkpoint file")
     _flag(parser, paths, "config_name", default="bert_config.json", help="filename of the JSON config file")
     _flag(parser, paths, "graph_tmp_dir", help="(ignored) path to graph temp file")
-    _flag(parser, paths, "model_repository", type=Path,
+    _flag(parser, paths, "model_repository", type=Path, metavar="DIR",
           help="serve every model bert-export wrote into this folder (in name order, after any -model_dir), or those "
                "of --model-name; a model in it that cannot be served is reported and the others serve")
-    _flag(parser, paths, "model_name", type=_model_name, action="append",
+    _flag(parser, paths, "model_name", type=_model_name, action="append", metavar="NAME",
           help="with --model-repository: serve this model of it (repeatable, in this order) instead of all")
     _flag(parser, paths, "cache_dir", type=Path, default=None,
           help="where models exported on the fly are kept (default: $XDG_CACHE_HOME/bert-serving)")
