@@ -8,8 +8,10 @@ LEGACY_CLIENT := $(VENV)/legacy-client
 PERF_ANALYZER := $(VENV)/perf-analyzer
 MODEL_REPOSITORY := model_repository
 DEFAULT_MODEL := $(MODEL_REPOSITORY)/minilm
+ST_MODEL := $(MODEL_REPOSITORY)/all-MiniLM-L6-v2
 PORT ?= 5555
 PORT_OUT ?= 5556
+HTTP_PORT ?= 8125
 
 .PHONY: install serve test clean
 
@@ -29,11 +31,18 @@ $(INSTALLED): pyproject.toml client/pyproject.toml Makefile
 	$(PIP) install -q --no-deps --upgrade --target $(PERF_ANALYZER) tritonclient==2.51.0
 	touch $@
 
+# The packaged all-MiniLM-L6-v2 twice: with bert-as-service's defaults (layer -2, mean, 25 tokens), the default model
+# that ZeroMQ and /encode serve; and with its model card's semantics (mean over the last layer, 256 tokens,
+# normalized), what /v1/embeddings answers by default.
 $(DEFAULT_MODEL)/bert_export.json: | $(INSTALLED)
 	$(BIN)/bert-export -target embedded -output $(MODEL_REPOSITORY) -name minilm
 
-serve: $(INSTALLED) $(DEFAULT_MODEL)/bert_export.json
-	$(BIN)/bert-serving-start -model_dir $(DEFAULT_MODEL) -port $(PORT) -port_out $(PORT_OUT)
+$(ST_MODEL)/bert_export.json: | $(INSTALLED)
+	$(BIN)/bert-export -target embedded -pooling_strategy AUTO -output $(MODEL_REPOSITORY) -name all-MiniLM-L6-v2
+
+serve: $(INSTALLED) $(DEFAULT_MODEL)/bert_export.json $(ST_MODEL)/bert_export.json
+	$(BIN)/bert-serving-start -model_dir $(DEFAULT_MODEL) -model_dir $(ST_MODEL) -port $(PORT) -port_out $(PORT_OUT) \
+		-http_port $(HTTP_PORT)
 
 # The dashboard test drives Debian's Chromium through chromedriver (tests/http_api/test_http_dashboard.py).
 CHROMEDRIVER := /usr/bin/chromedriver
@@ -46,4 +55,4 @@ test: $(INSTALLED) $(CHROMEDRIVER)
 	$(BIN)/python -m pytest
 
 clean:
-	rm -rf $(VENV) .cache $(DEFAULT_MODEL)
+	rm -rf $(VENV) .cache $(DEFAULT_MODEL) $(ST_MODEL)

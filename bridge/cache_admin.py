@@ -5,6 +5,8 @@ Layout under ``--cache-dir`` (default ``$XDG_CACHE_HOME/bert-serving``)::
     models/<key>/<name>/         a model exported on the fly (model_source.py), key = source files + flags + exporter
     models/<key>/cache_entry.json  what produced it (source, bert-export flags) and when it was created and last used
     logs/                        tritonserver logs
+    served/bridge-<port>/<name>  links to the exports the bridge on that -port serves: its embedded Triton's
+                                 repository, rewritten at every start; never pruned (links only)
     triton-backends/             the python backend link; small, never pruned
 
 A bridge marks the entry it serves: it holds a shared ``flock`` on the entry's folder from before its export until it

@@ -8,8 +8,6 @@ import signal
 import sys
 from typing import Optional, Sequence
 
-from bert_exporter.manifest import Target
-
 from . import package_version
 from .config import IGNORED_FLAGS, ServerConfig, parse_args
 from .errors import BackendUnavailable, StartupError
@@ -32,10 +30,10 @@ def _log_ignored_flags(config: ServerConfig) -> None:
 
 
 class Server:
-    """One running bridge: the served model, Triton (embedded or external) and the ZeroMQ front end.
+    """One running bridge: the served models, Triton (embedded or external) and the front ends.
 
-    Start-up order: bind the ports (refused in one line if taken), resolve or export the model, start Triton, serve.
-    An embedded tritonserver that dies while serving is restarted (triton_server.TritonSupervisor); one that fails
+    Start-up order: bind the ports (refused in one line if taken), resolve or export the models, start Triton, serve.
+    An embedded tritonserver that dies while serving is restarted (triton/server.TritonSupervisor); one that fails
     to start, the first time or too often in a row, ends the bridge with status 2.
     Whatever ends it -- SIGINT, SIGTERM, TERMINATION, a tritonserver that cannot be restarted, an error -- it stops
     accepting, answers every request in flight (vectors or an error, within --drain-timeout-s), then stops Triton:
@@ -44,14 +42,14 @@ class Server:
 
     def __init__(self, config: ServerConfig):
         self.config = config
-        self.model = None
+        self.unserved: dict[str, str] = {}  # model name -> why it is not served (a whole --model-repository only)
         self.triton = None
         self.supervisor = None
-        self.backend = None
+        self.registry = None
         self.started_at = datetime.datetime.now()
 
     def run(self) -> int:
-        from .model_source import resolve_model, settle_config
+        from .model_source import settle_models
         from .frontends.zmq_frontend import ZmqSockets
 
         config = self.config
@@ -65,12 +63,9 @@ class Server:
                 from .frontends.http_frontend import listen
 
                 http_socket = listen(config.ip, config.http_port)
-            self.model = resolve_model(config)
-            self.config = config = settle_config(config, self.model)
-            if config.embedded_triton:
-                urls = (self._start_embedded_triton(),)
-            else:
-                urls = config.triton_urls
+            self.config, unserved = settle_models(config)
+            self._not_served({model.name: (model.folder, model.reason) for model in unserved})
+            urls = (self._start_embedded_triton(),) if self.config.embedded_triton else self.config.triton_urls
             return asyncio.run(self._serve(urls, sockets, http_socket))
         finally:
             sockets.close()
@@ -79,66 +74,73 @@ class Server:
             if self.triton is not None:
                 self.triton.stop()
 
-    def _start_embedded_triton(self) -> str:
-        from .triton.server import EmbeddedTriton
+    def _not_served(self, models: dict) -> None:
+        """One log line per model that cannot be served (name -> (folder, reason)); the others serve."""
+        for name, (folder, reason) in models.items():
+            log.warning("model '%s' (%s) is not served: %s", name, folder, reason)
+            self.unserved[name] = reason
 
-        config, manifest = self.config, self.model.manifest
-        if manifest.target != Target.EMBEDDED.value:
-            raise StartupError(f"{self.model.folder} is a -target {manifest.target} export, which the embedded "
-                               "tritonserver cannot run (it has only the python backend): serve it with --triton-url "
-                               "HOST:PORT of a tritonserver that has that backend, or export -target embedded")
+    def _start_embedded_triton(self) -> str:
+        """The embedded tritonserver on a repository of links to the served exports, loading exactly them."""
+        from .triton.server import EmbeddedTriton, link_repository
+
+        config = self.config
+        repository = link_repository(config.cache_dir / "served" / f"bridge-{config.port}",
+                                     {model.name: model.folder for model in config.models})
         self.triton = EmbeddedTriton(
-            model_repository=self.model.repository, models=[self.model.name], cache_dir=config.cache_dir,
-            instance_group=[{"count": config.num_worker, "kind": "KIND_CPU"}],
+            model_repository=repository, models=[model.name for model in config.models], cache_dir=config.cache_dir,
+            instance_groups={model.name: [{"count": model.num_worker, "kind": "KIND_CPU"}] for model in config.models},
+            skip_unloadable=config.serves_whole_repository,
             log_path=config.cache_dir / "logs" / f"tritonserver-{config.port}.log")
-        return self.triton.start().grpc_url
+        grpc_url = self.triton.start().grpc_url
+        folders = {model.name: model.folder for model in config.models}
+        self._not_served({name: (folders[name], f"tritonserver could not load it: {reason}")
+                          for name, reason in self.triton.unloadable.items()})
+        return grpc_url
 
     async def _serve(self, urls: Sequence[str], sockets, http_socket) -> int:
+        from .core.registry import ModelRegistry
         from .metrics import BridgeMetrics
-        from .core.service import EncodingService
         from .statistics import ServerStatistic
         from .triton.pool import TritonPool
         from .frontends.zmq_frontend import ZmqFrontend
 
         config = self.config
-        backend = self.backend = TritonPool(targets=urls, model_name=self.model.name,
-                                            timeout_s=config.triton_timeout_s)
+        backends = {model.name: TritonPool(targets=urls, model_name=model.triton_name,
+                                           timeout_s=config.triton_timeout_s)
+                    for model in config.models if model.name not in self.unserved}
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.add_signal_handler(sig, stop.set)
-        try:
-            await backend.wait_until_ready(timeout_s=60 if self.triton else 10)
-        except BackendUnavailable as e:
-            if self.triton is not None:
-                raise StartupError(str(e)) from e
-            # An external Triton may come up later: serve anyway; requests fail with a clear reply until it does.
-            log.warning("%s; serving anyway, requests fail until it is ready", e)
-        service = EncodingService(config=config, vocab_file=self.model.vocab_file,
-                                  max_position_embeddings=self.model.manifest.max_position_embeddings,
-                                  backend=backend, tokenizer_file=self.model.tokenizer_file)
-        statistic, metrics = ServerStatistic(), BridgeMetrics()  # shared by the ZeroMQ and HTTP front ends
-        frontend = ZmqFrontend(sockets=sockets, service=service, statistic=statistic, metrics=metrics,
+        outcomes = await asyncio.gather(*(backend.wait_until_ready(timeout_s=60 if self.triton else 10)
+                                          for backend in backends.values()), return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BackendUnavailable):
+                if self.triton is not None:
+                    raise StartupError(str(outcome)) from outcome
+                # An external Triton may come up later: serve anyway; requests fail with a clear reply until it does.
+                log.warning("%s; serving anyway, requests fail until it is ready", outcome)
+            elif isinstance(outcome, BaseException):
+                raise outcome
+        registry = self.registry = ModelRegistry.build(config, backends, self.unserved)
+        # shared by the ZeroMQ and HTTP front ends
+        statistic, metrics = ServerStatistic(), BridgeMetrics(models=registry.names)
+        frontend = ZmqFrontend(sockets=sockets, service=registry.default, statistic=statistic, metrics=metrics,
                                config_reply=self.config_reply, on_terminate=stop.set)
         ending = [asyncio.create_task(frontend.serve()), asyncio.create_task(stop.wait())]
         http = http_serving = None
         if http_socket is not None:
             from .frontends.http_frontend import HttpFrontend
 
-            http = HttpFrontend(listening_socket=http_socket, service=service, statistic=statistic, metrics=metrics,
-                                config=config, backend=backend, output_dim=self.model.manifest.output_dim,
-                                config_reply=self.config_reply)
+            http = HttpFrontend(listening_socket=http_socket, registry=registry, statistic=statistic, metrics=metrics,
+                                config=config, config_reply=self.config_reply)
             http_serving = asyncio.create_task(http.serve())  # ends only through http.shutdown(), or by failing
             log.info("HTTP on %s (OpenAI-compatible /v1/embeddings, /metrics, /docs, /dashboard)%s", http.url,
                      "; API key required" if config.api_key else "")
         if self.triton is not None:
             ending.append(asyncio.create_task(self._supervise_triton()))
-        manifest = self.model.manifest
-        log.info("%s: ZeroMQ on tcp://%s:%d (requests) and tcp://%s:%d (replies); model %s (%s), pooling %s over "
-                 "layers %s, max_seq_len %s, %d-dim %s output; Triton %s",
-                 READY_MESSAGE, config.ip, config.port, config.ip, config.port_out, self.model.folder, manifest.source,
-                 config.pooling_strategy, list(config.pooling_layer), config.max_seq_len or "NONE",
-                 manifest.output_dim, manifest.output_dtype, backend.url)
+        self._log_ready(urls)
         try:
             done, _ = await asyncio.wait(ending + [t for t in (http_serving,) if t],
                                          return_when=asyncio.FIRST_COMPLETED)
@@ -155,43 +157,68 @@ class Server:
             await asyncio.gather(*drains)
             if http_serving is not None:
                 await asyncio.gather(http_serving, return_exceptions=True)
-            await backend.close()
+            await asyncio.gather(*(backend.close() for backend in backends.values()))
         failed = [task.exception() for task in done if not task.cancelled() and task.exception() is not None]
         if failed:
             raise failed[0]
         log.info("bye")
         return 0
 
+    def _log_ready(self, urls: Sequence[str]) -> None:
+        """One line per further model, then the ready line, which describes the default model as it always did."""
+        config, registry = self.config, self.registry
+        for service in list(registry)[1:]:
+            model = service.model
+            log.info("also serving model %s (%s, %s), %s semantics: pooling %s over layers %s, max_seq_len %s, "
+                     "%d-dim%s%s", model.name, model.folder, model.manifest.source, model.semantics,
+                     model.pooling_strategy, list(model.pooling_layer), model.max_seq_len or "NONE", model.output_dim,
+                     ", normalized" if model.normalize else "",
+                     "; the default of /v1/embeddings" if service is registry.modern_default else "")
+        model = registry.default.model
+        log.info("%s: ZeroMQ on tcp://%s:%d (requests) and tcp://%s:%d (replies); model %s (%s), pooling %s over "
+                 "layers %s, max_seq_len %s, %d-dim %s output; Triton %s%s",
+                 READY_MESSAGE, config.ip, config.port, config.ip, config.port_out, model.folder,
+                 model.manifest.source, model.pooling_strategy, list(model.pooling_layer), model.max_seq_len or "NONE",
+                 model.output_dim, model.manifest.output_dtype, ",".join(urls),
+                 f"; models {', '.join(registry.names)}" if len(registry.names) > 1 else "")
+
     async def _supervise_triton(self) -> None:
-        """Restart the embedded tritonserver when it dies; while it is down, every chunk fails at once with the
-        reason. Raises StartupError when it cannot be brought back (see RestartPolicy)."""
+        """Restart the embedded tritonserver when it dies; while it is down, every chunk of every model fails at once
+        with the reason. Raises StartupError when it cannot be brought back (see RestartPolicy)."""
         from .triton.server import TritonSupervisor
 
-        backend = self.backend
+        backends = [service.backend for service in self.registry]
+
+        def down(reason: str) -> None:
+            for backend in backends:
+                backend.suspend(reason)
 
         async def back_at(grpc_url: str) -> None:
-            await backend.resume(targets=[grpc_url])
+            await asyncio.gather(*(backend.resume(targets=[grpc_url]) for backend in backends))
 
-        self.supervisor = TritonSupervisor(self.triton, on_down=backend.suspend, on_up=back_at)
+        self.supervisor = TritonSupervisor(self.triton, on_down=down, on_up=back_at)
         await self.supervisor.run()
 
     def config_reply(self, request) -> dict:
-        """The original's ``{**runtime, **args, **static}`` (later dicts win), then our additions under new keys."""
+        """The original's ``{**runtime, **args, **static}`` (later dicts win) for the default model, which ZeroMQ
+        serves; then our additions under new keys, ``models`` describing every model."""
         import zmq
 
-        config, manifest = self.config, self.model.manifest
+        config, registry = self.config, self.registry
+        default = registry.default
+        model, backend = default.model, default.backend
         runtime = {
             "client": request.identity.decode("ascii", "replace"),
-            "num_process": config.num_worker,
-            "ventilator -> worker": [f"grpc://{address}" for address in self.backend.addresses],
+            "num_process": model.num_worker,
+            "ventilator -> worker": [f"grpc://{address}" for address in backend.addresses],
             "worker -> sink": [],
             "ventilator <-> sink": None,
             "server_current_time": str(datetime.datetime.now()),
-            "device_map": list(config.device_map),
-            "num_concurrent_socket": max(8, 2 * config.num_worker),
+            "device_map": list(model.device_map),
+            "num_concurrent_socket": max(8, 2 * model.num_worker),
         }
         static = {
-            "tensorflow_version": manifest.extra.get("tensorflow_version"),
+            "tensorflow_version": model.manifest.extra.get("tensorflow_version"),
             "python_version": sys.version,
             "server_version": "1.10.0",
             "pyzmq_version": zmq.pyzmq_version(),
@@ -200,17 +227,19 @@ class Server:
         }
         ours = {
             "bridge_version": package_version(),
-            "model_folder": str(self.model.folder),
-            "model_source": manifest.source,
-            "output_dim": manifest.output_dim,
-            "output_dtype": manifest.output_dtype,
-            "normalize": manifest.normalize,
-            "sentence_transformers": manifest.sentence_transformers,  # what -pooling_strategy AUTO resolved to
-            "triton": {**self.backend.details, "url": self.backend.url, "model": self.backend.model_name,
-                       "endpoints": self.backend.endpoint_states(),
+            "model_name": model.name,
+            "model_folder": str(model.folder),
+            "model_source": model.manifest.source,
+            "output_dim": model.output_dim,
+            "output_dtype": model.manifest.output_dtype,
+            "normalize": model.normalize,
+            "sentence_transformers": model.manifest.sentence_transformers,  # what -pooling_strategy AUTO resolved to
+            "triton": {**backend.details, "url": backend.url, "model": backend.model_name,
+                       "endpoints": backend.endpoint_states(),
                        **({"restarts": self.supervisor.restarts} if self.supervisor else {})},
+            "models": [registry.card(name) for name in registry.names],
         }
-        return {**runtime, **config.original_args(), **static, **ours}
+        return {**runtime, **config.original_args(model), **static, **ours}
 
 
 def interrupt_on_termination_signals() -> None:

@@ -3,20 +3,33 @@
 Every flag of the original 1.10 server is accepted with its single-dash spelling and default (a double-dash form too).
 Flags that shape the exported graph (pooling, layers, fp16, ...) are handed to ``bert-export`` when the bridge exports
 a source model itself; flags with no meaning on Triton are accepted and logged as ignored (``IGNORED_FLAGS``).
+
+A bridge serves one model or several (``-model_dir`` repeated, or ``--model-repository``). The flags apply to every
+model; what a flag leaves open is read from each model's export. Once the models are resolved (model_source.py), the
+config carries one ``ModelSpec`` per model: its name, task, export and settled flags. The first is the default.
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
-from bert_exporter.manifest import parse_max_seq_len
+from bert_exporter.manifest import ExportManifest, PoolingStrategy, parse_max_seq_len
 from bert_serving.client.protocol import SERVER_VERSION
 
-DEFAULT_MODEL_NAME = "bert"
+# The packaged all-MiniLM-L6-v2's name when no -model_dir is given (what /v1/models has always called it).
+PACKAGED_MODEL_NAME = "bert"
+# A model's name: a folder name in Triton's repository and a segment of /v1/models/{id}.
+MODEL_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+# What a model does; each route serves the tasks it knows (core/registry.py). Every export embeds today.
+EMBED_TASK = "embed"
+TASKS = (EMBED_TASK,)
+# The semantics a model is served with (/v1/models): the 2019 server's, or the model card's (-pooling_strategy AUTO).
+BERT_AS_SERVICE = "bert-as-service"
+SENTENCE_TRANSFORMERS = "sentence-transformers"
 
 # Accepted for compatibility; why each one has no effect here.
 IGNORED_FLAGS = {
@@ -38,13 +51,44 @@ DEFAULT_MAX_INFLIGHT_SENTENCES = 200_000
 DEFAULT_MAX_INFLIGHT_BYTES = 500_000_000
 
 # Flags that change the exported model itself: they must agree with an already exported model. (-num_worker,
-# -device_map and -cpu are Triton instance settings: see model_source.settle_config.)
+# -device_map and -cpu are Triton instance settings: see model_source.settle_model.)
 EXPORT_FLAGS = (
     "tuned_model_dir", "ckpt_name", "config_name", "pooling_strategy", "pooling_layer", "no_position_embeddings",
     "fp16", "priority_batch_size", "normalize", "quantize",
 )
 # -pooling_strategy AUTO: the sentence-transformers model's own pooling, layer, length, normalization and tokenizer.
 AUTO_STRATEGY = "AUTO"
+# The flags that can differ from model to model: given on the command line they apply to every model, otherwise each
+# model takes its export's (model_source.settle_model).
+MODEL_FLAGS = (
+    "pooling_strategy", "pooling_layer", "max_seq_len", "do_lower_case", "mask_cls_sep", "normalize", "fp16",
+    "quantize", "no_position_embeddings", "priority_batch_size", "max_batch_size", "num_worker", "device_map", "cpu",
+)
+
+
+def _model_name(value: str) -> str:
+    if not MODEL_NAME_RE.fullmatch(value):
+        raise argparse.ArgumentTypeError(f"a model name is letters, digits, '.', '_' and '-', starting with a letter "
+                                         f"or digit, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """One ``-model_dir``: ``NAME=PATH``, or ``PATH`` (named after its folder)."""
+
+    path: Path
+    name: Optional[str] = None
+
+    def __str__(self) -> str:  # as given on the command line (bert_serving.server passes it on)
+        return f"{self.name}={self.path}" if self.name else str(self.path)
+
+
+def _model_source(value: str) -> ModelSource:
+    name, equals, path = value.partition("=")
+    if equals and "/" not in name and name:
+        return ModelSource(path=Path(path), name=_model_name(name))
+    return ModelSource(path=Path(value))
 
 
 def _max_seq_len(value: str) -> Optional[int]:
@@ -84,17 +128,94 @@ def _positive(value: str) -> int:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ModelSpec:
+    """One served model as settled at start: its name and task, its export, and the flags as they apply to it (the
+    command line's where given, else the export's). Built by model_source.settle_model, and nowhere else."""
+
+    name: str  # what clients name it (/v1/embeddings' model); the embedded Triton knows it by this name too
+    task: str = EMBED_TASK
+    folder: Path  # the bert-export folder served
+    manifest: ExportManifest
+    model_dir: Optional[Path] = None  # the -model_dir it came from, or its folder in --model-repository; None: packaged
+    triton_name: str  # its name in Triton: ``name`` in the embedded one, the export's folder name in an external one
+    pooling_strategy: str
+    pooling_layer: tuple
+    max_seq_len: Optional[int]
+    do_lower_case: bool
+    mask_cls_sep: bool
+    normalize: bool
+    fp16: bool
+    quantize: Optional[str]
+    no_position_embeddings: bool
+    priority_batch_size: int
+    max_batch_size: int
+    num_worker: int
+    device_map: tuple
+    cpu: bool
+
+    @property
+    def vocab_file(self) -> Path:
+        return self.folder / self.manifest.vocab_file
+
+    @property
+    def tokenizer_file(self) -> Optional[Path]:
+        """The model's own tokenizer.json (AUTO exports), which then splits text instead of the original's rules."""
+        return self.folder / self.manifest.tokenizer_file if self.manifest.tokenizer_file else None
+
+    @property
+    def output_dim(self) -> int:
+        return self.manifest.output_dim
+
+    @property
+    def max_tokens(self) -> int:
+        """The longest input the model reads, [CLS]/[SEP] included; longer ones are truncated."""
+        return self.max_seq_len or self.manifest.max_position_embeddings
+
+    @property
+    def token_level(self) -> bool:
+        """Pooling NONE: a vector per token, [B, T, D]."""
+        return PoolingStrategy.parse(self.pooling_strategy) is PoolingStrategy.NONE
+
+    @property
+    def semantics(self) -> str:
+        """sentence-transformers: an AUTO export served at the length it was exported with, i.e. what
+        ``SentenceTransformer(folder).encode`` gives; bert-as-service otherwise (the original's pooling, its flags)."""
+        if self.manifest.sentence_transformers is not None and self.max_seq_len == self.manifest.max_seq_len:
+            return SENTENCE_TRANSFORMERS
+        return BERT_AS_SERVICE
+
+    def describe(self) -> dict:
+        """What /v1/models, SHOW_CONFIG and the dashboard say about the model."""
+        return {
+            "task": self.task,
+            "semantics": self.semantics,
+            "dimensions": self.output_dim,
+            "max_tokens": self.max_tokens,
+            "normalized": self.normalize,
+            "pooling_strategy": self.pooling_strategy,
+            "pooling_layer": list(self.pooling_layer),
+            "max_seq_len": self.max_seq_len,
+            "output_dtype": self.manifest.output_dtype,
+            "folder": str(self.folder),
+            "source": self.manifest.source,
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
 class ServerConfig:
-    # where the model comes from
-    model_dir: Optional[Path] = None  # a source BERT folder or an exported model folder; None: the packaged default
+    # where the models come from: each -model_dir a source BERT folder or an exported model folder; then every model of
+    # --model-repository (those of --model-name only, in that order); none of both: the packaged all-MiniLM-L6-v2
+    model_dirs: tuple = ()  # ModelSource, in command-line order
     tuned_model_dir: Optional[Path] = None
     ckpt_name: str = "bert_model.ckpt"
     config_name: str = "bert_config.json"
     graph_tmp_dir: Optional[str] = None
     model_repository: Optional[Path] = None
-    model_name: str = DEFAULT_MODEL_NAME
+    model_names: tuple = ()
     cache_dir: Path = field(default_factory=lambda: default_cache_dir())
-    # BERT parameters
+    # the served models, settled (model_source.settle_models); empty until then. The first is the default.
+    models: tuple = ()
+    # BERT parameters: as given, for every model (ModelSpec has what applies to each)
     max_seq_len: Optional[int] = 25
     do_lower_case: bool = True
     pooling_layer: tuple = (-2,)
@@ -146,37 +267,49 @@ class ServerConfig:
     def embedded_triton(self) -> bool:
         return not self.triton_urls
 
-    def original_args(self) -> dict:
-        """The original's ``args`` part of server_config: every CLI argument, pooling_strategy as its int."""
-        from bert_exporter.manifest import PoolingStrategy
+    @property
+    def model_dir(self) -> Optional[Path]:
+        """The first -model_dir's folder (the original's single ``model_dir``)."""
+        return self.model_dirs[0].path if self.model_dirs else None
 
+    @property
+    def serves_whole_repository(self) -> bool:
+        """--model-repository without --model-name: whatever it holds is served, and a model in it that cannot be
+        served is reported instead of failing the start."""
+        return self.model_repository is not None and not self.model_names
+
+    def original_args(self, model: Optional[ModelSpec] = None) -> dict:
+        """The original's ``args`` part of server_config: every CLI argument, pooling_strategy as its int; the
+        model's own settings where it is given (the default model's, for ZeroMQ)."""
+        flags = {flag: getattr(model or self, flag) for flag in MODEL_FLAGS}
+        model_dir = model.model_dir if model is not None else self.model_dir
         return {
-            "model_dir": str(self.model_dir) if self.model_dir else None,
+            "model_dir": str(model_dir) if model_dir else None,
             "tuned_model_dir": str(self.tuned_model_dir) if self.tuned_model_dir else None,
             "ckpt_name": self.ckpt_name,
             "config_name": self.config_name,
             "graph_tmp_dir": self.graph_tmp_dir,
-            "max_seq_len": self.max_seq_len,
-            "do_lower_case": self.do_lower_case,
-            "pooling_layer": list(self.pooling_layer),
-            "pooling_strategy": int(PoolingStrategy.parse(self.pooling_strategy)),
-            "mask_cls_sep": self.mask_cls_sep,
+            "max_seq_len": flags["max_seq_len"],
+            "do_lower_case": flags["do_lower_case"],
+            "pooling_layer": list(flags["pooling_layer"]),
+            "pooling_strategy": int(PoolingStrategy.parse(flags["pooling_strategy"])),
+            "mask_cls_sep": flags["mask_cls_sep"],
             "no_special_token": self.no_special_token,
             "show_tokens_to_client": self.show_tokens_to_client,
-            "no_position_embeddings": self.no_position_embeddings,
+            "no_position_embeddings": flags["no_position_embeddings"],
             "port": self.port,
             "port_out": self.port_out,
             "http_port": self.http_port,
             "http_max_connect": self.http_max_connect,
             "cors": self.cors,
-            "num_worker": self.num_worker,
-            "max_batch_size": self.max_batch_size,
-            "priority_batch_size": self.priority_batch_size,
-            "cpu": self.cpu,
+            "num_worker": flags["num_worker"],
+            "max_batch_size": flags["max_batch_size"],
+            "priority_batch_size": flags["priority_batch_size"],
+            "cpu": flags["cpu"],
             "xla": self.xla,
-            "fp16": self.fp16,
+            "fp16": flags["fp16"],
             "gpu_memory_fraction": self.gpu_memory_fraction,
-            "device_map": list(self.device_map),
+            "device_map": list(flags["device_map"]),
             "prefetch_size": self.prefetch_size,
             "fixed_embed_length": self.fixed_embed_length,
             "verbose": self.verbose,
@@ -203,17 +336,20 @@ def build_parser() -> argparse.ArgumentParser:
         description="Start a bert-as-service compatible server (ZeroMQ protocol 1.10) backed by NVIDIA Triton.",
         allow_abbrev=False,
     )
-    paths = parser.add_argument_group("File Paths", "the model to serve")
-    _flag(parser, paths, "model_dir", type=Path,
+    paths = parser.add_argument_group("File Paths", "the models to serve")
+    _flag(parser, paths, "model_dir", type=_model_source, action="append", metavar="[NAME=]PATH",
           help="a BERT folder (Google TF checkpoint or Hugging Face) exported on the fly and cached, or a folder "
-               "written by bert-export; default: the packaged all-MiniLM-L6-v2")
+               "written by bert-export, served as NAME (default: the folder's name). Repeat it to serve several "
+               "models; the first is the default (ZeroMQ, /encode). Default: the packaged all-MiniLM-L6-v2, as 'bert'")
     _flag(parser, paths, "tuned_model_dir", type=Path, help="directory of a fine-tuned BERT model")
     _flag(parser, paths, "ckpt_name", default="bert_model.ckpt", help="filename of the checkpoint file")
     _flag(parser, paths, "config_name", default="bert_config.json", help="filename of the JSON config file")
     _flag(parser, paths, "graph_tmp_dir", help="(ignored) path to graph temp file")
-    _flag(parser, paths, "model_repository", type=Path,
-          help="serve the model --model-name from this Triton model repository (as exported by bert-export)")
-    _flag(parser, paths, "model_name", default=DEFAULT_MODEL_NAME, help="the model's name in the repository")
+    _flag(parser, paths, "model_repository", type=Path, metavar="DIR",
+          help="serve every model bert-export wrote into this folder (in name order, after any -model_dir), or those "
+               "of --model-name; a model in it that cannot be served is reported and the others serve")
+    _flag(parser, paths, "model_name", type=_model_name, action="append", metavar="NAME",
+          help="with --model-repository: serve this model of it (repeatable, in this order) instead of all")
     _flag(parser, paths, "cache_dir", type=Path, default=None,
           help="where models exported on the fly are kept (default: $XDG_CACHE_HOME/bert-serving)")
 
@@ -333,6 +469,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> ServerConfig:
     if repeated:
         parser.error(f"--triton-url {repeated[0]} was given twice")
     values["triton_urls"] = tuple(urls)
+    values["model_dirs"] = tuple(values.pop("model_dir") or ())
+    values["model_names"] = tuple(values.pop("model_name") or ())
+    if values["model_names"] and values["model_repository"] is None:
+        parser.error("--model-name picks models of --model-repository; name a -model_dir with NAME=PATH")
+    if values["tuned_model_dir"] is not None and len(values["model_dirs"]) > 1:
+        parser.error("-tuned_model_dir goes with one -model_dir (the pretrained model it fine-tunes)")
     values["do_lower_case"] = not values.pop("cased_tokenization")
     values["pooling_strategy"] = {"CLS_TOKEN": "FIRST_TOKEN", "SEP_TOKEN": "LAST_TOKEN"}.get(
         values["pooling_strategy"], values["pooling_strategy"])
@@ -343,8 +485,3 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> ServerConfig:
     if "cased_tokenization" in explicit:
         explicit = explicit - {"cased_tokenization"} | {"do_lower_case"}
     return ServerConfig(**values, explicit=explicit)
-
-
-def with_model_settings(config: ServerConfig, **settings) -> ServerConfig:
-    """The config with the model's recorded settings filled in where the user gave no flag."""
-    return dataclasses.replace(config, **{k: v for k, v in settings.items() if k not in config.explicit})

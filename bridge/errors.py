@@ -21,6 +21,12 @@ class InvalidRequest(BridgeError):
     kind = "InvalidRequest"
 
 
+class ModelNotFound(InvalidRequest):
+    """The request names a model this server does not serve (the message lists those it does)."""
+
+    kind = "ModelNotFound"
+
+
 class BackendUnavailable(BridgeError):
     """Triton is down, unreachable or not ready: retrying later may succeed."""
 

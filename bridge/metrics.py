@@ -1,8 +1,9 @@
 """The bridge's measurements: Prometheus metrics in its own registry, and a short window of recent requests.
 
 One ``BridgeMetrics`` is created per server and handed to every front end. Front ends wrap each encode request in
-``track(frontend, num_sentences)`` and report how it ended; the service core measures the times and token counts that
-go with a success (``EncodeResult``). The recent-request window feeds the dashboard (``activity()``): requests and
+``track(frontend, num_sentences, model)`` and report how it ended; the service core measures the times and token
+counts that go with a success (``EncodeResult``). Every series is labelled with the front end and the model; a request
+refused before a model was chosen (a malformed body, an unknown model name) has the model label "". The recent-request window feeds the dashboard (``activity()``): requests and
 sentences per second and latency percentiles, which Prometheus histograms only approximate.
 """
 from __future__ import annotations
@@ -13,7 +14,7 @@ import time
 from collections import Counter as Tally
 from collections import deque
 from dataclasses import dataclass
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -42,9 +43,10 @@ class _Finished:
 class RequestTracker:
     """One request in flight; say how it ended with ``succeeded(result)`` or ``failed(kind)``."""
 
-    def __init__(self, metrics: BridgeMetrics, frontend: str, num_sentences: int):
+    def __init__(self, metrics: BridgeMetrics, frontend: str, num_sentences: int, model: str):
         self._metrics = metrics
         self.frontend = frontend
+        self.model = model
         self.num_sentences = num_sentences
         self.started = metrics.clock()
         self.outcome: Optional[str] = None
@@ -52,15 +54,16 @@ class RequestTracker:
     def succeeded(self, result) -> None:
         """result: the service's EncodeResult (its times and token counts are recorded)."""
         self._finish(SUCCESS)
-        metrics, label = self._metrics, self.frontend
-        metrics.tokens.labels(label).inc(result.num_tokens)
-        metrics.tokenization_seconds.labels(label).observe(result.tokenization_s)
-        metrics.inference_seconds.labels(label).observe(result.inference_s)
+        metrics, labels = self._metrics, (self.frontend, self.model)
+        metrics.tokens.labels(*labels).inc(result.num_tokens)
+        metrics.truncated.labels(*labels).inc(result.truncated)
+        metrics.tokenization_seconds.labels(*labels).observe(result.tokenization_s)
+        metrics.inference_seconds.labels(*labels).observe(result.inference_s)
 
     def failed(self, kind: str) -> None:
         """kind: the error's type (BridgeError.kind, or InternalError)."""
         self._finish(ERROR)
-        self._metrics.errors.labels(self.frontend, kind).inc()
+        self._metrics.errors.labels(self.frontend, self.model, kind).inc()
         self._metrics.error_tally[kind] += 1
 
     def _finish(self, outcome: str) -> None:
@@ -70,62 +73,69 @@ class RequestTracker:
         metrics, label = self._metrics, self.frontend
         now = metrics.clock()
         duration_s = now - self.started
-        metrics.requests.labels(label, outcome).inc()
-        metrics.sentences.labels(label, outcome).inc(self.num_sentences)
-        metrics.request_duration_seconds.labels(label).observe(duration_s)
+        metrics.requests.labels(label, self.model, outcome).inc()
+        metrics.sentences.labels(label, self.model, outcome).inc(self.num_sentences)
+        metrics.request_duration_seconds.labels(label, self.model).observe(duration_s)
         metrics.request_tally[(label, outcome)] += 1
+        metrics.model_tally[(self.model, outcome)] += 1
         metrics.recent.append(_Finished(now, label, self.num_sentences, duration_s, outcome == SUCCESS))
 
 
 class BridgeMetrics:
     """Not thread-safe: updated and read on the bridge's event loop only."""
 
-    def __init__(self, *, clock=time.monotonic):
+    def __init__(self, *, models: Sequence[str] = (), clock=time.monotonic):
         self.clock = clock
+        self.models = tuple(models)
         self.started = clock()
         self.started_at_epoch_s = time.time()
         self.registry = CollectorRegistry()
         registry = self.registry
         ProcessCollector(registry=registry)  # process_cpu_seconds_total, process_resident_memory_bytes, ...
-        by_frontend = ["frontend"]
-        self.requests = Counter("bert_requests", "Encode requests finished, by front end and outcome",
-                                ["frontend", "outcome"], registry=registry)
-        self.sentences = Counter("bert_sentences", "Sentences in finished encode requests, by front end and outcome",
-                                 ["frontend", "outcome"], registry=registry)
+        by_request = ["frontend", "model"]
+        self.requests = Counter("bert_requests", "Encode requests finished, by front end, model and outcome",
+                                ["frontend", "model", "outcome"], registry=registry)
+        self.sentences = Counter("bert_sentences", "Sentences in finished encode requests, by front end, model and "
+                                 "outcome", ["frontend", "model", "outcome"], registry=registry)
         self.tokens = Counter("bert_tokens", "Tokens the model saw ([CLS]/[SEP] included, padding excluded)",
-                              by_frontend, registry=registry)
-        self.errors = Counter("bert_errors", "Failed encode requests by front end and error type",
-                              ["frontend", "type"], registry=registry)
-        self.request_sentences = Histogram("bert_request_sentences", "Sentences per encode request", by_frontend,
+                              by_request, registry=registry)
+        self.truncated = Counter("bert_truncated_inputs", "Inputs longer than the model reads, cut to its "
+                                 "max_seq_len", by_request, registry=registry)
+        self.errors = Counter("bert_errors", "Failed encode requests by front end, model and error type",
+                              ["frontend", "model", "type"], registry=registry)
+        self.request_sentences = Histogram("bert_request_sentences", "Sentences per encode request", by_request,
                                            buckets=SIZE_BUCKETS, registry=registry)
         self.tokenization_seconds = Histogram("bert_tokenization_seconds", "Time spent tokenizing a request",
-                                              by_frontend, buckets=LATENCY_BUCKETS_S, registry=registry)
+                                              by_request, buckets=LATENCY_BUCKETS_S, registry=registry)
         self.inference_seconds = Histogram("bert_inference_seconds",
                                            "Time from a request's first Triton call to its last answer",
-                                           by_frontend, buckets=LATENCY_BUCKETS_S, registry=registry)
+                                           by_request, buckets=LATENCY_BUCKETS_S, registry=registry)
         self.request_duration_seconds = Histogram("bert_request_duration_seconds",
                                                   "Time from receiving an encode request to its outcome",
-                                                  by_frontend, buckets=LATENCY_BUCKETS_S, registry=registry)
-        self.in_flight = Gauge("bert_requests_in_flight", "Encode requests being served", by_frontend,
+                                                  by_request, buckets=LATENCY_BUCKETS_S, registry=registry)
+        self.in_flight = Gauge("bert_requests_in_flight", "Encode requests being served", by_request,
                                registry=registry)
         for frontend in FRONTENDS:  # every series exists from the start, at zero
-            for outcome in (SUCCESS, ERROR):
-                self.requests.labels(frontend, outcome)
-                self.sentences.labels(frontend, outcome)
-            for metric in (self.tokens, self.request_sentences, self.tokenization_seconds, self.inference_seconds,
-                           self.request_duration_seconds, self.in_flight):
-                metric.labels(frontend)
+            for model in self.models:
+                for outcome in (SUCCESS, ERROR):
+                    self.requests.labels(frontend, model, outcome)
+                    self.sentences.labels(frontend, model, outcome)
+                for metric in (self.tokens, self.truncated, self.request_sentences, self.tokenization_seconds,
+                               self.inference_seconds, self.request_duration_seconds, self.in_flight):
+                    metric.labels(frontend, model)
         self.request_tally: Tally = Tally()  # (frontend, outcome) -> count, for the dashboard
+        self.model_tally: Tally = Tally()  # (model, outcome) -> count
         self.error_tally: Tally = Tally()  # error type -> count
         self.in_flight_tally: Tally = Tally()  # frontend -> requests being served
         self.recent: deque[_Finished] = deque(maxlen=MAX_RECENT)
 
     @contextlib.contextmanager
-    def track(self, frontend: str, num_sentences: int) -> Iterator[RequestTracker]:
-        """Count one encode request; a request that ends without succeeded()/failed() counts as Cancelled."""
-        tracker = RequestTracker(self, frontend, num_sentences)
-        self.request_sentences.labels(frontend).observe(num_sentences)
-        gauge = self.in_flight.labels(frontend)
+    def track(self, frontend: str, num_sentences: int, model: str) -> Iterator[RequestTracker]:
+        """Count one encode request for ``model``; a request that ends without succeeded()/failed() counts as
+        Cancelled."""
+        tracker = RequestTracker(self, frontend, num_sentences, model)
+        self.request_sentences.labels(frontend, model).observe(num_sentences)
+        gauge = self.in_flight.labels(frontend, model)
         gauge.inc()
         self.in_flight_tally[frontend] += 1
         try:
@@ -136,11 +146,13 @@ class BridgeMetrics:
             if tracker.outcome is None:
                 tracker.failed("Cancelled")
 
-    def rejected(self, frontend: str, kind: str) -> None:
-        """A request refused before its sentences could be read (a malformed body): counted as an error only."""
-        self.requests.labels(frontend, ERROR).inc()
-        self.errors.labels(frontend, kind).inc()
+    def rejected(self, frontend: str, kind: str, model: str = "") -> None:
+        """A request refused before its sentences could be read (a malformed body), or before a model was chosen
+        (model ""): counted as an error only."""
+        self.requests.labels(frontend, model, ERROR).inc()
+        self.errors.labels(frontend, model, kind).inc()
         self.request_tally[(frontend, ERROR)] += 1
+        self.model_tally[(model, ERROR)] += 1
         self.error_tally[kind] += 1
 
     def exposition(self) -> bytes:
@@ -183,6 +195,8 @@ class BridgeMetrics:
             "requests": {frontend: {outcome: self.request_tally[(frontend, outcome)] for outcome in (SUCCESS, ERROR)}
                          for frontend in FRONTENDS},
             "in_flight": {frontend: self.in_flight_tally[frontend] for frontend in FRONTENDS},
+            "models": {model: {outcome: self.model_tally[(model, outcome)] for outcome in (SUCCESS, ERROR)}
+                       for model in self.models},
             "errors": dict(self.error_tally),
         }
 

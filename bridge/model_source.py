@@ -1,9 +1,10 @@
-"""Which exported model the bridge serves, and the one place where settings recorded at export meet the CLI flags.
+"""Which exported models the bridge serves, and the one place where settings recorded at export meet the CLI flags.
 
-``-model_dir`` is either a folder written by bert-export (it has bert_export.json) or a source BERT folder (Google
-checkpoint or Hugging Face), as the original accepted. A source folder -- or none, meaning the packaged default -- is
-exported on the fly by running bert-export into a cache, keyed by the source files, the flags that shape the graph
-and the exporter's own code, so an unchanged start reuses it.
+Each ``-model_dir`` is either a folder written by bert-export (it has bert_export.json) or a source BERT folder
+(Google checkpoint or Hugging Face), as the original accepted. A source folder -- or none, meaning the packaged
+default -- is exported on the fly by running bert-export into a cache, keyed by the source files, the flags that shape
+the graph and the exporter's own code, so an unchanged start reuses it. ``--model-repository`` adds the models a
+folder of bert-export output holds. ``settle_models`` turns all of them into the config's ``ModelSpec``s.
 """
 from __future__ import annotations
 
@@ -15,21 +16,36 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 from bert_exporter.errors import ExportError
-from bert_exporter.manifest import MANIFEST_FILE, ExportManifest, PoolingStrategy
+from bert_exporter.manifest import MANIFEST_FILE, ExportManifest, PoolingStrategy, Target
 from bert_exporter.options import packaged_model_dir
 
 from . import child_process
 from .cache_admin import claim_cache_entry
-from .config import AUTO_STRATEGY, EXPORT_FLAGS, ServerConfig, with_model_settings
+from .config import (AUTO_STRATEGY, EXPORT_FLAGS, MODEL_FLAGS, MODEL_NAME_RE, PACKAGED_MODEL_NAME, ModelSpec,
+                     ServerConfig)
 from .errors import StartupError
 
 log = logging.getLogger("bert_bridge.model")
 
+EXPORT_NAME = "bert"  # the model's folder in the cache entry of an export on the fly
+
+
+@dataclass(frozen=True)
+class UnservedModel:
+    """A model of a whole --model-repository that cannot be served, and why (one line): reported, not fatal."""
+
+    name: str
+    folder: Path
+    reason: str
+
 
 @dataclass(frozen=True)
 class ServedModel:
+    """An export on disk: ``repository/name`` (bert-export's -output and -name)."""
+
     repository: Path
     name: str
     manifest: ExportManifest
@@ -93,7 +109,7 @@ def export_on_the_fly(config: ServerConfig, source: Path) -> ServedModel:
     sources = [source] + ([config.tuned_model_dir] if config.tuned_model_dir else [])
     key = hashlib.sha256(json.dumps([args, _fingerprint(sources), exporter_code_digest()]).encode()).hexdigest()
     repository = config.cache_dir / "models" / key[:20]
-    name = config.model_name
+    name = EXPORT_NAME
     # Held until this process exits, so `bert-serving-cache prune` leaves the entry alone; records source and use.
     claim_cache_entry(repository, source=source, name=name, export_flags=args)
     if (repository / name / MANIFEST_FILE).is_file():
@@ -142,16 +158,12 @@ def exported_instances(folder: Path) -> dict:
     }
 
 
-def resolve_model(config: ServerConfig) -> ServedModel:
-    if config.model_repository is not None:
-        folder = config.model_repository / config.model_name
-        if not (folder / MANIFEST_FILE).is_file():
-            raise StartupError(f"{folder} is not a model exported by bert-export (no {MANIFEST_FILE})")
-        return ServedModel(repository=config.model_repository, name=config.model_name,
-                           manifest=load_manifest(folder))
-    if config.model_dir is not None:
+def resolve_model(config: ServerConfig, source: Optional[Path] = None) -> ServedModel:
+    """The export served for one -model_dir (default: the first; none given: the packaged model): the folder itself
+    when bert-export wrote it, else an export on the fly."""
+    if source is None:
         source = config.model_dir
-    else:
+    if source is None:
         try:
             source = packaged_model_dir()
         except ExportError as e:
@@ -164,9 +176,90 @@ def resolve_model(config: ServerConfig) -> ServedModel:
     return export_on_the_fly(config, source)
 
 
-def settle_config(config: ServerConfig, model: ServedModel) -> ServerConfig:
-    """Fill every flag the user did not give from the export's manifest; refuse flags that contradict the graph."""
+def settle_models(config: ServerConfig) -> tuple[ServerConfig, list[UnservedModel]]:
+    """Which models this bridge serves, decided in this one place: each -model_dir (NAME=PATH, else named after its
+    folder), then the models of --model-repository (those of --model-name, in that order, else all in name order);
+    none of both: the packaged model as 'bert'. Returns the config carrying each one's ModelSpec (the first is the
+    default), and the models of a whole repository that cannot be served, with why. A model named on the command line
+    that cannot be served fails the start (StartupError), as a single model always did."""
+    # (name, -model_dir or repository folder, export, found by serving a whole repository)
+    named: list[tuple[str, Optional[Path], ServedModel, bool]] = []
+    for source in config.model_dirs:
+        named.append((source.name or source.path.resolve().name, source.path, resolve_model(config, source.path),
+                      False))
+    if not config.model_dirs and config.model_repository is None:
+        named.append((PACKAGED_MODEL_NAME, None, resolve_model(config), False))
+    unserved: list[UnservedModel] = []
+    if config.model_repository is not None:
+        found, unserved = _repository_models(config)
+        named += [(name, folder, model, config.serves_whole_repository) for name, folder, model in found]
+    names = [name for name, *_ in named] + [model.name for model in unserved]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise StartupError(f"two models are named '{twice[0]}': name them apart with -model_dir NAME=PATH")
+    specs = []
+    for name, model_dir, model, scanned in named:
+        try:
+            specs.append(settle_model(config, model, name=name, model_dir=model_dir))
+        except StartupError as e:
+            if not scanned:
+                raise
+            unserved.append(UnservedModel(name=name, folder=model.folder, reason=e.message))
+    if not specs:
+        raise StartupError(f"no model of {config.model_repository} can be served: "
+                           + "; ".join(f"{u.name}: {u.reason}" for u in unserved))
+    return dataclasses.replace(config, models=tuple(specs)), unserved
+
+
+def _repository_models(config: ServerConfig) -> tuple[list[tuple[str, Path, ServedModel]], list[UnservedModel]]:
+    """--model-repository's models: those of --model-name (each must be there), or every bert-export folder in it.
+    Served whole, a folder whose export cannot be read is reported as unserved, and an export for another runtime
+    than the embedded tritonserver's is left out (a repository may hold an onnx export beside the embedded one)."""
+    repository = config.model_repository
+    if not repository.is_dir():
+        raise StartupError(f"--model-repository {repository} is not a directory")
+    found: list[tuple[str, Path, ServedModel]] = []
+    unserved: list[UnservedModel] = []
+    if config.model_names:
+        for name in config.model_names:
+            folder = repository / name
+            if not (folder / MANIFEST_FILE).is_file():
+                raise StartupError(f"{folder} is not a model exported by bert-export (no {MANIFEST_FILE})")
+            found.append((name, folder, ServedModel(repository=repository, name=name, manifest=load_manifest(folder))))
+        return found, unserved
+    folders = sorted(path.parent for path in repository.glob(f"*/{MANIFEST_FILE}")
+                     if not path.parent.name.startswith("."))  # a dot folder: an export still being written
+    if not folders:
+        raise StartupError(f"--model-repository {repository} holds no model exported by bert-export")
+    for folder in folders:
+        if not MODEL_NAME_RE.fullmatch(folder.name):
+            unserved.append(UnservedModel(name=folder.name, folder=folder, reason=(
+                "not a model name (letters, digits, '.', '_' and '-'): rename the folder")))
+            continue
+        try:
+            manifest = load_manifest(folder)
+        except StartupError as e:
+            unserved.append(UnservedModel(name=folder.name, folder=folder, reason=e.message))
+            continue
+        if config.embedded_triton and manifest.target != Target.EMBEDDED.value:
+            log.info("%s is a -target %s export, which the embedded tritonserver cannot run: not served (use "
+                     "--triton-url for it)", folder, manifest.target)
+            continue
+        found.append((folder.name, folder, ServedModel(repository=repository, name=folder.name, manifest=manifest)))
+    return found, unserved
+
+
+def settle_model(config: ServerConfig, model: ServedModel, *, name: Optional[str] = None,
+                 model_dir: Optional[Path] = None) -> ModelSpec:
+    """One model's settings, served as ``name`` (default: its folder's): every flag the user did not give is filled
+    from the export's manifest; a flag that contradicts the graph, or an export the chosen Triton cannot run, is
+    refused (StartupError)."""
+    name = name or model.name
     manifest = model.manifest
+    if config.embedded_triton and manifest.target != Target.EMBEDDED.value:
+        raise StartupError(f"{model.folder} is a -target {manifest.target} export, which the embedded tritonserver "
+                           "cannot run (it has only the python backend): serve it with --triton-url HOST:PORT of a "
+                           "tritonserver that has that backend, or export -target embedded")
     recorded = {
         "pooling_strategy": PoolingStrategy.parse(manifest.pooling_strategy).name,
         "pooling_layer": tuple(manifest.pooling_layer),
@@ -205,13 +298,12 @@ def settle_config(config: ServerConfig, model: ServedModel) -> ServerConfig:
     if config.max_batch_size > manifest.max_batch_size and "max_batch_size" in config.explicit:
         raise StartupError(f"-max_batch_size {config.max_batch_size} exceeds the model's max_batch_size "
                            f"{manifest.max_batch_size}")
-    return with_model_settings(
-        config, **recorded, **instances,
-        max_seq_len=manifest.max_seq_len,
-        do_lower_case=manifest.do_lower_case,
-        mask_cls_sep=manifest.mask_cls_sep,
-        max_batch_size=manifest.max_batch_size,
-    )
+    settings = {**recorded, **instances, "max_seq_len": manifest.max_seq_len, "do_lower_case": manifest.do_lower_case,
+                "mask_cls_sep": manifest.mask_cls_sep, "max_batch_size": manifest.max_batch_size}
+    flags = {flag: settings[flag] if flag in settings and flag not in config.explicit else getattr(config, flag)
+             for flag in MODEL_FLAGS}
+    return ModelSpec(name=name, folder=model.folder, manifest=manifest, model_dir=model_dir,
+                     triton_name=name if config.embedded_triton else model.name, **flags)
 
 
 def _settle_auto(config: ServerConfig, model: ServedModel) -> ServerConfig:

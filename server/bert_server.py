@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import os
 import subprocess
 import sys
 import threading
@@ -50,7 +51,8 @@ def command_line(args: argparse.Namespace) -> list[str]:
             if value:
                 flags.append(flag)
         elif isinstance(action, argparse._AppendAction):
-            for item in value or ():
+            # one value set by hand, as the original's scripts did (args.model_dir = "/models/bert"), or a list
+            for item in [value] if isinstance(value, (str, os.PathLike)) else value or ():
                 flags += [flag, str(item)]
         elif action.nargs in ("+", "*"):
             flags += [flag, *(str(item) for item in value)]

@@ -1,5 +1,8 @@
 """The service core every front end calls: validate, tokenize, split, pad, infer on Triton, reassemble in order.
 
+One ``EncodingService`` per served model (core/registry.py holds them by name). They share one fair scheduler -- so
+clients take turns across models too -- and one admission, whose limits hold for all models together.
+
 Length-adaptive padding (DESIGN.md, decision 4): ``max_seq_len`` only truncates. Within a request the sentences are
 ordered by length and cut into chunks where padding costs least (chunking.py); each chunk is padded to its longest
 sentence rounded up to a multiple of 4, the chunks are sent concurrently, and the rows go back in input order. Masked
@@ -8,6 +11,7 @@ pooling makes the padding invisible in the vectors.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -15,12 +19,10 @@ from typing import Any, Callable, Hashable, Optional
 
 import numpy as np
 
-from bert_exporter.manifest import PoolingStrategy
-
 from .admission import Admission
 from .chunking import Chunk, plan_chunks
-from ..config import ServerConfig
-from ..errors import BridgeError
+from ..config import ModelSpec, ServerConfig
+from ..errors import BridgeError, InvalidRequest
 from .scheduler import FairScheduler
 from .tokenization import Encoding, TokenizerSettings, WordPieceTokenizer, pad
 from ..triton.backend import TritonBackend
@@ -43,53 +45,90 @@ class EncodeResult:
     tokenization_s: float = 0.0
     inference_s: float = 0.0  # from the first chunk sent to Triton to the last answer, queueing included
     total_s: float = 0.0
+    truncated: int = 0  # inputs longer than the model reads, cut to its max_seq_len
 
     @property
     def num_tokens(self) -> int:
         return sum(self.token_counts)
 
 
+def scheduler_capacity(models) -> int:
+    """Sentences in flight to Triton at once, for all models together: INFLIGHT_BATCHES of the largest batch."""
+    return INFLIGHT_BATCHES * max(model.max_batch_size for model in models)
+
+
 class EncodingService:
-    def __init__(self, *, config: ServerConfig, vocab_file, max_position_embeddings: int, backend: TritonBackend,
-                 tokenizer_file=None):
+    """Encodes for one model. ``scheduler`` and ``admission`` are shared by every model's service."""
+
+    def __init__(self, *, config: ServerConfig, model: ModelSpec, backend: TritonBackend, scheduler: FairScheduler,
+                 admission: Admission):
         self.config = config
+        self.model = model
         self.backend = backend
-        self.max_position_embeddings = max_position_embeddings
         self.tokenizer = WordPieceTokenizer(TokenizerSettings(
-            vocab_file=vocab_file,
-            do_lower_case=config.do_lower_case,
-            max_seq_len=config.max_seq_len,
-            max_position_embeddings=max_position_embeddings,
-            mask_cls_sep=config.mask_cls_sep,
+            vocab_file=model.vocab_file,
+            do_lower_case=model.do_lower_case,
+            max_seq_len=model.max_seq_len,
+            max_position_embeddings=model.manifest.max_position_embeddings,
+            mask_cls_sep=model.mask_cls_sep,
             no_special_token=config.no_special_token,
-            tokenizer_file=tokenizer_file,
+            tokenizer_file=model.tokenizer_file,
         ))
-        capacity = INFLIGHT_BATCHES * config.max_batch_size
-        self._scheduler = FairScheduler(capacity=capacity)
+        self._scheduler = scheduler
         # At least two chunks fit in flight, so Triton computes one while the bridge turns the other's reply around:
         # with one chunk of 25 in a -max_batch_size of 32, the service ran 28% slower than at 64.
-        self._chunk_rows = max(1, capacity // 2)
+        self._chunk_rows = max(1, INFLIGHT_BATCHES * model.max_batch_size // 2)
         self._calls: set[asyncio.Task] = set()  # Triton calls in flight, kept alive until they answer
-        self.admission = Admission(config)  # shared with the ZeroMQ front end, which counts its unsent replies
-        self._token_level = PoolingStrategy.parse(config.pooling_strategy) is PoolingStrategy.NONE
+        self.admission = admission  # shared with the ZeroMQ front end, which counts its unsent replies
 
-    async def encode(self, texts: Any, *, client: Optional[Hashable] = None) -> EncodeResult:
+    @property
+    def name(self) -> str:
+        return self.model.name
+
+    async def encode(self, texts: Any, *, client: Optional[Hashable] = None,
+                     dimensions: Optional[int] = None) -> EncodeResult:
         """Sentences (list[str], 'a ||| b' for a pair) or token lists (list[list[str]]).
 
         ``client`` names who asked (a ZeroMQ identity, an HTTP peer): chunks are interleaved round-robin between
         clients, then between one client's requests (scheduler.py); None makes the request a client of its own.
-        Cancelling the calling task drops the chunks not yet sent to Triton."""
-        return await self._admitted(self.tokenizer.encode, texts, client)
+        ``dimensions`` shortens the vectors (see check_dimensions). Cancelling the calling task drops the chunks not
+        yet sent to Triton."""
+        return await self._admitted(self.tokenizer.encode, texts, client, dimensions)
 
-    async def encode_token_ids(self, token_ids: Any, *, client: Optional[Hashable] = None) -> EncodeResult:
+    async def encode_token_ids(self, token_ids: Any, *, client: Optional[Hashable] = None,
+                               dimensions: Optional[int] = None) -> EncodeResult:
         """Lists of the served model's vocabulary ids (the OpenAI API's token input); see encode_token_ids there."""
-        return await self._admitted(self.tokenizer.encode_token_ids, token_ids, client)
+        return await self._admitted(self.tokenizer.encode_token_ids, token_ids, client, dimensions)
 
-    async def _admitted(self, tokenize: Callable[[Any], list[Encoding]], inputs: Any,
-                        client: Optional[Hashable]) -> EncodeResult:
+    def check_dimensions(self, dimensions: Optional[int]) -> None:
+        """InvalidRequest unless the model can give vectors of ``dimensions`` (None: its own width): its width, or --
+        for a model whose vectors are normalized -- fewer, the first ones renormalized (sentence-transformers'
+        truncate_dim with normalize_embeddings, OpenAI's ``dimensions``). An unnormalized vector cut short would be
+        another vector, not a shorter one of the same: refused."""
+        width = self.model.output_dim
+        if dimensions is None or dimensions == width:
+            return
+        can_shorten = self.model.normalize and not self.model.token_level
+        if can_shorten and 1 <= dimensions < width:
+            return
+        available = f"dimensions={dimensions} is not available: model '{self.name}' returns {width} dimensions"
+        if can_shorten:
+            raise InvalidRequest(f"{available}, and can shorten them to 1 to {width - 1}")
+        raise InvalidRequest(f"{available}; only a model whose vectors are normalized can shorten them (an export "
+                             "with -normalize, or a sentence-transformers model with -pooling_strategy AUTO)")
+
+    async def _admitted(self, tokenize: Callable[[Any], list[Encoding]], inputs: Any, client: Optional[Hashable],
+                        dimensions: Optional[int]) -> EncodeResult:
         """Every encode, from either front end, passes the request limits and the load limits here first."""
+        self.check_dimensions(dimensions)
         with self.admission.admit(inputs):
-            return await self._encode(tokenize, inputs, client)
+            result = await self._encode(tokenize, inputs, client)
+        if dimensions is None or dimensions == self.model.output_dim:
+            return result
+        shortened = result.embeddings[:, :dimensions].astype(np.float32)
+        # As torch's F.normalize, which sentence-transformers uses: never a division by zero.
+        shortened /= np.maximum(np.linalg.norm(shortened, axis=1, keepdims=True), 1e-12)
+        return dataclasses.replace(result, embeddings=shortened)
 
     async def _encode(self, tokenize: Callable[[Any], list[Encoding]], inputs: Any,
                       client: Optional[Hashable]) -> EncodeResult:
@@ -98,7 +137,7 @@ class EncodingService:
         encodings, order, plan = await asyncio.get_running_loop().run_in_executor(
             None, self._prepare, tokenize, inputs)
         tokenized = time.perf_counter()
-        high_priority = len(encodings) <= self.config.priority_batch_size
+        high_priority = len(encodings) <= self.model.priority_batch_size
         request = object()  # this request's turn among its client's requests
         turns = {"client": request if client is None else client, "request": request}
         sends = [asyncio.ensure_future(self._infer([encodings[i] for i in order[chunk.start:chunk.stop]],
@@ -111,7 +150,7 @@ class EncodingService:
                 send.cancel()
             raise
         inferred = time.perf_counter()
-        if self._token_level:
+        if self.model.token_level:
             target = self._token_axis_length(encodings)
             parts = [self._fit_token_axis(part, target) for part in parts]
         sorted_rows = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
@@ -121,7 +160,7 @@ class EncodingService:
         return EncodeResult(embeddings=embeddings, tokens=tokens,
                             token_counts=tuple(len(e.input_ids) for e in encodings),
                             tokenization_s=tokenized - started, inference_s=inferred - tokenized,
-                            total_s=time.perf_counter() - started)
+                            total_s=time.perf_counter() - started, truncated=sum(e.truncated for e in encodings))
 
     def _prepare(self, tokenize: Callable[[Any], list[Encoding]],
                  inputs: Any) -> tuple[list[Encoding], list[int], list[Chunk]]:
@@ -129,16 +168,16 @@ class EncodingService:
         sentences and planning their chunks take milliseconds of CPU: this runs off the event loop."""
         encodings = tokenize(inputs)
         order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].input_ids))
-        cap = self.config.max_seq_len or self.max_position_embeddings
+        cap = self.model.max_tokens
         lengths = [cap] * len(order) if self.config.pad_to_max_seq_len else [len(encodings[i].input_ids) for i in order]
         return encodings, order, plan_chunks(lengths, cap=cap, max_rows=self._chunk_rows)
 
     def _token_axis_length(self, encodings: list[Encoding]) -> int:
         """T of [B, T, D] as the original: max_seq_len, max_position_embeddings, or the longest sequence."""
-        if self.config.max_seq_len is not None:
-            return self.config.max_seq_len
+        if self.model.max_seq_len is not None:
+            return self.model.max_seq_len
         if self.config.fixed_embed_length:
-            return self.max_position_embeddings
+            return self.model.manifest.max_position_embeddings
         return self.tokenizer.batch_length(encodings)  # the original's: longest content + special tokens
 
     @staticmethod

@@ -96,6 +96,7 @@ class Encoding:
     tokens: list[str]  # what the original reported to the client: with [CLS]/[SEP], [UNK] for OOV tokenized input
     # How many of the tokens are [CLS]/[SEP] added here (2, 3 for a pair, 0 with -no_special_token); see batch_length.
     num_special_tokens: int = field(default=2, compare=False, repr=False)
+    truncated: bool = field(default=False, compare=False, repr=False)  # tokens were cut to fit max_seq_len
 
 
 class WordPieceTokenizer:
@@ -150,14 +151,14 @@ class WordPieceTokenizer:
     def _assemble_ids(self, ids: list[int]) -> Encoding:
         limit = self.settings.length_limit
         if self.settings.no_special_token:
-            ids = ids[:limit]
+            truncated, ids = len(ids) > limit, ids[:limit]
             return Encoding(ids, [1] * len(ids), [0] * len(ids), [self._token_of_id.get(i, UNK) for i in ids],
-                            num_special_tokens=0)
-        ids = ids[:limit - 2]
+                            num_special_tokens=0, truncated=truncated)
+        truncated, ids = len(ids) > limit - 2, ids[:limit - 2]
         keep = int(not self.settings.mask_cls_sep)
         input_ids = [self.vocab[CLS], *ids, self.vocab[SEP]]
         tokens = [CLS, *(self._token_of_id.get(i, UNK) for i in ids), SEP]
-        return Encoding(input_ids, [keep, *[1] * len(ids), keep], [0] * len(input_ids), tokens)
+        return Encoding(input_ids, [keep, *[1] * len(ids), keep], [0] * len(input_ids), tokens, truncated=truncated)
 
     def batch_length(self, encodings: list[Encoding]) -> int:
         """The original's sequence length for a batch under max_seq_len NONE (the T of [B, T, D] with pooling NONE):
@@ -231,6 +232,7 @@ class WordPieceTokenizer:
         """The original's convert_lst_to_features for one example, without the padding."""
         limit = self.settings.length_limit
         no_special = tokenized and self.settings.no_special_token
+        length = len(tokens_a) + len(tokens_b)
         if tokens_b:  # an empty second part makes no pair, as in the original (`if tokens_b:`)
             tokens_a, tokens_b = _truncate_seq_pair(tokens_a, tokens_b, limit - 3)
         elif no_special:
@@ -240,9 +242,10 @@ class WordPieceTokenizer:
             # tokenized input, and then failed on long sentences; truncate as usual instead.
             tokens_a = tokens_a[:limit - 2]
         # As in the original, "is this a pair" is asked again after truncation, which can empty the second part.
+        truncated = len(tokens_a) + len(tokens_b) < length
         if no_special and not tokens_b:
             return Encoding([self.vocab[t] for t in tokens_a], [1] * len(tokens_a), [0] * len(tokens_a),
-                            tokens_a, num_special_tokens=0)
+                            tokens_a, num_special_tokens=0, truncated=truncated)
         keep = int(not self.settings.mask_cls_sep)
         tokens = [CLS, *tokens_a, SEP]
         input_mask = [keep, *[1] * len(tokens_a), keep]
@@ -252,7 +255,7 @@ class WordPieceTokenizer:
             input_mask += [*[1] * len(tokens_b), keep]
             segment_ids += [1] * (len(tokens_b) + 1)
         return Encoding([self.vocab[t] for t in tokens], input_mask, segment_ids, tokens,
-                        num_special_tokens=3 if tokens_b else 2)
+                        num_special_tokens=3 if tokens_b else 2, truncated=truncated)
 
 
 def pad(encodings: list[Encoding], length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

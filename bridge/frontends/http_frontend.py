@@ -5,6 +5,9 @@ never a thread per request) and renders replies. Routes (docs/HTTP.md):
 
 - the original's ``POST /encode``, ``GET /status/server``, ``GET /status/client``;
 - OpenAI's ``POST /v1/embeddings`` (and ``/embeddings``), ``GET /v1/models``;
+
+Each encode route finds its model through the registry's one ``lookup`` (core/registry.py): ``model`` names it on
+``/v1/embeddings`` (and, optionally, on ``/encode``).
 - ``GET /health``, ``GET /ready``, ``GET /metrics`` (Prometheus), ``GET /status/activity`` (the dashboard's data);
 - ``GET /dashboard``, ``GET /docs`` and ``GET /openapi.json``, with every asset served from this package or
   swagger-ui-bundle-v2, never from a CDN.
@@ -17,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import hmac
 import logging
 import socket
@@ -42,12 +46,12 @@ from bert_serving.client.protocol import Request as ZmqRequest
 
 from .. import package_version
 from ..config import ServerConfig
-from ..errors import (BackendError, BackendUnavailable, BridgeError, ClientGone, InvalidRequest, Overloaded,
-                     RequestTooLarge, ShuttingDown, StartupError, TooManyConcurrentRequests, Unauthorized)
+from ..errors import (BackendError, BackendUnavailable, BridgeError, ClientGone, InvalidRequest, ModelNotFound,
+                     Overloaded, RequestTooLarge, ShuttingDown, StartupError, TooManyConcurrentRequests, Unauthorized)
 from ..metrics import CONTENT_TYPE_LATEST, BridgeMetrics
-from ..core.service import EncodeResult, EncodingService
+from ..core.registry import ModelRegistry
+from ..core.service import EncodeResult
 from ..statistics import ServerStatistic
-from ..triton.pool import TritonPool
 
 log = logging.getLogger("bert_bridge.http")
 
@@ -58,6 +62,8 @@ __all__ = ["HttpFrontend", "error_response", "HTTP_ERRORS"]
 PUBLIC_PATHS = ("/health", "/ready", "/dashboard", "/docs", "/openapi.json")
 OPENAI_PATHS = ("/v1/", "/embeddings")
 RETRY_AFTER_S = 1
+TIMING_HEADERS = ("x-tokenization-time", "x-inference-time", "x-total-time")
+TRUNCATED_HEADER = "x-truncated-inputs"  # how many inputs were longer than the model reads, and cut
 SHUTDOWN_TIMEOUT_S = 30  # how long in-flight HTTP requests may take to finish when the bridge stops
 LISTEN_BACKLOG = 2048
 JSON = "application/json"
@@ -76,6 +82,7 @@ class HttpError:
 # The first class an error is an instance of decides; the order goes from specific to general.
 HTTP_ERRORS: tuple[tuple[type, HttpError], ...] = (
     (Unauthorized, HttpError(401, "invalid_request_error", "invalid_api_key")),
+    (ModelNotFound, HttpError(404, "invalid_request_error", "model_not_found")),
     (RequestTooLarge, HttpError(413, "invalid_request_error", "request_too_large")),
     (InvalidRequest, HttpError(422, "invalid_request_error", "invalid_value")),
     (Overloaded, HttpError(429, "rate_limit_error", "rate_limit_exceeded")),
@@ -137,6 +144,8 @@ class EncodeRequest(BaseModel):
     texts: Union[list[StrictStr], list[list[StrictStr]]] = Field(
         description="sentences ('a ||| b' for a pair), or token lists with is_tokenized; at least one")
     is_tokenized: StrictBool = Field(default=False, description="texts are lists of tokens")
+    model: Optional[StrictStr] = Field(default=None, description="the model (GET /v1/models); default: the default "
+                                       "model, as ZeroMQ")
 
 
 class EncodeResponse(BaseModel):
@@ -160,10 +169,13 @@ class EmbeddingsRequest(BaseModel):
     input: Union[StrictStr, list[StrictStr], list[StrictInt], list[list[StrictInt]]] = Field(
         description="a string, a list of strings, a list of token ids or a list of lists of token ids (vocabulary "
                     "ids of the served model)")
-    model: StrictStr = Field(description="any name: the served model answers (see GET /v1/models)")
+    model: Optional[StrictStr] = Field(default=None, description=(
+        "a model of GET /v1/models (with one model served, any name is that model); absent: the first model served "
+        "with sentence-transformers semantics, else the default model"))
     encoding_format: Optional[str] = Field(default="float", pattern="^(float|base64)$",
                                            description="'float' or 'base64' (little-endian float32)")
-    dimensions: Optional[StrictInt] = Field(default=None, description="accepted only when equal to the model's width")
+    dimensions: Optional[StrictInt] = Field(default=None, description=(
+        "the model's width, or for a model whose vectors are normalized fewer: the first ones, renormalized"))
     user: Optional[StrictStr] = Field(default=None, description="ignored")
 
 
@@ -196,8 +208,8 @@ class OpenAIError(BaseModel):
     error: OpenAIErrorDetail
 
 
-ORIGINAL_ERRORS = {status: {"model": OriginalError} for status in (401, 413, 422, 429, 502, 503)}
-OPENAI_ERRORS = {status: {"model": OpenAIError} for status in (401, 413, 422, 429, 502, 503)}
+ORIGINAL_ERRORS = {status: {"model": OriginalError} for status in (401, 404, 413, 422, 429, 502, 503)}
+OPENAI_ERRORS = {status: {"model": OpenAIError} for status in (401, 404, 413, 422, 429, 502, 503)}
 
 
 # -- the gate in front of every route: API key and body size ---------------------------------------------------------
@@ -271,17 +283,13 @@ class HttpFrontend:
     ``listening_socket`` is the HTTP port, bound by ``listen`` at start-up before anything slow, like the ZeroMQ ports.
     """
 
-    def __init__(self, *, listening_socket: socket.socket, service: EncodingService, statistic: ServerStatistic, metrics: BridgeMetrics,
-                 config: ServerConfig, backend: TritonPool, output_dim: int,
-                 config_reply: Callable[[ZmqRequest], dict]):
-        self.service = service
+    def __init__(self, *, listening_socket: socket.socket, registry: ModelRegistry, statistic: ServerStatistic,
+                 metrics: BridgeMetrics, config: ServerConfig, config_reply: Callable[[ZmqRequest], dict]):
+        self.registry = registry
         self.statistic = statistic
         self.metrics = metrics
         self.config = config
-        self.backend = backend
-        self.output_dim = output_dim
         self.config_reply = config_reply
-        self.model_name = backend.model_name
         self.active_encodes = 0
         self._requests_per_client: dict[bytes, int] = {}
         self._finished = asyncio.Event()
@@ -327,14 +335,14 @@ class HttpFrontend:
                            max_request_bytes=self.config.http_max_request_bytes)
         origins = [origin.strip() for origin in self.config.cors.split(",") if origin.strip()]
         app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["*"], allow_headers=["*"],
-                           expose_headers=["x-tokenization-time", "x-inference-time", "x-total-time", "retry-after"])
+                           expose_headers=[*TIMING_HEADERS, TRUNCATED_HEADER, "retry-after"])
 
         encode_body = {"required": True, "content": {
             JSON: {"schema": EncodeRequest.model_json_schema()},
             "application/x-www-form-urlencoded": {"schema": {
                 "type": "object", "required": ["id", "texts"],
                 "properties": {"id": {"type": "string"}, "texts": {"type": "array", "items": {"type": "string"}},
-                               "is_tokenized": {"type": "boolean", "enum": [False]}}}},
+                               "is_tokenized": {"type": "boolean", "enum": [False]}, "model": {"type": "string"}}}},
         }}
         app.post("/encode", tags=["bert-as-service"], summary="Encode sentences (the original API)",
                  response_model=EncodeResponse, responses=ORIGINAL_ERRORS,
@@ -347,12 +355,12 @@ class HttpFrontend:
             app.post(path, tags=["OpenAI"], summary="Create embeddings (OpenAI-compatible)",
                      response_model=EmbeddingsResponse, responses=OPENAI_ERRORS,
                      include_in_schema=path.startswith("/v1"))(self.embeddings)
-        app.get("/v1/models", tags=["OpenAI"], summary="The served model")(self.models)
+        app.get("/v1/models", tags=["OpenAI"], summary="The served models")(self.models)
         app.get("/v1/models/{model_id}", tags=["OpenAI"], summary="One model",
                 responses={404: {"model": OpenAIError}})(self.model)
         app.get("/health", tags=["operations"], summary="The process is alive and its event loop answers")(
             self.health)
-        app.get("/ready", tags=["operations"], summary="Triton is reachable and the model is ready (else 503)",
+        app.get("/ready", tags=["operations"], summary="Triton is reachable and every served model is ready (else 503)",
                 responses={503: {"model": OriginalError}})(self.ready)
         app.get("/metrics", tags=["operations"], summary="Prometheus metrics (text format)",
                 response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})(self.prometheus)
@@ -376,19 +384,22 @@ class HttpFrontend:
             self.metrics.rejected("http", e.kind)
             return error_response(e, path)
         try:
-            if payload.texts and payload.is_tokenized != all(isinstance(item, list) for item in payload.texts):
-                error = InvalidRequest("is_tokenized is true but texts are strings" if payload.is_tokenized
-                                       else "texts are token lists: set is_tokenized to true")
-                self.metrics.rejected("http", error.kind)
-                raise error
-            result = await self._encode("http", request, payload.texts, self.service.encode)
+            try:
+                service = self.registry.lookup(payload.model)
+                if payload.texts and payload.is_tokenized != all(isinstance(item, list) for item in payload.texts):
+                    raise InvalidRequest("is_tokenized is true but texts are strings" if payload.is_tokenized
+                                         else "texts are token lists: set is_tokenized to true")
+            except BridgeError as e:
+                self.metrics.rejected("http", e.kind)
+                raise
+            result = await self._encode("http", request, payload.texts, service.encode, service.name)
         except BridgeError as e:
             return error_response(e, path, request_id=payload.id, has_request_id=True)
         request_id = payload.id
         vectors = orjson.dumps(np.ascontiguousarray(result.embeddings), option=orjson.OPT_SERIALIZE_NUMPY)
         body = b"".join((b'{"id":', orjson.dumps(request_id), b',"result":', vectors, b',"results":', vectors,
                          b',"status":200}'))
-        return Response(body, media_type=JSON, headers=_timing_headers(result))
+        return Response(body, media_type=JSON, headers=_result_headers(result))
 
     async def status_server(self, request: Request) -> Response:
         identity = _identity(request)
@@ -411,60 +422,69 @@ class HttpFrontend:
 
     async def embeddings(self, body: EmbeddingsRequest, request: Request) -> Response:
         path = request.url.path
-        if body.dimensions is not None and body.dimensions != self.output_dim:
-            error = InvalidRequest(f"dimensions={body.dimensions} is not available: the served model "
-                                   f"'{self.model_name}' returns {self.output_dim} dimensions")
-            self.metrics.rejected("openai", error.kind)
-            return error_response(error, path, param="dimensions")
         try:
-            inputs, run = self._openai_inputs(body.input)
-            result = await self._encode("openai", request, inputs, run)
+            service = self.registry.lookup(body.model, modern=True)
+        except BridgeError as e:
+            self.metrics.rejected("openai", e.kind)
+            return error_response(e, path, param="model")
+        try:
+            service.check_dimensions(body.dimensions)
+        except InvalidRequest as e:
+            self.metrics.rejected("openai", e.kind, service.name)
+            return error_response(e, path, param="dimensions")
+        if service.model.token_level:
+            error = InvalidRequest(f"model '{service.name}' returns token embeddings (-pooling_strategy NONE); "
+                                   "/v1/embeddings needs one vector per input: name a pooled model")
+            self.metrics.rejected("openai", error.kind, service.name)
+            return error_response(error, path, param="model")
+        try:
+            inputs, run = self._openai_inputs(body.input, service)
+            result = await self._encode("openai", request, inputs, functools.partial(run, dimensions=body.dimensions),
+                                        service.name)
         except BridgeError as e:
             return error_response(e, path, param="input" if isinstance(e, InvalidRequest) else None)
         vectors = np.ascontiguousarray(result.embeddings, dtype="<f4")
-        if vectors.ndim != 2:
-            return error_response(InvalidRequest(
-                "the served model returns token embeddings (-pooling_strategy NONE); /v1/embeddings needs one "
-                "vector per input: serve a pooled model"), path, param="model")
         if body.encoding_format == "base64":
             data = [{"object": "embedding", "embedding": base64.b64encode(row.tobytes()).decode("ascii"), "index": i}
                     for i, row in enumerate(vectors)]
         else:
             data = [{"object": "embedding", "embedding": row, "index": i} for i, row in enumerate(vectors)]
-        reply = {"object": "list", "data": data, "model": self.model_name,
+        reply = {"object": "list", "data": data, "model": service.name,
                  "usage": {"prompt_tokens": result.num_tokens, "total_tokens": result.num_tokens}}
         return Response(orjson.dumps(reply, option=orjson.OPT_SERIALIZE_NUMPY), media_type=JSON,
-                        headers=_timing_headers(result))
+                        headers=_result_headers(result))
 
-    def _openai_inputs(self, value) -> tuple[list, Callable[[list], Awaitable[EncodeResult]]]:
+    @staticmethod
+    def _openai_inputs(value, service) -> tuple[list, Callable[..., Awaitable[EncodeResult]]]:
         """The inputs as a list, and the service call for their kind (text or token ids)."""
         if isinstance(value, str):
             value = [value]
         if not value:
             raise InvalidRequest("input must not be empty")
         if all(isinstance(item, int) for item in value):
-            return [value], self.service.encode_token_ids
+            return [value], service.encode_token_ids
         if all(isinstance(item, list) for item in value):
-            return value, self.service.encode_token_ids
+            return value, service.encode_token_ids
         for i, text in enumerate(value):
             if not text:
                 raise InvalidRequest(f"input {i} is an empty string")
-        return value, self.service.encode
+        return value, service.encode
 
     async def models(self) -> Response:
-        return _json({"object": "list", "data": [self._model_card()]})
+        return _json({"object": "list", "data": [self._model_card(name) for name in self.registry.names]})
 
     async def model(self, model_id: str, request: Request) -> Response:
-        if model_id != self.model_name:
-            body = {"error": {"message": f"no model '{model_id}' here; this server serves '{self.model_name}'",
-                              "type": "invalid_request_error", "param": "model", "code": "model_not_found"}}
-            return _json(body, status=404)
-        return _json(self._model_card())
+        if model_id not in self.registry.names:
+            return error_response(ModelNotFound(f"the model '{model_id}' does not exist here; this server serves "
+                                                f"{', '.join(repr(n) for n in self.registry.names)}"),
+                                  request.url.path, param="model")
+        return _json(self._model_card(model_id))
 
-    def _model_card(self) -> dict:
-        return {"id": self.model_name, "object": "model", "created": int(self.metrics.started_at_epoch_s),
-                "owned_by": "bert-serving", "dimensions": self.output_dim,
-                "pooling_strategy": self.config.pooling_strategy, "max_seq_len": self.config.max_seq_len}
+    def _model_card(self, name: str) -> dict:
+        """OpenAI's model object, with what the registry says about the model: task, semantics, width, maximum
+        tokens, readiness, which defaults it is."""
+        return {"id": name, "object": "model", "created": int(self.metrics.started_at_epoch_s),
+                "owned_by": "bert-serving", **self.registry.card(name)}
 
     # -- operations -------------------------------------------------------------------------------------------------
 
@@ -472,29 +492,47 @@ class HttpFrontend:
         return _json({"status": "ok"})
 
     async def ready(self, request: Request) -> Response:
-        """Ready while at least one Triton endpoint has the model; each endpoint's state is in the body either way."""
-        try:
-            await self.backend.check_ready()
-        except BackendUnavailable as e:
-            unavailable = error_response(e, request.url.path)
-            body = {**orjson.loads(unavailable.body), "endpoints": self.backend.endpoint_states()}
+        """Ready while every served model is ready on at least one Triton endpoint; the body has each model's state
+        and each endpoint's. A model that could not be served at start is listed as not ready, with why, but does not
+        make the bridge unready: the others serve."""
+        services = list(self.registry)
+        outcomes = await asyncio.gather(*(s.backend.check_ready() for s in services), return_exceptions=True)
+        models = {}
+        for service, outcome in zip(services, outcomes):
+            if isinstance(outcome, BaseException) and not isinstance(outcome, BackendUnavailable):
+                raise outcome
+            models[service.name] = ({"ready": True} if outcome is None else
+                                    {"ready": False, "error": outcome.message})
+        models.update({name: {"ready": False, "error": reason} for name, reason in self.registry.unserved.items()})
+        default = self.registry.default
+        details = {"model": default.name, "triton": default.backend.url, "models": models,
+                   "endpoints": default.backend.endpoint_states()}
+        down = next((o for o in outcomes if isinstance(o, BackendUnavailable)), None)
+        if down is not None:
+            unavailable = error_response(down, request.url.path)
+            body = {**orjson.loads(unavailable.body), **details}
             return Response(orjson.dumps(body), status_code=unavailable.status_code, media_type=JSON)
-        return _json({"status": "ready", "model": self.model_name, "triton": self.backend.url,
-                      "endpoints": self.backend.endpoint_states()})
+        return _json({"status": "ready", **details})
 
     async def prometheus(self) -> Response:
         return Response(self.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     async def activity(self) -> Response:
-        config = self.config
+        """The dashboard's data: the default model's settings at the top level, as with one model, and every model
+        under ``models`` with its requests."""
+        config, model = self.config, self.registry.default.model
+        activity = self.metrics.activity()
+        requests = activity.pop("models")
         return _json({
-            "model": self.model_name,
-            "pooling_strategy": config.pooling_strategy,
-            "pooling_layer": list(config.pooling_layer),
-            "max_seq_len": config.max_seq_len,
-            "output_dim": self.output_dim,
+            "model": model.name,
+            "pooling_strategy": model.pooling_strategy,
+            "pooling_layer": list(model.pooling_layer),
+            "max_seq_len": model.max_seq_len,
+            "output_dim": model.output_dim,
             "http_max_connect": config.http_max_connect,
-            **self.metrics.activity(),
+            **activity,
+            "models": [{**self.registry.card(name), "requests": requests.get(name, {"success": 0, "error": 0})}
+                       for name in self.registry.names],
         })
 
     async def dashboard(self) -> FileResponse:
@@ -509,13 +547,13 @@ class HttpFrontend:
     # -- shared -----------------------------------------------------------------------------------------------------
 
     async def _encode(self, frontend: str, request: Request, inputs: list,
-                      run: Callable[..., Awaitable[EncodeResult]]) -> EncodeResult:
+                      run: Callable[..., Awaitable[EncodeResult]], model: str) -> EncodeResult:
         """Count the request (statistic and metrics), enforce -http_max_connect, call the service; stop it (ClientGone)
         when the client closes its connection first."""
         identity = _identity(request)
         self.statistic.record_data(identity, len(inputs))
         self._requests_per_client[identity] = self._requests_per_client.get(identity, 0) + 1
-        with self.metrics.track(frontend, len(inputs)) as tracker:
+        with self.metrics.track(frontend, len(inputs), model) as tracker:
             if self.active_encodes >= self.config.http_max_connect:
                 error = TooManyConcurrentRequests(
                     f"{self.active_encodes} HTTP encode requests are running, the limit is "
@@ -586,8 +624,8 @@ async def _read_encode_request(request: Request) -> EncodeRequest:
             if "is_tokenized" in form and form["is_tokenized"].strip().lower() in ("true", "1", "yes", "on"):
                 raise InvalidRequest("tokenized input cannot be sent as a form: post JSON")
             texts = [value for value in form.getlist("texts") if isinstance(value, str)]
-            return EncodeRequest.model_validate({"id": form.get("id"), "texts": texts} if "id" in form
-                                                else {"texts": texts})
+            fields = {name: form.get(name) for name in ("id", "model") if name in form}
+            return EncodeRequest.model_validate({**fields, "texts": texts})
         return EncodeRequest.model_validate_json(await request.body())
     except ValidationError as e:
         raise InvalidRequest(_validation_message(e.errors(include_url=False))[0]) from e
@@ -630,10 +668,11 @@ def _identity(request: Request) -> bytes:
     return f"http:{host}".encode()
 
 
-def _timing_headers(result: EncodeResult) -> dict:
-    return {"x-tokenization-time": f"{result.tokenization_s * 1000:.3f}",
-            "x-inference-time": f"{result.inference_s * 1000:.3f}",
-            "x-total-time": f"{result.total_s * 1000:.3f}"}
+def _result_headers(result: EncodeResult) -> dict:
+    """Every encode reply's headers: its times in milliseconds, and how many inputs were cut to the model's length."""
+    times = (result.tokenization_s, result.inference_s, result.total_s)
+    return {**{name: f"{seconds * 1000:.3f}" for name, seconds in zip(TIMING_HEADERS, times)},
+            TRUNCATED_HEADER: str(result.truncated)}
 
 
 def _json(body: Any, *, status: int = 200, headers: Optional[dict] = None) -> Response:

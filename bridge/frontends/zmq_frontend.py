@@ -1,5 +1,8 @@
 """bert-as-service's ZeroMQ protocol over the service core: PULL for requests, XPUB for replies.
 
+The 1.10 protocol has no model field: ZeroMQ serves the default model (the first), with the original's defaults
+unless that model was exported otherwise; SHOW_CONFIG names it and lists the others.
+
 The 1.10 client sends its first request the moment it connects, while its SUB subscription travels on another TCP
 connection: a reply published before that subscription arrives is lost (the slow joiner). So replies are held until
 the identity has subscribed -- and a client instance's first request (RID 1) until as many SUBSCRIBEs were seen for
@@ -367,7 +370,7 @@ class ZmqFrontend:
     def _refuse(self, frames: list, error: BridgeError, reason: str, subscribers_needed: int = 1) -> None:
         """A message that is no valid request: logged (rate-limited per ``reason``), and answered where it says whom
         to answer."""
-        self.metrics.rejected("zmq", error.kind)
+        self.metrics.rejected("zmq", error.kind, self.service.name)
         address = request_address(frames)
         self.faults.warning(reason, "refused a ZeroMQ message of %d frames %r, %s: %s",
                             len(frames), [bytes(frame[:40]) for frame in frames[:4]],
@@ -389,7 +392,7 @@ class ZmqFrontend:
     async def _encode(self, request: Request, texts: list, subscribers_needed: int = 1) -> list:
         task = asyncio.current_task()
         self._encoding[request.identity][task] = subscribers_needed
-        with self.metrics.track("zmq", request.length) as tracker:
+        with self.metrics.track("zmq", request.length, self.service.name) as tracker:
             try:
                 if self._stopping:
                     raise ShuttingDown("the server is shutting down and accepts no new requests")

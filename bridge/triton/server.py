@@ -8,6 +8,9 @@ What it needs to serve a python-backend model when started directly (shared/refe
 
 Triton runs in explicit model-control mode and loads only the models it is told to: a repository may also hold
 exports for other runtimes (onnx, tensorrt) or other models, and none of them is loaded, or can fail the start.
+The bridge serves its models -- exports in different folders, under names of its own -- from a repository of links
+it writes (``link_repository``): one folder per name, linked to the export, so Triton knows each model by the name
+the clients use.
 Whatever happens to it, nothing of it outlives the bridge: the child dies with its parent (child_process), and once
 it has exited, its process group (the python backend stubs) is killed and its shared-memory regions are removed.
 If it dies while the bridge serves, ``TritonSupervisor`` cleans up after it and starts it again on the same ports,
@@ -106,6 +109,23 @@ def _child_environment() -> dict:
     return env
 
 
+def link_repository(folder: Path, models: dict[str, Path]) -> Path:
+    """``folder`` made a model repository of links: ``folder/NAME`` -> the export folder, for each model; anything
+    else in it is removed first (the links of an earlier start)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for entry in folder.iterdir():
+        if entry.is_symlink() or entry.is_file():
+            entry.unlink()
+    for name, export in models.items():
+        (folder / name).symlink_to(Path(export).resolve(), target_is_directory=True)
+    return folder
+
+
+def one_line(text: str) -> str:
+    """Triton's (possibly multi-line) error as one log line."""
+    return " ".join(text.split())
+
+
 @dataclass(frozen=True)
 class TritonEndpoints:
     grpc_url: str
@@ -116,16 +136,21 @@ class TritonEndpoints:
 class EmbeddedTriton:
     """Start, supervise and stop one tritonserver child on loopback ports, serving ``models`` of the repository.
 
-    ``instance_group`` (Triton's JSON form, e.g. ``[{"count": 2, "kind": "KIND_CPU"}]``) replaces the exported one
-    at load time: the number of instances is Triton configuration, not part of the exported graph.
+    ``instance_groups`` (model -> Triton's JSON form, e.g. ``[{"count": 2, "kind": "KIND_CPU"}]``) replace the
+    exported ones at load time: the number of instances is Triton configuration, not part of the exported graph.
+    With ``skip_unloadable``, a model Triton cannot load at the first start is left out (``unloadable`` says why) and
+    the others serve; only none loading fails the start. Restarts load what the first start loaded, all of it.
     """
 
     def __init__(self, *, model_repository: Path, models: Sequence[str], cache_dir: Path, log_path: Path,
-                 instance_group: Optional[list] = None, startup_timeout_s: float = 300, grpc_port: int = 0,
-                 http_port: int = 0, metrics_port: int = 0, address: str = "127.0.0.1"):
+                 instance_groups: Optional[dict] = None, skip_unloadable: bool = False,
+                 startup_timeout_s: float = 300, grpc_port: int = 0, http_port: int = 0, metrics_port: int = 0,
+                 address: str = "127.0.0.1"):
         self.model_repository = Path(model_repository)
         self.models = tuple(models)
-        self.instance_group = instance_group
+        self.instance_groups = instance_groups or {}
+        self.skip_unloadable = skip_unloadable
+        self.unloadable: dict[str, str] = {}  # model -> why Triton could not load it (the first start only)
         self.grpc_port = grpc_port  # 0: any free port
         self.http_port = http_port
         self.metrics_port = metrics_port
@@ -189,8 +214,22 @@ class EmbeddedTriton:
         """Block until the spawned server is live and has loaded the models; StartupError with its log if not.
         Safe to run in a worker thread: it only polls the process and asks Triton's HTTP API."""
         self._wait_until_live()
+        failed = {}
         for model in self.models:
-            self._load(model)
+            try:
+                self._load(model)
+            except StartupError as e:
+                if not self.skip_unloadable:
+                    raise
+                self._check_running(f"loading model '{model}'")
+                failed[model] = one_line(e.message)
+        if failed:
+            if len(failed) == len(self.models):
+                raise StartupError("tritonserver could load none of the models: "
+                                   + "; ".join(f"{model}: {reason}" for model, reason in failed.items()))
+            self.unloadable.update(failed)
+            self.models = tuple(model for model in self.models if model not in failed)
+        self.skip_unloadable = False  # a restart must load every model the first start loaded
         log.info("tritonserver is ready (gRPC %s)", self.endpoints.grpc_url)
 
     def release_taken_ports(self) -> None:
@@ -239,7 +278,7 @@ class EmbeddedTriton:
 
     def _load(self, model: str) -> None:
         body = {}
-        if self.instance_group is not None:
+        if model in self.instance_groups:
             body = {"parameters": {"config": json.dumps(self._config_with_instances(model))}}
         try:
             status, text = self._http(f"/v2/repository/models/{model}/load", body, timeout_s=self.startup_timeout_s)
@@ -254,11 +293,16 @@ class EmbeddedTriton:
             raise StartupError(f"tritonserver could not load model '{model}' from {self.model_repository}: {reason}")
 
     def _config_with_instances(self, model: str) -> dict:
-        """The exported config.pbtxt, with this start's instance groups."""
+        """The exported config.pbtxt, with this start's instance groups, named as the repository names it (a link
+        may give an export another name than bert-export's -name)."""
         from bert_exporter.triton_config import read_as_dict
 
-        config = read_as_dict(self.model_repository / model)
-        config["instance_group"] = self.instance_group
+        try:
+            config = read_as_dict(self.model_repository / model)
+        except Exception as e:  # a missing file, or text that is no model config
+            raise StartupError(f"{self.model_repository / model} has no readable config.pbtxt: {e}") from e
+        config["instance_group"] = self.instance_groups[model]
+        config["name"] = model
         return config
 
     def _check_running(self, doing: str) -> None:

@@ -6,13 +6,15 @@ wrong place, or a chunk padded differently than promised, shows in the vectors.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import numpy as np
 import pytest
 
-from bert_bridge.config import parse_args
+from bert_bridge.config import MODEL_FLAGS, ModelSpec, parse_args
 from bert_bridge.core.chunking import CHUNK_POSITIONS, LENGTH_STEP
-from bert_bridge.core.service import EncodingService
+from bert_bridge.core.registry import ModelRegistry
+from bert_exporter.manifest import ExportManifest
 from bert_exporter.options import packaged_model_dir
 
 WIDTH = 4
@@ -35,11 +37,23 @@ class RecordingBackend:
         return np.stack([(input_ids * input_mask).sum(axis=1), real, real, real], axis=1).astype(np.float32)
 
 
+def served_as(config) -> ModelSpec:
+    """The packaged model's vocabulary with the flags' settings, as model_source.settle_model makes a ModelSpec (here
+    without an export: the stand-in backend computes the rows)."""
+    manifest = ExportManifest(
+        target="embedded", pooling_strategy=config.pooling_strategy, pooling_layer=config.pooling_layer,
+        max_seq_len=config.max_seq_len, do_lower_case=True, mask_cls_sep=False, output_dim=WIDTH,
+        output_dtype="float32", max_batch_size=config.max_batch_size, max_position_embeddings=512, hidden_size=WIDTH,
+        num_hidden_layers=1, source="stand-in")
+    return ModelSpec(name="bert", folder=packaged_model_dir(), manifest=manifest, triton_name="bert",
+                     **{flag: getattr(config, flag) for flag in MODEL_FLAGS})
+
+
 def encode(flags: list[str], texts, token_level: bool = False):
     config = parse_args(flags)
+    config = dataclasses.replace(config, models=(served_as(config),))
     backend = RecordingBackend(token_level)
-    service = EncodingService(config=config, vocab_file=packaged_model_dir() / "vocab.txt",
-                              max_position_embeddings=512, backend=backend)
+    service = ModelRegistry.build(config, {"bert": backend}).default
     return asyncio.run(service.encode(texts)), backend, service
 
 

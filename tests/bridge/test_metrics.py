@@ -13,6 +13,7 @@ class FakeResult:
     num_tokens: int = 12
     tokenization_s: float = 0.001
     inference_s: float = 0.02
+    truncated: int = 1
 
 
 class Clock:
@@ -28,32 +29,40 @@ def samples(metrics: BridgeMetrics) -> dict:
             for family in text_string_to_metric_families(metrics.exposition().decode()) for s in family.samples}
 
 
-def test_tracked_requests_are_counted_by_front_end_and_outcome():
+def test_tracked_requests_are_counted_by_front_end_model_and_outcome():
     clock = Clock()
-    metrics = BridgeMetrics(clock=clock)
-    with metrics.track("http", 4) as tracker:
+    metrics = BridgeMetrics(models=("bert", "st"), clock=clock)
+    with metrics.track("http", 4, "bert") as tracker:
         clock.now += 0.5
         tracker.succeeded(FakeResult())
-    with metrics.track("zmq", 2) as tracker:
+    with metrics.track("zmq", 2, "bert") as tracker:
         tracker.failed("BackendUnavailable")
-    with metrics.track("openai", 3):
+    with metrics.track("openai", 3, "st"):
         pass  # ended without an outcome: a cancelled request
+    metrics.rejected("openai", "ModelNotFound")  # no model was chosen
     values = samples(metrics)
-    assert values[("bert_requests_total", (("frontend", "http"), ("outcome", "success")))] == 1
-    assert values[("bert_sentences_total", (("frontend", "http"), ("outcome", "success")))] == 4
-    assert values[("bert_tokens_total", (("frontend", "http"),))] == 12
-    assert values[("bert_request_duration_seconds_sum", (("frontend", "http"),))] == 0.5
-    assert values[("bert_errors_total", (("frontend", "zmq"), ("type", "BackendUnavailable")))] == 1
-    assert values[("bert_errors_total", (("frontend", "openai"), ("type", "Cancelled")))] == 1
-    assert values[("bert_requests_in_flight", (("frontend", "http"),))] == 0
-    assert metrics.activity()["errors"] == {"BackendUnavailable": 1, "Cancelled": 1}
+    http, zmq, openai = ((("frontend", frontend), ("model", model)) for frontend, model in (
+        ("http", "bert"), ("zmq", "bert"), ("openai", "st")))
+    assert values[("bert_requests_total", (*http, ("outcome", "success")))] == 1
+    assert values[("bert_sentences_total", (*http, ("outcome", "success")))] == 4
+    assert values[("bert_tokens_total", http)] == 12
+    assert values[("bert_truncated_inputs_total", http)] == 1
+    assert values[("bert_request_duration_seconds_sum", http)] == 0.5
+    assert values[("bert_errors_total", (*zmq, ("type", "BackendUnavailable")))] == 1
+    assert values[("bert_errors_total", (*openai, ("type", "Cancelled")))] == 1
+    assert values[("bert_errors_total", (("frontend", "openai"), ("model", ""), ("type", "ModelNotFound")))] == 1
+    assert values[("bert_requests_in_flight", http)] == 0
+    assert values[("bert_requests_total", (("frontend", "openai"), ("model", "bert"), ("outcome", "success")))] == 0
+    activity = metrics.activity()
+    assert activity["errors"] == {"BackendUnavailable": 1, "Cancelled": 1, "ModelNotFound": 1}
+    assert activity["models"] == {"bert": {"success": 1, "error": 1}, "st": {"success": 0, "error": 1}}
 
 
 def test_activity_rates_and_percentiles():
     clock = Clock()
-    metrics = BridgeMetrics(clock=clock)
+    metrics = BridgeMetrics(models=("bert",), clock=clock)
     for i in range(100):
-        with metrics.track("http", 10) as tracker:
+        with metrics.track("http", 10, "bert") as tracker:
             clock.now += 0.001 * (i + 1)  # durations 1 ms .. 100 ms
             tracker.succeeded(FakeResult())
     activity = metrics.activity(bucket_s=5)

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from bert_bridge.config import parse_args
-from bert_bridge.model_source import resolve_model, settle_config
+from bert_bridge.model_source import resolve_model, settle_model
 
 pytestmark = pytest.mark.slow
 
@@ -25,12 +25,12 @@ def test_an_unchanged_source_is_exported_once_and_reused(default_export, caplog)
 
 
 def test_flags_not_given_come_from_the_manifest(default_export):
-    config = settle_config(parse_args(["-model_dir", str(default_export.folder)]), default_export)
+    config = settle_model(parse_args(["-model_dir", str(default_export.folder)]), default_export)
     manifest = default_export.manifest
     assert config.pooling_layer == tuple(manifest.pooling_layer) and config.max_seq_len == manifest.max_seq_len
     assert config.do_lower_case == manifest.do_lower_case
-    overridden = settle_config(parse_args(["-model_dir", str(default_export.folder), "-max_seq_len", "64"]),
-                               default_export)
+    overridden = settle_model(parse_args(["-model_dir", str(default_export.folder), "-max_seq_len", "64"]),
+                              default_export)
     assert overridden.max_seq_len == 64  # a runtime setting: the flag wins
 
 

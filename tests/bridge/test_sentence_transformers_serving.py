@@ -16,7 +16,7 @@ import pytest
 
 from bert_bridge.config import parse_args
 from bert_bridge.errors import StartupError
-from bert_bridge.model_source import resolve_model, settle_config
+from bert_bridge.model_source import resolve_model, settle_model
 from bert_exporter.options import packaged_model_dir
 
 pytestmark = pytest.mark.slow
@@ -91,17 +91,17 @@ def test_an_exported_auto_folder_is_served_with_or_without_auto():
     model = resolve_model(parse_args(["-pooling_strategy", "AUTO"]))  # the auto_bridge's export, reused
     folder = str(model.folder)
     for flags in (["-model_dir", folder, "-pooling_strategy", "AUTO"], ["-model_dir", folder]):
-        config = settle_config(parse_args(flags), model)
+        config = settle_model(parse_args(flags), model)
         assert (config.pooling_strategy, config.pooling_layer, config.max_seq_len) == ("REDUCE_MEAN", (-1,), 256)
         assert config.normalize is True
     with pytest.raises(StartupError, match="exported with other settings: -pooling_layer"):
-        settle_config(parse_args(["-model_dir", folder, "-pooling_strategy", "AUTO", "-pooling_layer", "-2"]), model)
+        settle_model(parse_args(["-model_dir", folder, "-pooling_strategy", "AUTO", "-pooling_layer", "-2"]), model)
 
 
 def test_auto_on_a_folder_exported_without_it_is_refused():
     model = resolve_model(parse_args([]))  # the default export: REDUCE_MEAN over layer -2
     with pytest.raises(StartupError, match="was not exported with -pooling_strategy AUTO"):
-        settle_config(parse_args(["-model_dir", str(model.folder), "-pooling_strategy", "AUTO"]), model)
+        settle_model(parse_args(["-model_dir", str(model.folder), "-pooling_strategy", "AUTO"]), model)
 
 
 def test_cls_pooling_folder_matches_sentence_transformers(start_bridge, legacy_client, tmp_path):

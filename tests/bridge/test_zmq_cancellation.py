@@ -29,6 +29,8 @@ TIMEOUT_S = 10
 class HeldService:
     """encode() waits until ``release``; records which calls started and which were cancelled, by their first text."""
 
+    name = "bert"  # the served model, as the front end labels its metrics
+
     def __init__(self):
         self.config = ServerConfig()  # the default limits, which the front end reads from its service
         self.admission = Admission(self.config)

@@ -24,12 +24,14 @@ THE_SUITE_ITSELF = "make test runs this suite"
 
 RUN_BY = {
     # README.md
-    "make serve": "tests/test_make_serve.py::test_make_serve_brings_up_the_default_model",
+    "make serve": "tests/test_make_serve.py::test_make_serve_brings_up_both_models_and_the_readme_snippets_run",
     "make test": THE_SUITE_ITSELF,
     # docs/PERFORMANCE.md
     "make install": THE_SUITE_ITSELF,  # make test installs first
     "bert-serving-benchmark -output docs/performance":
         "tests/bench/test_benchmark_cli.py::test_smoke_benchmark_writes_tables_ratios_and_plots",
+    "python -m bert_bench.models_memory -output bench/results/models_memory":
+        "tests/bench/test_models_memory.py::test_models_memory_benchmark_smoke",
     "bert-serving-start -pooling_layer -1 -max_seq_len 128":
         "tests/bridge/test_legacy_client_end_to_end.py::test_last_layer_at_128_equals_sentence_transformers_without_normalize",
     "bert-export -output model_repository -name minilm":
@@ -82,6 +84,13 @@ RUN_BY = {
         "tests/bridge/test_legacy_client_end_to_end.py::test_default_vectors_equal_transformers_layer_minus_2_mean_pool",
     "bert-serving-start -model_dir /models/all-MiniLM-L6-v2 -pooling_strategy AUTO":
         "tests/bridge/test_sentence_transformers_serving.py::test_auto_serves_what_sentence_transformers_encodes",
+    "bert-serving-start --model-repository model_repository -http_port 8125":
+        "tests/bridge/test_many_models.py::test_a_whole_repository_serves_its_good_models_and_reports_the_broken_ones",
+    "bert-serving-start -model_dir model_repository/minilm -model_dir model_repository/all-MiniLM-L6-v2 -http_port 8125":
+        "tests/test_make_serve.py::test_make_serve_brings_up_both_models_and_the_readme_snippets_run",
+    "bert-serving-start -model_dir minilm=/models/minilm -model_dir all-MiniLM-L6-v2=/models/minilm-st "
+    "-model_dir tiny-cls=/models/tiny -http_port 8125":
+        "tests/bridge/test_many_models.py::test_the_1_10_client_gets_the_original_vectors_of_the_default_model",
     "bert-serving-terminate -ip gpu-host -port 7000 -timeout 20000 -server_public_key server.key "
     "-client_certificate admin.key_secret":
         "tests/bridge/test_security.py::test_an_allowed_curve_client_may_terminate_from_another_host",

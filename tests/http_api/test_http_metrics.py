@@ -22,7 +22,9 @@ def scrape(bridge) -> dict:
 
 
 def value(samples: dict, name: str, **labels) -> float:
-    return samples.get((name, frozenset(labels.items())), 0.0)
+    """The sum of the samples that have these labels (and any others: every model's, unless ``model`` is given)."""
+    wanted = set(labels.items())
+    return sum(v for (sample, sample_labels), v in samples.items() if sample == name and wanted <= sample_labels)
 
 
 def delta(before: dict, after: dict, name: str, **labels) -> float:
@@ -61,6 +63,10 @@ def test_counters_and_histograms_move_with_both_front_ends(http_bridge, zmq_clie
     for frontend in ("http", "openai"):
         assert delta(before, after, "bert_requests_total", frontend=frontend, outcome="error") == 1
         assert delta(before, after, "bert_errors_total", frontend=frontend, type="InvalidRequest") == 1
+    # by model: the served model's name, or "" for a body refused before a model was chosen
+    assert delta(before, after, "bert_requests_total", frontend="zmq", model="bert", outcome="success") == 2
+    assert delta(before, after, "bert_errors_total", frontend="openai", model="bert", type="InvalidRequest") == 1
+    assert delta(before, after, "bert_errors_total", frontend="http", model="", type="InvalidRequest") == 1
 
 
 def test_zeromq_errors_are_counted_by_type(http_bridge):

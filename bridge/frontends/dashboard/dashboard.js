@@ -1,5 +1,5 @@
 // The bridge's live dashboard: polls /status/server (the original's SHOW_STATUS) and /status/activity (recent
-// rates, latencies and errors) and draws them. No libraries, no CDN: the charts are plain canvas paths.
+// rates, latencies and errors, every model's requests) and draws them. No libraries, no CDN: the charts are plain canvas paths.
 "use strict";
 
 const POLL_MS = 2000;
@@ -63,6 +63,8 @@ function renderActivity(activity) {
     cell.dataset.value = latency[q] ?? "";
   }
 
+  fillRows("models", activity.models.map((m) => [m.id, m.semantics ?? "–", m.dimensions ?? "–", m.max_tokens ?? "–",
+                                                 m.ready ? "yes" : "no", m.requests.success, m.requests.error]));
   fillRows("frontends", Object.entries(activity.requests).map(([name, n]) => [name, n.success, n.error]));
   fillRows("errors", errors.length ? errors : [["none", ""]]);
 

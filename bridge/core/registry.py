@@ -1,0 +1,97 @@
+"""The models a bridge serves, by name: each one's ``EncodingService``, and the models that could not be served.
+
+Front ends route through ``lookup`` and only there, so the rules hold for every protocol:
+
+- no name: the default model -- the first one served (ZeroMQ, whose protocol has no model field, and ``/encode``);
+  ``/v1/embeddings`` asks for the modern default instead: the first model served with its own (sentence-transformers)
+  semantics, else the default;
+- one model configured: any name is that model, as before a bridge could serve several (OpenAI clients send names
+  of their own);
+- several: an unknown name is ``ModelNotFound`` (HTTP 404), a model that could not be loaded ``BackendUnavailable``
+  with its reason, a model whose task the route does not serve ``InvalidRequest``.
+
+Built once at start (``ModelRegistry.build``) and never changed: one ``FairScheduler`` and one ``Admission`` are
+shared by all services, so clients take turns across models and the load limits hold for all of them together.
+"""
+from __future__ import annotations
+
+import types
+from typing import Iterator, Mapping, Optional, Sequence
+
+from ..config import EMBED_TASK, SENTENCE_TRANSFORMERS, ServerConfig
+from ..errors import BackendUnavailable, InvalidRequest, ModelNotFound
+from .admission import Admission
+from .scheduler import FairScheduler
+from .service import EncodingService, scheduler_capacity
+
+__all__ = ["ModelRegistry"]
+
+
+class ModelRegistry:
+    """Immutable: ``services`` in the configured order (the first is the default), ``unserved`` name -> why (kept in
+    name order)."""
+
+    def __init__(self, services: Sequence[EncodingService], unserved: Optional[Mapping[str, str]] = None):
+        if not services:
+            raise ValueError("a registry needs at least one served model")
+        self._services: Mapping[str, EncodingService] = types.MappingProxyType({s.name: s for s in services})
+        self.unserved: Mapping[str, str] = types.MappingProxyType(dict(sorted((unserved or {}).items())))
+        self.default = services[0]
+        self.modern_default = next((s for s in services if s.model.semantics == SENTENCE_TRANSFORMERS), self.default)
+        self.admission = self.default.admission
+
+    @classmethod
+    def build(cls, config: ServerConfig, backends: Mapping[str, object],
+              unserved: Optional[Mapping[str, str]] = None) -> "ModelRegistry":
+        """One service per model of ``config.models`` that is not ``unserved``, on its backend (model name -> Triton
+        pool), all sharing one scheduler and one admission."""
+        served = [model for model in config.models if model.name not in (unserved or {})]
+        scheduler = FairScheduler(capacity=scheduler_capacity(served))
+        admission = Admission(config)
+        return cls([EncodingService(config=config, model=model, backend=backends[model.name], scheduler=scheduler,
+                                    admission=admission) for model in served], unserved)
+
+    def __iter__(self) -> Iterator[EncodingService]:
+        return iter(self._services.values())
+
+    def __len__(self) -> int:
+        return len(self._services)
+
+    @property
+    def names(self) -> list[str]:
+        """Every model configured: those served, then those that could not be."""
+        return [*self._services, *self.unserved]
+
+    def lookup(self, name: Optional[str], *, task: str = EMBED_TASK, modern: bool = False) -> EncodingService:
+        """The service for a request naming ``name`` (None: not naming one) on a route serving ``task``; see the
+        module's docstring for the rules."""
+        if name is None:
+            service = self.modern_default if modern else self.default
+        elif len(self.names) == 1:
+            service = self.default
+        elif name in self._services:
+            service = self._services[name]
+        elif name in self.unserved:
+            raise BackendUnavailable(f"model '{name}' is not served: {self.unserved[name]}")
+        else:
+            raise ModelNotFound(f"the model '{name}' does not exist here; this server serves "
+                                f"{', '.join(repr(n) for n in self._services)}")
+        if service.model.task != task:
+            raise InvalidRequest(f"model '{service.name}' is a {service.model.task} model; this route serves {task} "
+                                 f"models: {', '.join(repr(s.name) for s in self if s.model.task == task) or 'none'}")
+        return service
+
+    def get(self, name: str) -> Optional[EncodingService]:
+        """The service of exactly this name (no defaults), or None."""
+        return self._services.get(name)
+
+    def card(self, name: str) -> dict:
+        """What the server says about one model (/v1/models, SHOW_CONFIG): its settings and semantics, and which
+        defaults it is; a model that could not be served says why. KeyError for a name never configured."""
+        service = self._services.get(name)
+        if service is None:
+            return {"id": name, "task": EMBED_TASK, "ready": False, "error": self.unserved[name]}
+        defaults = [route for route, default in (("zmq", self.default), ("encode", self.default),
+                                                 ("embeddings", self.modern_default)) if default is service]
+        ready = any(endpoint["state"] == "ready" for endpoint in service.backend.endpoint_states())
+        return {"id": name, **service.model.describe(), "ready": ready, "default_for": defaults}
