@@ -20,6 +20,7 @@ import zmq
 from bert_serving.client import AuthenticationError
 from bert_serving.client.connection import CurveKeys, HandshakeWatch
 from bert_serving.client.greeting import GREETING_SIZE, PROBE, parse_mechanism, read_mechanism
+from harness import REPO_ROOT
 
 VERDICT_WAIT_S = 30  # a verdict comes within a second; this bound only keeps a broken watch from hanging the test
 CLOSE = "close"  # a scripted connection closed at once, before a byte of greeting
@@ -128,10 +129,13 @@ def test_failed_handshakes_with_a_curve_server_blame_the_server_key():
 
 def test_a_server_whose_greeting_never_comes_gets_both_causes_in_one_sentence():
     with scripted_tcp_server([CLOSE]) as (port, _):
-        assert verdict(port) == (
-            f"the CURVE handshake with 127.0.0.1:{port} failed 3 times: either the server runs without "
-            "--curve-certificate or server_public_key is not its public key (its greeting, which would tell, could "
-            f"not be read: the server closed the connection after 0 of the greeting's {GREETING_SIZE} bytes)")
+        message = verdict(port)
+    why = f"the server closed the connection after 0 of the greeting's {GREETING_SIZE} bytes"
+    assert message == (f"the CURVE handshake with 127.0.0.1:{port} failed 3 times: either the server runs without "
+                       "--curve-certificate or server_public_key is not its public key (its greeting, which would "
+                       f"tell, could not be read: {why})")
+    documented = message.replace(f"127.0.0.1:{port}", "HOST:PORT").replace(why, "WHY")
+    assert f'"{documented}"' in (REPO_ROOT / "docs" / "SECURITY.md").read_text()
 
 
 # -- the greeting ---------------------------------------------------------------------------------------------------
