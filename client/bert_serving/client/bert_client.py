@@ -104,7 +104,7 @@ class BertClient:
         self._poller = zmq.Poller()
         self._poller.register(self._receiver, zmq.POLLIN)
         if curve_keys is not None:
-            self._handshakes = HandshakeWatch({"port": self._sender, "port_out": self._receiver}, f"{ip}:{port}")
+            self._handshakes = HandshakeWatch(ip, [(self._sender, port), (self._receiver, port_out)])
             for monitor in self._handshakes.monitors:
                 self._poller.register(monitor, zmq.POLLIN)
         try:

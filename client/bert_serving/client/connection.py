@@ -5,14 +5,15 @@ open, and one that was dropped silently is noticed within minutes instead of han
 
 CURVE (docs/SECURITY.md): the server's public key and this client's key pair, as written by ``bert-serving-keys``.
 The 1.10 protocol has no error channel for a refused handshake, so ``HandshakeWatch`` reads the sockets' monitor
-events: a key the server refused, or a server key that is not the server's, becomes an error the user can act on
-instead of a silent wait. Only pyzmq and the standard library are imported here.
+events, and the server's greeting when a handshake failed (``greeting.py``): a key the server refused, a server key
+that is not the server's, or a server without CURVE becomes an error the user can act on instead of a silent wait.
+Only pyzmq and the standard library are imported here.
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import Optional, Sequence, Union
 
 import zmq
 import zmq.auth
@@ -20,6 +21,7 @@ from zmq.utils import z85
 from zmq.utils.monitor import parse_monitor_message
 
 from .errors import AuthenticationError, InputValueError
+from .greeting import read_mechanism
 
 __all__ = ["CurveKeys", "HandshakeWatch", "set_tcp_keepalive"]
 
@@ -32,6 +34,8 @@ TCP_KEEPALIVE_COUNT = 6
 
 # A handshake that fails this many times in a row, never succeeding, is a key problem, not a network hiccup.
 FAILED_HANDSHAKES_BEFORE_GIVING_UP = 3
+# A server's greeting takes a round trip; this bounds the wait for one on a loaded host, on failures only.
+GREETING_TIMEOUT_S = 5.0
 
 PathOrKey = Union[str, bytes, "os.PathLike[str]"]
 
@@ -115,52 +119,83 @@ def _read_certificate(path: PathOrKey, argument: str) -> tuple[bytes, Optional[b
 
 class HandshakeWatch:
     """Watches the CURVE handshakes of the client's sockets: ``check()`` raises AuthenticationError once it is clear
-    that the keys do not fit, and ``diagnosis()`` says what was seen, for a timeout's message."""
+    that the keys do not fit, and ``diagnosis()`` says what was seen, for a timeout's message.
+
+    What a failed handshake means is read from the server, not from the event: libzmq reports a server without CURVE
+    as a protocol failure or as a failure with no detail, depending on timing, and a wrong server key as the latter.
+    So on each failure the watch reads the server's greeting (``greeting.read_mechanism``) until it knows whether
+    that port speaks CURVE; a mechanism-mismatch event says "no" as surely. The messages name the server by ``ip:port``
+    whichever socket failed first, so the user reads the same sentence every time.
+    """
 
     EVENTS = (zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
               | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL)
 
-    def __init__(self, sockets: dict[str, zmq.Socket], address: str):
-        self.address = address
-        self._sockets = sockets
-        self._monitors = {name: socket.get_monitor_socket(self.EVENTS) for name, socket in sockets.items()}
-        self._succeeded: set[str] = set()
-        self._refused: set[str] = set()
-        self._mismatched: set[str] = set()
-        self._failures: dict[str, int] = {name: 0 for name in sockets}
+    def __init__(self, host: str, connections: Sequence[tuple[zmq.Socket, int]]):
+        """``connections``: each socket with the server port it connects to; the first port names the server."""
+        self.address = f"{host}:{connections[0][1]}"
+        self._host = host
+        self._connections = list(connections)
+        self._monitors = [socket.get_monitor_socket(self.EVENTS) for socket, _ in self._connections]
+        # Per connection (its index): handshakes succeeded, failures in a row, whether its server speaks CURVE
+        # once its greeting (or a mismatch) told, and why its greeting could not be read while it could not.
+        self._succeeded: set[int] = set()
+        self._failures = [0] * len(self._connections)
+        self._speaks_curve: dict[int, bool] = {}
+        self._unreadable: dict[int, str] = {}
+        self._refused = False
 
     @property
     def monitors(self) -> list[zmq.Socket]:
-        return list(self._monitors.values())
+        return list(self._monitors)
 
     def check(self) -> None:
-        """Read the events so far; raise when the server refused our key, or every handshake of a socket failed."""
-        for name, monitor in self._monitors.items():
+        """Read the events so far; raise when the server refused our key, does not speak CURVE, or every handshake
+        of a socket failed."""
+        failed = set()
+        for index, monitor in enumerate(self._monitors):
             while monitor.poll(0):
-                event = parse_monitor_message(monitor.recv_multipart())["event"]
-                if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
-                    self._succeeded.add(name)
-                    self._failures[name] = 0
-                elif event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
-                    self._refused.add(name)
-                elif event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:  # e.g. a server without CURVE: libzmq gives up
-                    self._mismatched.add(name)
+                message = parse_monitor_message(monitor.recv_multipart())
+                if message["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                    self._succeeded.add(index)
+                    self._failures[index] = 0
+                elif message["event"] == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                    self._refused = True
                 else:
-                    self._failures[name] += 1
+                    self._failures[index] += 1
+                    failed.add(index)
+                    if (message["event"] == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                            and message["value"] == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH):
+                        self._speaks_curve[index] = False
         if self._refused:
             raise AuthenticationError(
                 f"the server at {self.address} refused this client's CURVE key: its public key is not in the "
                 "server's --curve-allowed-clients folder (copy the client's NAME.key there and restart the server)")
-        if self._mismatched:
+        for index in sorted(failed - self._speaks_curve.keys()):
+            self._read_greeting(index)
+        if any(speaks is False for speaks in self._speaks_curve.values()):
             raise AuthenticationError(
-                f"the server at {self.address} does not speak CURVE ({' and '.join(sorted(self._mismatched))}): it "
-                "runs without --curve-certificate; connect without server_public_key and client_certificate")
-        hopeless = [name for name, count in self._failures.items()
-                    if count >= FAILED_HANDSHAKES_BEFORE_GIVING_UP and name not in self._succeeded]
-        if hopeless:
+                f"the server at {self.address} does not speak CURVE: it runs without --curve-certificate; connect "
+                "without server_public_key and client_certificate")
+        hopeless = [index for index, count in enumerate(self._failures)
+                    if count >= FAILED_HANDSHAKES_BEFORE_GIVING_UP and index not in self._succeeded]
+        if not hopeless:
+            return
+        gave_up = f"the CURVE handshake with {self.address} failed {FAILED_HANDSHAKES_BEFORE_GIVING_UP} times"
+        unreadable = [self._unreadable[index] for index in hopeless if index in self._unreadable]
+        if unreadable:
             raise AuthenticationError(
-                f"the CURVE handshake with {self.address} failed {FAILED_HANDSHAKES_BEFORE_GIVING_UP} times "
-                f"({' and '.join(hopeless)}): server_public_key is not this server's public key")
+                f"{gave_up}: either the server runs without --curve-certificate or server_public_key is not its public "
+                f"key (its greeting, which would tell, could not be read: {unreadable[0]})")
+        raise AuthenticationError(f"{gave_up}: server_public_key is not this server's public key")
+
+    def _read_greeting(self, index: int) -> None:
+        port = self._connections[index][1]
+        try:
+            self._speaks_curve[index] = read_mechanism(self._host, port, timeout_s=GREETING_TIMEOUT_S) == "CURVE"
+            self._unreadable.pop(index, None)
+        except (OSError, ValueError) as e:
+            self._unreadable[index] = str(e)
 
     def diagnosis(self) -> str:
         """A sentence for a timeout's message."""
@@ -174,6 +209,6 @@ class HandshakeWatch:
                 "cannot answer a handshake made with the wrong key)")
 
     def close(self) -> None:
-        for name, monitor in self._monitors.items():
-            self._sockets[name].disable_monitor()
+        for (socket, _), monitor in zip(self._connections, self._monitors):
+            socket.disable_monitor()
             monitor.close(0)
