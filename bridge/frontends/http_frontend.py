@@ -418,6 +418,10 @@ class HttpFrontend:
             return error_response(error, path, param="dimensions")
         try:
             inputs, run = self._openai_inputs(body.input)
+        except InvalidRequest as e:  # refused before the service sees it, counted all the same
+            self.metrics.rejected("openai", e.kind)
+            return error_response(e, path, param="input")
+        try:
             result = await self._encode("openai", request, inputs, run)
         except BridgeError as e:
             return error_response(e, path, param="input" if isinstance(e, InvalidRequest) else None)
