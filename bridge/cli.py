@@ -73,11 +73,12 @@ class Server:
                 urls = config.triton_urls
             return asyncio.run(self._serve(urls, sockets, http_socket))
         finally:
+            # Triton first: the request port closing is how bert-serving-terminate sees that everything has stopped.
+            if self.triton is not None:
+                self.triton.stop()
             sockets.close()
             if http_socket is not None:
                 http_socket.close()
-            if self.triton is not None:
-                self.triton.stop()
 
     def _start_embedded_triton(self) -> str:
         from .triton.server import EmbeddedTriton
