@@ -27,6 +27,7 @@ from typing import Any, Awaitable, Callable, Optional, Union
 
 import numpy as np
 import orjson
+import pydantic_core
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -113,6 +114,15 @@ def error_response(error: BaseException, path: str, *, param: Optional[str] = No
         if has_request_id:
             body = {"id": request_id, **body}
     return Response(orjson.dumps(body), status_code=mapping.status, headers=headers, media_type=JSON)
+
+
+def _json_errors(body: bytes) -> list:
+    """Why ``body`` is not JSON, as pydantic's parser words it (line and column), in pydantic's error format."""
+    try:
+        pydantic_core.from_json(body)
+    except ValueError as e:
+        return [{"type": "json_invalid", "loc": (), "msg": f"Invalid JSON: {e}"}]
+    return [{"type": "json_invalid", "loc": (), "msg": "Invalid JSON"}]
 
 
 def _validation_message(errors: list) -> tuple[str, Optional[str]]:
@@ -546,7 +556,11 @@ class HttpFrontend:
         return error_response(error, request.url.path)
 
     async def _on_validation_error(self, request: Request, error: RequestValidationError) -> Response:
-        message, param = _validation_message(error.errors())
+        errors = error.errors()
+        if errors and errors[0].get("type") == "json_invalid":
+            # FastAPI's json module gives "26: JSON decode error"; pydantic's parser says what /encode says.
+            errors = _json_errors(await request.body())
+        message, param = _validation_message(errors)
         path = request.url.path
         self.metrics.rejected("openai" if is_openai_path(path) else "http", InvalidRequest.kind)
         return error_response(InvalidRequest(message), path, param=param)

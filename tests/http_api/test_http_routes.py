@@ -132,9 +132,15 @@ def test_embeddings_reject_bad_input_with_422_in_openai_envelope(http_bridge, bo
     assert expected in error["message"]
 
 
-def test_embeddings_reject_bad_json(http_bridge):
-    reply = call(f"{http_bridge.url}/v1/embeddings", "POST", data=b'{"input": [', headers={"content-type": JSON})
-    assert reply.status == 422 and reply.json()["error"]["type"] == "invalid_request_error"
+@pytest.mark.parametrize("body", [b'{"input": [', b'{"input": "hello", "model":', b'{"input": "x", "model": "m"]'])
+def test_embeddings_reject_bad_json_in_the_words_of_encode(http_bridge, body):
+    reply = call(f"{http_bridge.url}/v1/embeddings", "POST", data=body, headers={"content-type": JSON})
+    original = call(f"{http_bridge.url}/encode", "POST", data=body, headers={"content-type": JSON})
+    assert reply.status == original.status == 422
+    error = reply.json()["error"]
+    assert (error["type"], error["code"], error["param"]) == ("invalid_request_error", "invalid_value", None)
+    assert error["message"] == original.json()["description"]
+    assert re.fullmatch(r"the request body: Invalid JSON: .+ at line 1 column \d+", error["message"]), error
 
 
 def test_metrics_route_is_prometheus_text(http_bridge):
