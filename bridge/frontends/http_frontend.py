@@ -384,7 +384,8 @@ class HttpFrontend:
             payload = await _read_encode_request(request)
         except InvalidRequest as e:
             self.metrics.rejected("http", e.kind)
-            return error_response(e, path)
+            has_request_id, request_id = await _readable_id(request)
+            return error_response(e, path, request_id=request_id, has_request_id=has_request_id)
         try:
             if payload.texts and payload.is_tokenized != all(isinstance(item, list) for item in payload.texts):
                 error = InvalidRequest("is_tokenized is true but texts are strings" if payload.is_tokenized
@@ -611,6 +612,19 @@ async def _read_encode_request(request: Request) -> EncodeRequest:
         raise InvalidRequest(_validation_message(e.errors(include_url=False))[0]) from e
     except (ValueError, KeyError) as e:  # a malformed form body
         raise InvalidRequest(f"cannot read the form: {e}") from e
+
+
+async def _readable_id(request: Request) -> tuple[bool, Any]:
+    """(True, id) when a body that failed validation still names its id: the error reply carries it (docs/HTTP.md)."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    try:
+        if content_type in FORM_TYPES:
+            form = await request.form()  # parsed once already; starlette keeps it
+            return "id" in form, form.get("id")
+        body = orjson.loads(await request.body())
+    except (ValueError, KeyError):  # not JSON (orjson.JSONDecodeError is a ValueError), or a malformed form
+        return False, None
+    return (True, body["id"]) if isinstance(body, dict) and "id" in body else (False, None)
 
 
 async def _unless_disconnected(request: Request, encoding: Awaitable[EncodeResult]) -> EncodeResult:

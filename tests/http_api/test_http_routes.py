@@ -66,6 +66,25 @@ def test_encode_rejects_bad_input_with_422(http_bridge, body, content_type, expe
     assert expected in error["description"]
 
 
+@pytest.mark.parametrize("body, content_type, request_id", [
+    (b'{"id": 1, "texts": [1]}', JSON, 1),
+    (b'{"id": "abc", "texts": "not a list"}', JSON, "abc"),
+    (b'{"id": [1, 2], "texts": [["a"]], "is_tokenized": "yes"}', JSON, [1, 2]),
+    (b'{"id": null, "texts": [["a"]], "is_tokenized": false}', JSON, None),
+    (b"id=form-7&texts=a&is_tokenized=true", "application/x-www-form-urlencoded", "form-7"),
+])
+def test_encode_errors_return_the_id_whenever_it_can_be_read(http_bridge, body, content_type, request_id):
+    reply = call(f"{http_bridge.url}/encode", "POST", data=body, headers={"content-type": content_type})
+    assert reply.status == 422
+    assert reply.json()["id"] == request_id
+
+
+@pytest.mark.parametrize("body", [b'{"id": 1, "texts": ["unterminated', b'{"texts": [1]}', b'[1, 2]', b'"text"'])
+def test_encode_errors_without_a_readable_id_have_none(http_bridge, body):
+    reply = call(f"{http_bridge.url}/encode", "POST", data=body, headers={"content-type": JSON})
+    assert reply.status == 422 and "id" not in reply.json()
+
+
 def test_status_server_counts_http_requests(http_bridge):
     before = call(f"{http_bridge.url}/status/server").json()
     assert call(f"{http_bridge.url}/encode", "POST", json_body={"id": 1, "texts": SENTENCES}).status == 200
