@@ -130,7 +130,8 @@ class Server:
                                 config=config, backend=backend, output_dim=self.model.manifest.output_dim,
                                 config_reply=self.config_reply)
             http_serving = asyncio.create_task(http.serve())  # ends only through http.shutdown(), or by failing
-            log.info("HTTP on %s (OpenAI-compatible /v1/embeddings, /metrics, /docs, /dashboard)%s", http.url,
+            log.info("HTTP on http://%s (OpenAI-compatible /v1/embeddings, /metrics, /docs, /dashboard)%s",
+                     http.bound_address,
                      "; API key required" if config.api_key else "")
         if self.triton is not None:
             ending.append(asyncio.create_task(self._supervise_triton()))

@@ -24,7 +24,7 @@ from typing import Optional, Sequence
 
 PROG = "bert-serving-terminate"
 
-__all__ = ["build_parser", "main", "server_processes", "shut_down", "wait_until_gone"]
+__all__ = ["build_parser", "main", "listening_sockets", "server_processes", "shut_down", "wait_until_gone"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -100,8 +100,7 @@ def server_processes(ip: str, port: int) -> set[int]:
         return set()
     if not any(_is_local(address) for address in addresses):
         return set()
-    inodes = {inode for bound, inode in _listening_sockets(port)
-              if bound.is_unspecified or bound in addresses or getattr(bound, "ipv4_mapped", None) in addresses}
+    inodes = {inode for bound, inode in listening_sockets(port) if bound.is_unspecified or bound in addresses}
     owners = {pid for pid, inode in _socket_owners() if inode in inodes}
     return owners | {child for owner in owners for child in _descendants(owner)}
 
@@ -128,8 +127,9 @@ def _is_local(address) -> bool:
     return True
 
 
-def _listening_sockets(port: int) -> list[tuple]:
-    """(bound address, inode) of the TCP sockets listening on ``port``, from /proc/net/tcp and tcp6."""
+def listening_sockets(port: int) -> list[tuple]:
+    """(bound address, inode) of the TCP sockets listening on ``port`` on this machine, from /proc/net/tcp and tcp6;
+    an IPv4-mapped IPv6 address is given as the IPv4 address it is."""
     found = []
     for table in ("tcp", "tcp6"):
         try:
@@ -142,8 +142,8 @@ def _listening_sockets(port: int) -> list[tuple]:
             bound, bound_port = local.split(":")
             if state == "0A" and int(bound_port, 16) == port:  # 0A: LISTEN
                 raw = bytes.fromhex(bound)  # 32-bit words in host (little-endian) order
-                found.append((ipaddress.ip_address(b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))),
-                              inode))
+                address = ipaddress.ip_address(b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4)))
+                found.append((getattr(address, "ipv4_mapped", None) or address, inode))  # ::ffff:a.b.c.d is IPv4
     return found
 
 

@@ -302,6 +302,12 @@ class HttpFrontend:
             server_header=False, timeout_graceful_shutdown=SHUTDOWN_TIMEOUT_S, backlog=LISTEN_BACKLOG))
 
     @property
+    def bound_address(self) -> str:
+        """HOST:PORT the HTTP port is bound to, as the ZeroMQ ports are logged (0.0.0.0: every interface)."""
+        host, port = self.socket.getsockname()[:2]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    @property
     def url(self) -> str:
         host = "localhost" if self.config.ip in ("0.0.0.0", "::") else self.config.ip
         return f"http://{host}:{self.config.http_port}"

@@ -85,6 +85,13 @@ def test_encode_errors_without_a_readable_id_have_none(http_bridge, body):
     assert reply.status == 422 and "id" not in reply.json()
 
 
+def test_the_log_names_the_address_http_is_bound_to(http_bridge):
+    """Bound to -ip's default 0.0.0.0 (every interface), and the start log says so, as it does for ZeroMQ."""
+    log = http_bridge.bridge.log()
+    assert f"HTTP on http://0.0.0.0:{http_bridge.http_port} (" in log, log
+    assert f"ZeroMQ on tcp://0.0.0.0:{http_bridge.bridge.port} " in log
+
+
 def test_status_server_counts_http_requests(http_bridge):
     before = call(f"{http_bridge.url}/status/server").json()
     assert call(f"{http_bridge.url}/encode", "POST", json_body={"id": 1, "texts": SENTENCES}).status == 200
