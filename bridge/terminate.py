@@ -151,12 +151,16 @@ def _socket_owners():
     """(pid, socket inode) for every socket a process we may inspect has open."""
     for fd_dir in Path("/proc").glob("[0-9]*/fd"):
         try:
-            for fd in fd_dir.iterdir():
-                target = os.readlink(fd)
-                if target.startswith("socket:["):
-                    yield int(fd_dir.parent.name), target[len("socket:["):-1]
+            fds = list(fd_dir.iterdir())
         except OSError:  # the process ended, or is not ours to inspect
             continue
+        for fd in fds:
+            try:
+                target = os.readlink(fd)
+            except OSError:  # closed meanwhile
+                continue
+            if target.startswith("socket:["):
+                yield int(fd_dir.parent.name), target[len("socket:["):-1]
 
 
 def _stat_fields(pid: int) -> Optional[list[str]]:
