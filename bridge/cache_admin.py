@@ -13,7 +13,8 @@ A bridge marks the entry it serves: it holds a shared ``flock`` on the entry's f
 exits (the kernel drops the lock when the process dies, however it dies). ``prune`` removes an entry only while it
 holds the exclusive lock, so it never removes what a running bridge exports or serves, and a bridge starting meanwhile
 waits for the removal and exports again. A log is never removed while a running process has it open (tritonserver
-writes to it). Entries without a model (a failed or killed export) are pruned whatever their age, when not in use.
+writes to it). A bridge whose export fails or is interrupted removes the entry it made (``drop_cache_entry``);
+entries left without a model (by a bridge that was killed) are pruned whatever their age, when not in use.
 
 ``bert-serving-cache list`` and ``bert-serving-cache prune [--older-than DAYS | --all] [--dry-run]``.
 """
@@ -36,7 +37,7 @@ from bert_exporter.manifest import MANIFEST_FILE
 from .config import default_cache_dir
 from .errors import StartupError
 
-__all__ = ["claim_cache_entry", "CacheEntry", "cache_entries", "main"]
+__all__ = ["claim_cache_entry", "drop_cache_entry", "CacheEntry", "cache_entries", "main"]
 
 PROG = "bert-serving-cache"
 ENTRY_FILE = "cache_entry.json"
@@ -47,14 +48,15 @@ def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
-def claim_cache_entry(repository: Path, *, source: Path, name: str, export_flags: Sequence[str]) -> None:
-    """Mark ``repository`` (one cache entry) as used by this process until it exits, and record this use.
+def claim_cache_entry(repository: Path, *, source: Path, name: str, export_flags: Sequence[str]) -> int:
+    """Mark ``repository`` (one cache entry) as used by this process until it exits, and record this use; return the
+    lock's file descriptor (for ``drop_cache_entry``).
 
     The lock's file descriptor is left open on purpose: it must live exactly as long as this process, which the kernel
     guarantees and no Python object would.
     """
     try:
-        _lock_for_this_process(repository)
+        lock = _lock_for_this_process(repository)
         record = _read_record(repository) or {"source": str(source), "name": name, "export_flags": list(export_flags),
                                               "created": _now()}
         record["last_used"] = _now()
@@ -63,16 +65,28 @@ def claim_cache_entry(repository: Path, *, source: Path, name: str, export_flags
         partial.replace(repository / ENTRY_FILE)  # two bridges starting at once each write a whole file
     except OSError as e:
         raise StartupError(f"cannot use the cache folder {repository}: {e.strerror or e}") from e
+    return lock
 
 
-def _lock_for_this_process(repository: Path) -> None:
+def drop_cache_entry(repository: Path, lock: int) -> None:
+    """Remove the entry this process claimed (``lock`` from claim_cache_entry) when its export failed: an entry
+    without a model is of no use to anyone. Left alone while another bridge holds it too: that one may be exporting
+    into it now."""
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return
+    shutil.rmtree(repository, ignore_errors=True)
+
+
+def _lock_for_this_process(repository: Path) -> int:
     while True:
         repository.mkdir(parents=True, exist_ok=True)
         descriptor = os.open(repository, os.O_RDONLY | os.O_DIRECTORY)
         fcntl.flock(descriptor, fcntl.LOCK_SH)  # waits while a prune removes this entry
         try:
             if os.stat(repository).st_ino == os.fstat(descriptor).st_ino:
-                return
+                return descriptor
         except FileNotFoundError:
             pass
         os.close(descriptor)  # the entry was pruned while we waited: make it again

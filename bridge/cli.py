@@ -68,11 +68,12 @@ class Server:
             urls = (self._start_embedded_triton(),) if self.config.embedded_triton else self.config.triton_urls
             return asyncio.run(self._serve(urls, sockets, http_socket))
         finally:
+            # Triton first: the request port closing is how bert-serving-terminate sees that everything has stopped.
+            if self.triton is not None:
+                self.triton.stop()
             sockets.close()
             if http_socket is not None:
                 http_socket.close()
-            if self.triton is not None:
-                self.triton.stop()
 
     def _not_served(self, models: dict) -> None:
         """One log line per model that cannot be served (name -> (folder, reason)); the others serve."""
@@ -136,7 +137,8 @@ class Server:
             http = HttpFrontend(listening_socket=http_socket, registry=registry, statistic=statistic, metrics=metrics,
                                 config=config, config_reply=self.config_reply)
             http_serving = asyncio.create_task(http.serve())  # ends only through http.shutdown(), or by failing
-            log.info("HTTP on %s (OpenAI-compatible /v1/embeddings, /metrics, /docs, /dashboard)%s", http.url,
+            log.info("HTTP on http://%s (OpenAI-compatible /v1/embeddings, /metrics, /docs, /dashboard)%s",
+                     http.bound_address,
                      "; API key required" if config.api_key else "")
         if self.triton is not None:
             ending.append(asyncio.create_task(self._supervise_triton()))

@@ -374,7 +374,8 @@ def build_parser() -> argparse.ArgumentParser:
           help="with max_seq_len NONE and pooling NONE, pad T to max_position_embeddings")
 
     serving = parser.add_argument_group("Serving Configs", "sockets, batching and devices")
-    _flag(parser, serving, "ip", default="0.0.0.0", help="address to bind the ZeroMQ ports to")
+    _flag(parser, serving, "ip", default="0.0.0.0",
+          help="address to bind the ZeroMQ ports and the HTTP port to (default: 0.0.0.0, every interface)")
     _flag(parser, serving, "port", "port_in", "port_data", type=_port, default=5555,
           help="port receiving requests from clients")
     _flag(parser, serving, "port_out", "port_result", type=_port, default=5556, help="port publishing results")

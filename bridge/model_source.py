@@ -23,7 +23,7 @@ from bert_exporter.manifest import MANIFEST_FILE, ExportManifest, PoolingStrateg
 from bert_exporter.options import packaged_model_dir
 
 from . import child_process
-from .cache_admin import claim_cache_entry
+from .cache_admin import claim_cache_entry, drop_cache_entry
 from .config import (AUTO_STRATEGY, EXPORT_FLAGS, MODEL_FLAGS, MODEL_NAME_RE, PACKAGED_MODEL_NAME, ModelSpec,
                      ServerConfig)
 from .errors import StartupError
@@ -111,7 +111,7 @@ def export_on_the_fly(config: ServerConfig, source: Path) -> ServedModel:
     repository = config.cache_dir / "models" / key[:20]
     name = EXPORT_NAME
     # Held until this process exits, so `bert-serving-cache prune` leaves the entry alone; records source and use.
-    claim_cache_entry(repository, source=source, name=name, export_flags=args)
+    lock = claim_cache_entry(repository, source=source, name=name, export_flags=args)
     if (repository / name / MANIFEST_FILE).is_file():
         log.info("reusing the model exported earlier from %s (%s)", source, repository / name)
         return ServedModel(repository=repository, name=name, manifest=load_manifest(repository / name))
@@ -129,6 +129,8 @@ def export_on_the_fly(config: ServerConfig, source: Path) -> ServedModel:
     finally:  # interrupted: bert-export removes its unfinished folder on SIGTERM
         child_process.stop(export, timeout_s=30)
         export.stdout.close()
+        if export.returncode != 0:  # failed or interrupted: `bert-serving-cache list` shows no entry without a model
+            drop_cache_entry(repository, lock)
     if export.returncode != 0:
         raise StartupError(f"exporting {source} failed: {last_line}")
     return ServedModel(repository=repository, name=name, manifest=load_manifest(repository / name))

@@ -5,6 +5,7 @@
 import argparse
 
 from bert_serving.client import BertClient
+from server_hint import add_timeout_flag, hint_when_no_server
 
 SENTENCES = ["First do it", "then do it right", "then do it better", "the quick brown fox jumps over the lazy dog"]
 
@@ -21,10 +22,12 @@ def main() -> None:
     parser.add_argument("--ip", default="localhost")
     parser.add_argument("--port", type=int, default=5555)
     parser.add_argument("--port_out", type=int, default=5556)
+    add_timeout_flag(parser)
     args = parser.parse_args()
 
     received = 0
-    with BertClient(ip=args.ip, port=args.port, port_out=args.port_out) as bc:
+    with hint_when_no_server(f"{args.ip}:{args.port}"), \
+            BertClient(ip=args.ip, port=args.port, port_out=args.port_out, timeout=args.timeout) as bc:
         # Each item is a Response(id, embedding, tokens): the id says which batch it answers.
         for response in bc.encode_async(text_gen(), max_num_batch=args.num_batches):
             received += 1

@@ -8,13 +8,14 @@ import argparse
 import threading
 
 from bert_serving.client import BertClient
+from server_hint import add_timeout_flag, hint_when_no_server
 
 SENTENCES = ["First do it", "then do it right", "then do it better"]
 NUM_REQUESTS = 3
 
 
 def client_clone(identity: str, index: int, ready: threading.Barrier, address: dict) -> None:
-    with BertClient(identity=identity, timeout=60000, **address) as clone:  # fail, never hang
+    with BertClient(identity=identity, **address) as clone:  # address has the timeout: fail, never hang
         ready.wait()
         for received, vectors in enumerate(clone.listen(), start=1):
             print(f"clone-client-{index}: received {vectors.shape[0]} x {vectors.shape[1]}")
@@ -27,10 +28,11 @@ def main() -> None:
     parser.add_argument("--ip", default="localhost")
     parser.add_argument("--port", type=int, default=5555)
     parser.add_argument("--port_out", type=int, default=5556)
+    add_timeout_flag(parser)
     args = parser.parse_args()
-    address = {"ip": args.ip, "port": args.port, "port_out": args.port_out}
+    address = {"ip": args.ip, "port": args.port, "port_out": args.port_out, "timeout": args.timeout}
 
-    with BertClient(**address) as bc:
+    with hint_when_no_server(f"{args.ip}:{args.port}"), BertClient(**address) as bc:
         ready = threading.Barrier(3)  # the clones subscribe before the first request goes out
         clones = [threading.Thread(target=client_clone, args=(bc.identity, j, ready, address)) for j in range(2)]
         for clone in clones:

@@ -9,6 +9,9 @@ import json
 import urllib.request
 
 from bert_serving.client import BertClient
+from server_hint import add_timeout_flag, hint_when_no_server
+
+DASH_START = "bert-serving-start -http_port 8125"
 
 
 def main() -> None:
@@ -17,9 +20,11 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=5555)
     parser.add_argument("--port_out", type=int, default=5556)
     parser.add_argument("--http_port", type=int, default=8125)
+    add_timeout_flag(parser)
     args = parser.parse_args()
 
-    with BertClient(ip=args.ip, port=args.port, port_out=args.port_out) as bc:
+    with hint_when_no_server(f"{args.ip}:{args.port}", DASH_START), \
+            BertClient(ip=args.ip, port=args.port, port_out=args.port_out, timeout=args.timeout) as bc:
         bc.encode(["a request, so that the counters move"])
         status = bc.server_status
     print("server_status over ZeroMQ:")
@@ -28,11 +33,12 @@ def main() -> None:
                      ensure_ascii=False, indent=2))
 
     base = f"http://{args.ip}:{args.http_port}"
-    with urllib.request.urlopen(f"{base}/status/server", timeout=60) as response:
+    with hint_when_no_server(base, DASH_START), \
+            urllib.request.urlopen(f"{base}/status/server", timeout=args.timeout / 1000) as response:
         over_http = json.load(response)
     print(f"/status/server over HTTP: {over_http['statistic']['num_data_request']} data requests, "
           f"{over_http['statistic']['num_total_client']} clients")
-    with urllib.request.urlopen(f"{base}/dashboard", timeout=60) as response:
+    with urllib.request.urlopen(f"{base}/dashboard", timeout=args.timeout / 1000) as response:
         page = response.read().decode()
     print(f"dashboard: {base}/dashboard ({response.status}, {len(page)} bytes of HTML) -- open it in a browser")
 

@@ -9,6 +9,7 @@ import argparse
 import numpy as np
 
 from bert_serving.client import BertClient
+from server_hint import add_timeout_flag, hint_when_no_server
 
 
 def main() -> None:
@@ -16,11 +17,13 @@ def main() -> None:
     parser.add_argument("--ip", default="localhost")
     parser.add_argument("--port", type=int, default=5555)
     parser.add_argument("--port_out", type=int, default=5556)
+    add_timeout_flag(parser)
     args = parser.parse_args()
 
     texts = ["hello world!", "good day"]
     tokenized = [s.split() for s in texts]  # a naive whitespace tokenizer: "world!" stays one token
-    with BertClient(ip=args.ip, port=args.port, port_out=args.port_out) as bc:
+    with hint_when_no_server(f"{args.ip}:{args.port}"), \
+            BertClient(ip=args.ip, port=args.port, port_out=args.port_out, timeout=args.timeout) as bc:
         vecs = bc.encode(tokenized, is_tokenized=True)
     print(f"{tokenized} -> shape {vecs.shape}")
     if vecs.ndim == 3:  # token-level: [CLS] hello world! [SEP] are the only rows with values

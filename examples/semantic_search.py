@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from bert_serving.client import BertClient
+from server_hint import add_timeout_flag, hint_when_no_server
 
 FAQ = Path(__file__).resolve().parents[1] / "docs" / "FAQ.md"
 QUESTION = re.compile(r"^### (.+\?)\s*$")  # each FAQ question is a level-3 heading ending in '?'
@@ -28,11 +29,13 @@ def main() -> None:
     parser.add_argument("--ip", default="localhost")
     parser.add_argument("--port", type=int, default=5555)
     parser.add_argument("--port_out", type=int, default=5556)
+    add_timeout_flag(parser)
     args = parser.parse_args()
 
     questions = load_questions(FAQ)
     print(f"{len(questions)} questions loaded, avg. len of {np.mean([len(q.split()) for q in questions]):.0f} words")
-    with BertClient(ip=args.ip, port=args.port, port_out=args.port_out) as bc:
+    with hint_when_no_server(f"{args.ip}:{args.port}"), \
+            BertClient(ip=args.ip, port=args.port, port_out=args.port_out, timeout=args.timeout) as bc:
         doc_vecs = bc.encode(questions)
         query_vec = bc.encode([args.query])[0]
     # cosine: the dot product of the query with each question, over both lengths

@@ -11,6 +11,7 @@ from pathlib import Path
 import tensorflow as tf
 
 from bert_serving.client import ConcurrentBertClient
+from server_hint import add_timeout_flag, hint_when_no_server
 from toy_data import labelled_sentences
 
 BATCH_SIZE = 8
@@ -22,6 +23,7 @@ def main() -> None:
     parser.add_argument("--ip", default="localhost")
     parser.add_argument("--port", type=int, default=5555)
     parser.add_argument("--port_out", type=int, default=5556)
+    add_timeout_flag(parser)
     args = parser.parse_args()
 
     # The input: one JSON object per line, as in the original tutorial.
@@ -31,8 +33,9 @@ def main() -> None:
                                 for s, y in zip(sentences, labels)))
 
     # A thread-safe pool of clients: tf.data calls get_encodes from NUM_PARALLEL_CALLS threads.
-    with ConcurrentBertClient(max_concurrency=NUM_PARALLEL_CALLS, ip=args.ip, port=args.port,
-                              port_out=args.port_out) as bc:
+    with hint_when_no_server(f"{args.ip}:{args.port}"), \
+            ConcurrentBertClient(max_concurrency=NUM_PARALLEL_CALLS, ip=args.ip, port=args.port,
+                                 port_out=args.port_out, timeout=args.timeout) as bc:
         def get_encodes(lines):
             samples = [json.loads(line.numpy()) for line in lines]
             features = bc.encode([s["raw_text"] for s in samples])

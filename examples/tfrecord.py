@@ -11,6 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from bert_serving.client import BertClient
+from server_hint import add_timeout_flag, hint_when_no_server
 from toy_data import labelled_sentences
 
 
@@ -28,10 +29,12 @@ def main() -> None:
     parser.add_argument("--ip", default="localhost")
     parser.add_argument("--port", type=int, default=5555)
     parser.add_argument("--port_out", type=int, default=5556)
+    add_timeout_flag(parser)
     args = parser.parse_args()
 
     sentences, labels, _ = labelled_sentences()
-    with BertClient(ip=args.ip, port=args.port, port_out=args.port_out) as bc:
+    with hint_when_no_server(f"{args.ip}:{args.port}"), \
+            BertClient(ip=args.ip, port=args.port, port_out=args.port_out, timeout=args.timeout) as bc:
         vectors = bc.encode(sentences)
     with tf.io.TFRecordWriter(args.output) as writer:
         for vector, label in zip(vectors, labels):

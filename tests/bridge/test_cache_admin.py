@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from bert_bridge.cache_admin import ENTRY_FILE
+from bert_bridge.cache_admin import ENTRY_FILE, claim_cache_entry, drop_cache_entry
 from bert_bridge.config import default_cache_dir
 from bert_exporter.manifest import MANIFEST_FILE
 from bert_exporter.options import packaged_model_dir
+from harness import free_port
 
 DAY_S = 86400
 
@@ -105,6 +106,40 @@ def test_bad_arguments_and_a_missing_cache_are_one_line(tmp_path):
     for args in (["prune", "--older-than", "soon"], ["prune", "--all", "--older-than", "3"], ["tidy"]):
         result = cache_command("--cache-dir", str(tmp_path), *args)
         assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+
+
+def test_a_failed_export_on_the_fly_leaves_no_entry(tmp_path):
+    """bert-serving-start on a folder bert-export refuses: the start fails in one line, and the cache it used lists
+    nothing (it listed an 'incomplete 0.0 MB' entry per failed start)."""
+    source = tmp_path / "not-a-bert"
+    source.mkdir()
+    (source / "config.json").write_text("{}")
+    cache = tmp_path / "cache"
+    started = subprocess.run([sys.executable, "-m", "bert_bridge.cli", "-model_dir", str(source), "-cache_dir",
+                              str(cache), "-port", str(free_port()), "-port_out", str(free_port())],
+                             capture_output=True, text=True, timeout=120)
+    assert started.returncode == 2 and "is not a BERT config" in started.stderr, started.stderr
+    listed = cache_command("list", "--cache-dir", str(cache))
+    assert listed.returncode == 0, listed.stderr
+    assert f"{cache / 'models'}: 0 cached exports" in listed.stdout and "incomplete" not in listed.stdout, listed.stdout
+
+
+def test_a_failed_export_keeps_an_entry_another_bridge_holds(tmp_path):
+    """Another bridge with the same settings may be exporting into the entry right now: only the last one out
+    removes it."""
+    entry = tmp_path / "cache" / "models" / "shared"
+    holder = holder_process(entry, tmp_path / "tritonserver.log")
+    lock = claim_cache_entry(entry, source=Path("/models/held"), name="bert", export_flags=[])
+    try:
+        drop_cache_entry(entry, lock)
+        assert entry.is_dir(), "removed while another bridge held it"
+        holder.communicate("")
+        drop_cache_entry(entry, lock)
+        assert not entry.exists()
+    finally:
+        os.close(lock)
+        holder.kill()
+        holder.wait()
 
 
 def locks_held_by(pid: int) -> set[int]:

@@ -47,6 +47,13 @@ def test_original_command_line_is_accepted():
     assert "ip" not in config.explicit
 
 
+def test_the_ip_flag_says_it_binds_http_too(capsys):
+    with pytest.raises(SystemExit):
+        parse_args(["--help"])
+    ip_help = capsys.readouterr().out.split("-ip IP, --ip IP")[1].split("\n  -")[0]
+    assert "ZeroMQ ports and the HTTP port" in " ".join(ip_help.split()) and "0.0.0.0" in ip_help
+
+
 def test_double_dash_and_alias_spellings():
     config = parse_args(["--max-seq-len", "64", "--port_out", "7001", "-port_in", "7000", "--triton-url", "h:8001"])
     assert (config.max_seq_len, config.port, config.port_out, config.triton_urls) == (64, 7000, 7001, ("h:8001",))

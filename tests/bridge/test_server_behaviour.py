@@ -6,6 +6,7 @@ separately (issue 4, point 4).
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 import zmq
 
+from bert_bridge.terminate import listening_sockets
 from harness import RunningBridge, free_port, run_concurrently, wait_for_log
 
 pytestmark = pytest.mark.slow
@@ -33,11 +35,12 @@ ORIGINAL_CONFIG_KEYS = {
 
 @pytest.fixture(scope="module")
 def separate_triton(default_export, tmp_path_factory):
-    """A tritonserver started on its own with `bert-serving-triton` (model_repository/README.md's command)."""
+    """A tritonserver started on its own with `bert-serving-triton` (model_repository/README.md's command), on its
+    default address."""
     folder = tmp_path_factory.mktemp("separate-triton")
     ports = {"grpc": free_port(), "http": free_port(), "metrics": free_port()}
     command = [str(Path(sys.executable).parent / "bert-serving-triton"), "--model-repository",
-               str(default_export.repository), "--model", default_export.name, "--address", "127.0.0.1",
+               str(default_export.repository), "--model", default_export.name,
                "--cache-dir", str(folder), *[f"--{kind}-port={port}" for kind, port in ports.items()]]
     log_path = folder / "standalone.log"
     with open(log_path, "wb") as log:
@@ -48,6 +51,16 @@ def separate_triton(default_export, tmp_path_factory):
         yield server
     finally:
         assert server.stop(timeout_s=60) == 0, server.log()
+
+
+def test_bert_serving_triton_listens_on_this_machine_only_by_default(separate_triton):
+    """Triton has no authentication: its gRPC, HTTP and metrics ports stay on 127.0.0.1 unless --address opens them."""
+    ready = next(line for line in separate_triton.log().splitlines() if "tritonserver ready:" in line)
+    ports = [int(port) for port in re.findall(r"127\.0\.0\.1:(\d+)", ready)]
+    assert len(ports) == 3 and separate_triton.port in ports, ready
+    for port in ports:
+        bound = {str(address) for address, _ in listening_sockets(port)}
+        assert bound == {"127.0.0.1"}, f"port {port} listens on {bound}"
 
 
 @pytest.fixture(scope="module", params=["embedded", "external"])

@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from harness import free_port
+from bert_bridge.terminate import server_processes, wait_until_gone
+from harness import alive, descendants, free_port
 
 
 def terminate(*flags: str) -> tuple[subprocess.CompletedProcess, float]:
@@ -49,10 +50,33 @@ def test_bad_timeout_is_refused():
 
 @pytest.mark.slow
 def test_a_running_bridge_is_stopped_and_that_is_confirmed(start_bridge):
+    """'has shut down' means gone: the bridge and everything it started (tritonserver, its python stubs) have exited
+    when the command returns, not seconds later."""
     with start_bridge() as bridge:
+        started = descendants(bridge.process.pid)
+        assert started, "the bridge runs an embedded tritonserver"
         result, _ = terminate("-port_in", str(bridge.port), "-timeout", "30000")
         assert result.returncode == 0, result.stderr
         assert result.stdout.strip() == f"bert-serving-terminate: the server at tcp://localhost:{bridge.port} " \
                                         "has shut down"
-        assert bridge.process.poll() is not None or bridge.process.wait(30) == 0
-        assert bridge.process.returncode == 0
+        assert alive(started) == set(), "processes the bridge started outlived bert-serving-terminate"
+        assert bridge.process.poll() == 0, "the bridge was still running when bert-serving-terminate returned"
+
+
+def test_the_processes_of_a_local_listener_are_found_and_waited_for():
+    """What the command waits for: the process that listens on the port, and what it started."""
+    code = ("import socket, subprocess, sys; child = subprocess.Popen([sys.executable, '-c', 'import time; "
+            "time.sleep(60)']); s = socket.socket(); s.bind(('0.0.0.0', 0)); s.listen(); "
+            "print(s.getsockname()[1], child.pid, flush=True); sys.stdin.read(); child.kill()")
+    listener = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        port, child = map(int, listener.stdout.readline().split())
+        assert server_processes("localhost", port) == {listener.pid, child}
+        assert server_processes("127.0.0.1", port) == {listener.pid, child}
+        assert server_processes("localhost", free_port()) == set()
+        assert wait_until_gone({listener.pid, child}, time.monotonic() + 0.2) == sorted([listener.pid, child])
+        listener.stdin.close()  # it kills its child and exits
+        assert wait_until_gone({listener.pid, child}, time.monotonic() + 30) == []  # a zombie counts as gone
+    finally:
+        listener.kill()
+        listener.wait()

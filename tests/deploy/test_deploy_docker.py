@@ -1,5 +1,6 @@
 """deploy/docker: the Dockerfiles and compose files parse, their commands are ones bert-serving-start's and
-bert-export's own parsers accept, and the bridge image needs no TensorFlow (issue 12, point 3).
+bert-export's own parsers accept, the bridge image needs no TensorFlow (issue 12, point 3), and each service's user
+can write the volumes it writes (issue 20, item 7).
 
 Docker itself cannot run here; what a build would copy and install is checked against the repository instead.
 """
@@ -7,6 +8,8 @@ from __future__ import annotations
 
 import io
 import json
+import re
+import shlex
 import subprocess
 import sys
 import tomllib
@@ -26,7 +29,11 @@ EXPORT_SIDE = {"tensorflow", "tf2onnx", "onnx", "onnxruntime", "pytriton", "safe
 
 
 def instructions(name: str) -> list[dict]:
-    parser = DockerfileParser(fileobj=io.BytesIO((DOCKER / name).read_bytes()))
+    return parse_dockerfile((DOCKER / name).read_bytes())
+
+
+def parse_dockerfile(text: bytes) -> list[dict]:
+    parser = DockerfileParser(fileobj=io.BytesIO(text))
     return [i for i in parser.structure if i["instruction"] != "COMMENT"]
 
 
@@ -178,3 +185,90 @@ def test_compose_exports_then_serves_through_nvidia_triton_and_a_bridge(files):
     if "compose.gpu.yaml" in files:
         (device,) = triton["deploy"]["resources"]["reservations"]["devices"]
         assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
+
+
+ROOT = "0"
+
+
+def image_owners(steps: list[dict]) -> tuple[str, dict[str, str]]:
+    """(the user the image runs as, {folder: owner uid}) for the folders its final stage makes, as a build would
+    leave them: RUN steps run as the USER of that moment (root by default), ``mkdir`` creates folders owned by it,
+    ``chown`` hands them over, and a folder declared VOLUME keeps what it had then."""
+    users = {"root": ROOT}
+    user, owners, frozen = ROOT, {}, set()
+    for step in final_stage(steps):
+        kind, value = step["instruction"], step["value"]
+        if kind == "USER":
+            user = users.get(value.split(":")[0], value.split(":")[0])
+        elif kind == "VOLUME":
+            frozen |= set(json.loads(value) if value.startswith("[") else value.split())
+        elif kind == "RUN":
+            for command in re.split(r"&&|;", value):
+                words = shlex.split(command)
+                if not words:
+                    continue
+                program, arguments = words[0], [w for w in words[1:] if not w.startswith("-")]
+                options = dict(zip(words[1:], words[2:]))
+                if program == "useradd":
+                    users[words[-1]] = options.get("--uid") or options.get("-u")
+                changed = {}
+                if program == "mkdir":
+                    changed = {path: user for path in arguments if path not in owners}
+                elif program == "chown":
+                    owner, *paths = arguments
+                    changed = {path: owner.split(":")[0] for path in paths}
+                owners.update({path: users.get(owner, owner) for path, owner in changed.items() if path not in frozen})
+    return user, owners
+
+
+def start_order(services: dict) -> list[str]:
+    """Services in the order compose starts them: each after everything it depends on."""
+    order: list[str] = []
+    while len(order) < len(services):
+        ready = [name for name, service in services.items()
+                 if name not in order and set(service.get("depends_on", {})) <= set(order)]
+        assert ready, f"depends_on has a cycle among {set(services) - set(order)}"
+        order += sorted(ready)
+    return order
+
+
+@pytest.mark.parametrize("files", [("compose.yaml",), ("compose.yaml", "compose.gpu.yaml")])
+def test_each_service_can_write_the_volumes_it_writes(files):
+    """A new named volume takes the owner of the mount folder in the image of the first container that mounts it (root
+    when that image has no such folder); a service writes it only as that owner or as root."""
+    services = compose(*files)["services"]
+
+    def runs_as(name: str) -> tuple[str, dict[str, str]]:
+        service = services[name]
+        dockerfile = service["build"]["dockerfile"].split("/")[-1] if "build" in service else None
+        user, owners = image_owners(instructions(dockerfile)) if dockerfile else (ROOT, {})  # external: root
+        return str(service.get("user", user)).split(":")[0], owners
+
+    mounts: dict[str, list[tuple[str, str, bool]]] = {}
+    for name in start_order(services):
+        for volume in services[name].get("volumes", []):
+            source, path, *mode = volume.split(":")
+            mounts.setdefault(source, []).append((name, path, "ro" in mode))
+    writers = 0
+    for volume, users in mounts.items():
+        first, first_path, _ = users[0]
+        owner = runs_as(first)[1].get(first_path, ROOT)
+        for name, path, read_only in users:
+            if not read_only:
+                writers += 1
+                user = runs_as(name)[0]
+                assert user in (ROOT, owner), (f"{name} runs as {user} and writes volume '{volume}' at {path}, which "
+                                               f"starts owned by {owner} ({first}'s image)")
+    assert writers, "no service writes a volume: the export's must"
+
+
+def test_the_ownership_model_reads_the_old_export_image_as_root_owned():
+    """The export image before /models was made and handed to its user: the volume would start root-owned."""
+    old = ("FROM python:3.11-slim\nRUN useradd --system --uid 10001 export\nWORKDIR /home/export\nUSER 10001\n"
+           "RUN mkdir -p /home/export/.cache\n")
+    fixed = ("FROM python:3.11-slim\nRUN useradd --system --uid 10001 export && mkdir /models && chown export /models\n"
+             "VOLUME /models\nUSER 10001\n")
+    too_late = "FROM python:3.11-slim\nRUN mkdir /models\nVOLUME /models\nRUN chown 10001:10001 /models\nUSER 10001\n"
+    for text, expected in ((old, None), (fixed, "10001"), (too_late, ROOT)):
+        user, owners = image_owners(parse_dockerfile(text.encode()))
+        assert user == "10001" and owners.get("/models") == expected, text

@@ -3,6 +3,7 @@ current Kubernetes versions, and the pieces fit: the commands are ones the bridg
 accept, names and ports point at what exists, the probes hit the routes each server has (issue 12, point 3)."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import kubernetes_validate
@@ -10,17 +11,19 @@ import pytest
 import yaml
 
 from bert_bridge.config import parse_args
-from deploy_files import DEPLOY, container, find, option, parse_export_args, render
+from deploy_files import DEPLOY, REPO_ROOT, container, find, option, parse_export_args, render
 
 # The oldest Kubernetes release still maintained when this was written, and the newest the validator knows.
 KUBERNETES_VERSIONS = ("1.33.0", kubernetes_validate.latest_version())
 BASE = DEPLOY / "k8s" / "base"
 GPU = DEPLOY / "k8s" / "overlays" / "gpu"
+ONE_NODE = DEPLOY / "k8s" / "overlays" / "one-node"
+SCALING = REPO_ROOT / "docs" / "SCALING.md"
 
 
-@pytest.fixture(scope="module", params=["base", "gpu"])
+@pytest.fixture(scope="module", params=["base", "gpu", "one-node"])
 def rendered(request) -> list[dict]:
-    return render(BASE if request.param == "base" else GPU)
+    return render({"base": BASE, "gpu": GPU, "one-node": ONE_NODE}[request.param])
 
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
@@ -146,10 +149,44 @@ def test_the_gpu_overlay_gives_triton_a_gpu_and_exports_for_it():
 
 def test_every_manifest_file_is_used():
     used = set()
-    for folder in (BASE, GPU):
+    for folder in (BASE, GPU, ONE_NODE):
         kustomization = yaml.safe_load((folder / "kustomization.yaml").read_text())
         used |= {(folder / entry).resolve() for entry in kustomization.get("resources", [])}
         used |= {(folder / patch["path"]).resolve() for patch in kustomization.get("patches", [])}
     files = {p.resolve() for p in (DEPLOY / "k8s").rglob("*.yaml")
              if p.name not in ("kustomization.yaml", "prometheus-adapter-rules.yaml")}
     assert files <= used, f"manifests no kustomization lists: {sorted(str(p) for p in files - used)}"
+
+
+def test_the_one_node_overlay_claims_read_write_once_and_changes_nothing_else():
+    """A one-node cluster's storage class offers ReadWriteOnce only: the base's ReadWriteMany claim stays Pending."""
+    base, one_node = render(BASE), render(ONE_NODE)
+    assert find(base, "PersistentVolumeClaim", "bert-models")["spec"]["accessModes"] == ["ReadWriteMany"]
+    assert find(one_node, "PersistentVolumeClaim", "bert-models")["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert [r for r in base if r["kind"] != "PersistentVolumeClaim"] == \
+           [r for r in one_node if r["kind"] != "PersistentVolumeClaim"]
+    docs = SCALING.read_text()
+    assert "deploy/k8s/overlays/one-node" in docs and "`Pending`" in docs
+
+
+def test_our_images_are_built_pushed_and_pulled_as_the_docs_say():
+    """The manifests name images no registry publishes: SCALING.md builds each from its Dockerfile and pushes it, and
+    their containers pull only what a node lacks (images loaded into a local cluster's node run as they are)."""
+    docs = SCALING.read_text()
+    name_of = lambda tag: tag.rsplit("/", 1)[-1].split(":")[0]  # noqa: E731  registry/name:tag -> name
+    built = {name_of(tag): REPO_ROOT / dockerfile
+             for dockerfile, tag in re.findall(r"docker build -f (deploy/docker/\S+) -t (\S+) \.", docs)}
+    pushed = {name_of(tag) for tag in re.findall(r"docker push (\S+)", docs)}
+    entrypoints = {"bert-serving-export": "bert-export", "bert-serving-bridge": "bert-serving-start"}
+    ours = []
+    for workload in render(BASE):
+        spec = workload["spec"].get("template", {}).get("spec")
+        for c in (spec.get("initContainers", []) + spec["containers"]) if spec else []:
+            name = c["image"].split(":")[0]
+            if "/" in name:  # a published image: nvcr.io/nvidia/tritonserver
+                continue
+            ours.append(name)
+            assert c.get("imagePullPolicy") == "IfNotPresent", f"{workload['metadata']['name']}/{c['name']}"
+            assert name in built and name in pushed, f"SCALING.md does not build and push {name}"
+            assert f'ENTRYPOINT ["{entrypoints[name]}"]' in built[name].read_text()
+    assert sorted(set(ours)) == sorted(entrypoints)

@@ -175,6 +175,21 @@ def test_marked_commands_are_only_gpu_or_docker_ones():
             assert gpu_or_docker.search(c.command), f"{c.file}:{c.line}: marked, but needs neither: {c.command}"
 
 
+def test_a_document_that_types_commands_bare_says_where_they_are_first():
+    """`make install` puts the commands in .venv/bin/, not on PATH: a document showing `bert-...` without that path
+    says how to get them (activate the venv) before its first code block."""
+    for document in DOCUMENTS:
+        text = document.read_text(encoding="utf-8")
+        lines = text.splitlines()
+        bare = [c for c in commands_in(document, REPO_ROOT)
+                if c.command.startswith("bert-") and not lines[c.line - 1].lstrip().startswith(".venv/bin/")]
+        if bare:
+            preamble = text[:text.index("```")]
+            assert "`source .venv/bin/activate`" in preamble and "`.venv/bin/`" in preamble, \
+                f"{document.relative_to(REPO_ROOT)} types {bare[0].command!r} bare (line {bare[0].line}) without " \
+                "saying first that the commands are in .venv/bin/"
+
+
 @pytest.fixture(scope="module")
 def http_bridge_8125(http_served):
     """The session's bridge with HTTP (tests/conftest.py): the docs' `-http_port 8125` on a free port."""

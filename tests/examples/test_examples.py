@@ -198,3 +198,27 @@ def test_layer_visualization_draws_one_panel_per_layer(tmp_path):
     assert "layer -1: encoded 48 sentences" in output and "layer -2: encoded 48 sentences" in output
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert panel_grid(png) == (1, 2)
+
+
+@pytest.mark.parametrize("name, arguments, start", [
+    ("semantic_search.py", ["a question"], "make serve"),
+    ("async_encoding.py", [], "make serve"),
+    ("broadcast.py", [], "make serve"),
+    ("token_embeddings.py", [], "bert-serving-start -pooling_strategy NONE -show_tokens_to_client"),
+    ("own_tokenizer.py", [], "make serve"),
+    ("tf_data_pipeline.py", [], "make serve"),
+    ("dashboard.py", [], "bert-serving-start -http_port 8125"),
+    ("http_json.py", [], "bert-serving-start -http_port 8125"),
+])
+def test_without_a_server_each_example_stops_with_a_one_line_hint(name, arguments, start, tmp_path):
+    """Within its --timeout, not never. (text_classifier.py and tfrecord.py connect as semantic_search.py does; left
+    out because importing TensorFlow costs them seconds each.)"""
+    port, port_out = free_port(), free_port()  # nothing listens there
+    ports = ["--http_port", str(port)] if name == "http_json.py" else ["--port", str(port), "--port_out", str(port_out)]
+    completed = subprocess.run([sys.executable, str(EXAMPLES / name), *arguments, *ports, "--timeout", "1000"],
+                               cwd=tmp_path, text=True, capture_output=True, timeout=120)
+    assert completed.returncode == 1, (completed.stdout, completed.stderr)
+    assert "Traceback" not in completed.stderr
+    hint = completed.stderr.strip().splitlines()[-1]
+    assert hint.startswith(f"no bert-serving server answered at ") and f":{port}" in hint, completed.stderr
+    assert f"start one first with `{start}` in another terminal" in hint

@@ -52,6 +52,12 @@ def test_accuracy_check_refuses_unless_forced(tiny_hf, tmp_path):
     assert manifest.quantize == "int8"
     assert 0.5 < manifest.extra["quantize_worst_cosine"] < 1.0
     assert "worst cosine" in forced.stderr  # printed during the export
+    # Each progress line once: onnxruntime's quantization configures the root logger when imported, which printed
+    # every line of bert-export a second time in its own format.
+    messages = [line.removeprefix("bert-export: ") for line in forced.stderr.splitlines()
+                if line.startswith("bert-export: ")]
+    assert messages and all(forced.stderr.count(m) == messages.count(m) for m in messages), forced.stderr
+    assert forced.stderr.count("int8: worst cosine to fp32") == 1, forced.stderr
 
 
 @pytest.fixture(scope="module")

@@ -4,9 +4,13 @@ the numbers /status/server and /status/activity return; a screenshot is saved un
 Needs Debian's chromium and chromium-driver (the Makefile's test target installs them)."""
 from __future__ import annotations
 
+import re
+import time
+
 import pytest
 
-from http_calls import call
+from harness import free_port
+from http_calls import HttpBridge, call
 
 pytestmark = pytest.mark.slow
 
@@ -43,6 +47,7 @@ def test_dashboard_renders_the_servers_numbers(http_bridge, zmq_client, browser,
     assert text(browser, "server-version") == server["server_version"] == "1.10.0"
     assert text(browser, "model") == activity["model"]
     assert text(browser, "pooling") == "REDUCE_MEAN"
+    assert text(browser, "normalize") == "no"
     assert text(browser, "max-seq-len") == str(server["max_seq_len"]) == "25"
     assert text(browser, "output-dim") == "384"
     assert int(text(browser, "num-errors")) == sum(activity["errors"].values()) >= 1
@@ -62,6 +67,37 @@ def test_dashboard_renders_the_servers_numbers(http_bridge, zmq_client, browser,
     assert painted > 1000
     assert browser.execute_script("return document.querySelectorAll('script[src^=\"http\"], link[href^=\"http\"]')"
                                   ".length") == 0
+
+
+@pytest.fixture(scope="module")
+def auto_http_bridge(start_bridge):
+    """The packaged model with -pooling_strategy AUTO (its export is the one tests/bridge reuse) and HTTP."""
+    port = free_port()
+    with start_bridge("-pooling_strategy", "AUTO", "-http_port", str(port)) as bridge:
+        yield HttpBridge(bridge=bridge, http_port=port)
+
+
+def test_dashboard_says_auto_normalized_and_idle_once_the_load_stops(auto_http_bridge, browser):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url = auto_http_bridge.url
+    browser.get(f"{url}/dashboard")
+    WebDriverWait(browser, 30).until(lambda b: text(b, "pooling") != "–")
+    assert text(browser, "pooling") == "AUTO: REDUCE_MEAN (sentence-transformers 'mean')"
+    assert text(browser, "normalize") == "yes (unit length)"
+    assert text(browser, "pooling-layer") == "-1" and text(browser, "max-seq-len") == "256"
+
+    def sentences_now(b) -> float | None:
+        match = re.fullmatch(r"now (\d+\.\d)/s", text(b, "sentences-rate"))
+        return float(match.group(1)) if match else None
+
+    deadline = time.monotonic() + 60
+    while not sentences_now(browser):  # load until the page has shown it
+        assert time.monotonic() < deadline, text(browser, "sentences-rate")
+        assert call(f"{url}/encode", "POST", json_body={"id": 1, "texts": ["load"] * 8}).status == 200
+        time.sleep(0.2)
+    # No more load: within a bucket (5 s) and a poll (2 s) the figure says so, instead of keeping the last rate.
+    WebDriverWait(browser, 20).until(lambda b: text(b, "sentences-rate") == "idle" == text(b, "requests-rate"))
 
 
 def test_docs_page_renders_every_operation(http_bridge, browser, tmp_path):

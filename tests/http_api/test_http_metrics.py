@@ -87,3 +87,23 @@ def test_zeromq_errors_are_counted_by_type(http_bridge):
         time.sleep(0.05)
     assert delta(before, after, "bert_errors_total", frontend="zmq", type="InvalidRequest") == 1
     assert delta(before, after, "bert_requests_total", frontend="zmq", outcome="error") == 1
+
+
+@pytest.mark.parametrize("body", [
+    {"input": [], "model": "m"},
+    {"input": "", "model": "m"},
+    {"input": ["fine", ""], "model": "m"},
+    {"input": [[]], "model": "m"},
+    {"input": 5, "model": "m"},
+    {"input": "x", "model": "m", "dimensions": 7},
+    {"input": [[99999999]], "model": "m"},
+], ids=["empty list", "empty string", "one empty string", "empty id list", "not a string", "dimensions",
+        "token id"])
+def test_every_refused_embeddings_request_is_counted(http_bridge, body):
+    """Whichever check refuses it -- the schema, the front end or the service -- a 422 is one InvalidRequest."""
+    before = scrape(http_bridge)
+    assert call(f"{http_bridge.url}/v1/embeddings", "POST", json_body=body).status == 422
+    after = scrape(http_bridge)
+    assert delta(before, after, "bert_errors_total", frontend="openai", type="InvalidRequest") == 1
+    assert delta(before, after, "bert_requests_total", frontend="openai", outcome="error") == 1
+    assert delta(before, after, "bert_requests_total", frontend="openai", outcome="success") == 0

@@ -66,6 +66,32 @@ def test_encode_rejects_bad_input_with_422(http_bridge, body, content_type, expe
     assert expected in error["description"]
 
 
+@pytest.mark.parametrize("body, content_type, request_id", [
+    (b'{"id": 1, "texts": [1]}', JSON, 1),
+    (b'{"id": "abc", "texts": "not a list"}', JSON, "abc"),
+    (b'{"id": [1, 2], "texts": [["a"]], "is_tokenized": "yes"}', JSON, [1, 2]),
+    (b'{"id": null, "texts": [["a"]], "is_tokenized": false}', JSON, None),
+    (b"id=form-7&texts=a&is_tokenized=true", "application/x-www-form-urlencoded", "form-7"),
+])
+def test_encode_errors_return_the_id_whenever_it_can_be_read(http_bridge, body, content_type, request_id):
+    reply = call(f"{http_bridge.url}/encode", "POST", data=body, headers={"content-type": content_type})
+    assert reply.status == 422
+    assert reply.json()["id"] == request_id
+
+
+@pytest.mark.parametrize("body", [b'{"id": 1, "texts": ["unterminated', b'{"texts": [1]}', b'[1, 2]', b'"text"'])
+def test_encode_errors_without_a_readable_id_have_none(http_bridge, body):
+    reply = call(f"{http_bridge.url}/encode", "POST", data=body, headers={"content-type": JSON})
+    assert reply.status == 422 and "id" not in reply.json()
+
+
+def test_the_log_names_the_address_http_is_bound_to(http_bridge):
+    """Bound to -ip's default 0.0.0.0 (every interface), and the start log says so, as it does for ZeroMQ."""
+    log = http_bridge.bridge.log()
+    assert f"HTTP on http://0.0.0.0:{http_bridge.http_port} (" in log, log
+    assert f"ZeroMQ on tcp://0.0.0.0:{http_bridge.bridge.port} " in log
+
+
 def test_status_server_counts_http_requests(http_bridge):
     before = call(f"{http_bridge.url}/status/server").json()
     assert call(f"{http_bridge.url}/encode", "POST", json_body={"id": 1, "texts": SENTENCES}).status == 200
@@ -132,9 +158,15 @@ def test_embeddings_reject_bad_input_with_422_in_openai_envelope(http_bridge, bo
     assert expected in error["message"]
 
 
-def test_embeddings_reject_bad_json(http_bridge):
-    reply = call(f"{http_bridge.url}/v1/embeddings", "POST", data=b'{"input": [', headers={"content-type": JSON})
-    assert reply.status == 422 and reply.json()["error"]["type"] == "invalid_request_error"
+@pytest.mark.parametrize("body", [b'{"input": [', b'{"input": "hello", "model":', b'{"input": "x", "model": "m"]'])
+def test_embeddings_reject_bad_json_in_the_words_of_encode(http_bridge, body):
+    reply = call(f"{http_bridge.url}/v1/embeddings", "POST", data=body, headers={"content-type": JSON})
+    original = call(f"{http_bridge.url}/encode", "POST", data=body, headers={"content-type": JSON})
+    assert reply.status == original.status == 422
+    error = reply.json()["error"]
+    assert (error["type"], error["code"], error["param"]) == ("invalid_request_error", "invalid_value", None)
+    assert error["message"] == original.json()["description"]
+    assert re.fullmatch(r"the request body: Invalid JSON: .+ at line 1 column \d+", error["message"]), error
 
 
 def test_metrics_route_is_prometheus_text(http_bridge):

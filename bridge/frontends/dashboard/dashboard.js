@@ -39,11 +39,19 @@ function renderStatus(server) {
     setText(key.replace(/_/g, "-"), statistic[key] ?? 0).dataset.value = statistic[key] ?? 0;
   }
   setText("server-version", server.server_version);
+  setText("normalize", server.normalize ? "yes (unit length)" : "no");
 }
 
-function renderActivity(activity) {
+// What the server config says: AUTO (a sentence-transformers model's own pooling) and what it resolved to.
+function poolingText(activity, server) {
+  const auto = server.sentence_transformers;
+  return auto ? `AUTO: ${activity.pooling_strategy} (sentence-transformers '${auto.pooling_mode}')`
+              : activity.pooling_strategy;
+}
+
+function renderActivity(activity, server) {
   setText("model", activity.model);
-  setText("pooling", activity.pooling_strategy);
+  setText("pooling", poolingText(activity, server));
   setText("pooling-layer", (activity.pooling_layer || []).join(", "));
   setText("max-seq-len", activity.max_seq_len === null ? "NONE" : activity.max_seq_len);
   setText("output-dim", activity.output_dim);
@@ -72,14 +80,15 @@ function renderActivity(activity) {
   const minutes = series.seconds_ago[0] / 60;
   drawChart(document.getElementById("sentences-chart"), series.sentences_per_s, minutes);
   drawChart(document.getElementById("requests-chart"), series.requests_per_s, minutes);
-  setText("sentences-rate", `now ${formatNumber(recentRate(series.sentences_per_s), 1)}/s`);
-  setText("requests-rate", `now ${formatNumber(recentRate(series.requests_per_s), 1)}/s`);
+  const idle = inFlight === 0 && series.requests_per_s[series.requests_per_s.length - 1] === 0;
+  setText("sentences-rate", rateText(series.sentences_per_s, idle));
+  setText("requests-rate", rateText(series.requests_per_s, idle));
 }
 
-// The rate over the last complete buckets (the newest one is still filling).
-function recentRate(values) {
-  const last = values.slice(-4, -1);
-  return last.reduce((a, b) => a + b, 0) / Math.max(1, last.length);
+// "now": the newest bucket, requests finished in the last bucket_s seconds (the buckets slide with the clock, so it
+// falls to 0 within bucket_s of the load stopping); "idle" when nothing finished then and nothing is in flight.
+function rateText(values, idle) {
+  return idle ? "idle" : `now ${formatNumber(values[values.length - 1], 1)}/s`;
 }
 
 function fillRows(tableId, rows) {
@@ -187,7 +196,7 @@ async function refresh() {
   try {
     const [server, activity] = await Promise.all([getJson("/status/server"), getJson("/status/activity")]);
     renderStatus(server);
-    renderActivity(activity);
+    renderActivity(activity, server);
     const updated = setText("updated", `updated ${new Date().toLocaleTimeString()}`);
     updated.dataset.updates = String(Number(updated.dataset.updates || 0) + 1);
   } catch (error) {
