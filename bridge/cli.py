@@ -102,7 +102,9 @@ class Server:
 
         config = self.config
         backend = self.backend = TritonPool(targets=urls, model_name=self.model.name,
-                                            timeout_s=config.triton_timeout_s)
+                                            timeout_s=config.triton_timeout_s,
+                                            endpoint_timeout_s=config.triton_endpoint_timeout_s,
+                                            refresh_s=config.triton_resolve_interval_s)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):

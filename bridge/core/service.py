@@ -23,14 +23,14 @@ from ..config import ServerConfig
 from ..errors import BridgeError
 from .scheduler import FairScheduler
 from .tokenization import Encoding, TokenizerSettings, WordPieceTokenizer, pad
-from ..triton.backend import TritonBackend
+from ..triton.pool import TritonPool
 
 log = logging.getLogger("bert_bridge.service")
 
-# Sentences in flight to Triton at once (the scheduler's capacity), in multiples of max_batch_size: enough to keep its
-# instances busy (ten chunks of ~40-token sentences), few enough that an urgent or newly arrived chunk waits behind
-# little work: Triton's queue has no priorities (scheduler.py states the bound) and a chunk never waits there past
-# the call's deadline.
+# Sentences in flight to each Triton endpoint that is up (the scheduler's capacity is this times the endpoints up), in
+# multiples of max_batch_size: enough to keep its instances busy (ten chunks of ~40-token sentences), few enough that
+# an urgent or newly arrived chunk waits behind little work: Triton's queue has no priorities (scheduler.py states
+# the bound) and a chunk never waits there past the call's deadline.
 INFLIGHT_BATCHES = 1
 
 
@@ -50,7 +50,7 @@ class EncodeResult:
 
 
 class EncodingService:
-    def __init__(self, *, config: ServerConfig, vocab_file, max_position_embeddings: int, backend: TritonBackend,
+    def __init__(self, *, config: ServerConfig, vocab_file, max_position_embeddings: int, backend: TritonPool,
                  tokenizer_file=None):
         self.config = config
         self.backend = backend
@@ -64,11 +64,13 @@ class EncodingService:
             no_special_token=config.no_special_token,
             tokenizer_file=tokenizer_file,
         ))
-        capacity = INFLIGHT_BATCHES * config.max_batch_size
-        self._scheduler = FairScheduler(capacity=capacity)
-        # At least two chunks fit in flight, so Triton computes one while the bridge turns the other's reply around:
-        # with one chunk of 25 in a -max_batch_size of 32, the service ran 28% slower than at 64.
-        self._chunk_rows = max(1, capacity // 2)
+        per_endpoint = INFLIGHT_BATCHES * config.max_batch_size
+        self._scheduler = FairScheduler(capacity=per_endpoint)
+        # N replicas up keep N times the work in flight (as the pool sees them: one out gives its share back).
+        backend.watch_endpoints_up(lambda up: self._scheduler.resize(per_endpoint * max(1, up)))
+        # At least two chunks fit in flight per endpoint, so Triton computes one while the bridge turns the other's
+        # reply around: with one chunk of 25 in a -max_batch_size of 32, the service ran 28% slower than at 64.
+        self._chunk_rows = max(1, per_endpoint // 2)
         self._calls: set[asyncio.Task] = set()  # Triton calls in flight, kept alive until they answer
         self.admission = Admission(config)  # shared with the ZeroMQ front end, which counts its unsent replies
         self._token_level = PoolingStrategy.parse(config.pooling_strategy) is PoolingStrategy.NONE
