@@ -223,8 +223,10 @@ class Load:
 
 def delayed_replica(net: Network, bridge: Bridge, sentences, references, *, fast_url: str, delayed: Replica,
                     delay_ms: float = 100, replies: int = 30) -> dict:
-    """``delay_ms`` added to what ``delayed`` sends (its replies), under load: the chunks each replica served."""
-    before = net.served(bridge, fast_url, delayed.delayed_url)
+    """``delay_ms`` added to what ``delayed`` sends (its replies), under load: the chunks each replica served, and
+    the mean time each held a chunk as the bridge saw it (SHOW_STATUS's chunk_seconds over served_chunks)."""
+    urls = (fast_url, delayed.delayed_url)
+    before = net.endpoints(bridge)
     delayed.set_delay_ms(delay_ms)
     try:
         load = Load(net, bridge, sentences, references)
@@ -232,9 +234,12 @@ def delayed_replica(net: Network, bridge: Bridge, sentences, references, *, fast
         outcome = load.stop()
     finally:
         delayed.set_delay_ms(0)
-    fast, slow = [after - b for after, b in zip(net.served(bridge, fast_url, delayed.delayed_url), before)]
-    return {"outcome": outcome, "fast_chunks": fast, "delayed_chunks": slow,
-            "delayed_state": net.endpoints(bridge)[delayed.delayed_url]}
+    after = net.endpoints(bridge)
+    chunks = [after[url]["served_chunks"] - before[url]["served_chunks"] for url in urls]
+    chunk_ms = [1000 * (after[url]["chunk_seconds"] - before[url]["chunk_seconds"]) / max(count, 1)
+                for url, count in zip(urls, chunks)]
+    return {"outcome": outcome, "fast_chunks": chunks[0], "delayed_chunks": chunks[1], "fast_chunk_ms": chunk_ms[0],
+            "delayed_chunk_ms": chunk_ms[1], "delayed_state": after[delayed.delayed_url]}
 
 
 def partitioned_replica(net: Network, bridge: Bridge, sentences, references, *, victim: Replica,

@@ -73,9 +73,10 @@ class HostProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> Optional[int]:
-        """SIGINT (the bridge and bert-serving-triton stop their children on it), then SIGKILL of its group."""
+        """SIGTERM (the bridge and bert-serving-triton stop their children on it; SIGINT may be ignored by a process
+        started in the background), then SIGKILL of its group."""
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
+            self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(timeout_s)
             except subprocess.TimeoutExpired:

@@ -108,6 +108,7 @@ class Endpoint:
     state: str = "starting"  # starting (not yet probed), ready, unavailable
     in_flight: int = 0
     served_chunks: int = 0
+    chunk_seconds: float = 0.0  # the served chunks' time on it, sent to answered: what it costs to send it one
     failed_chunks: int = 0
     moved_chunks: int = 0  # chunks moved to another endpoint while it was silent or taken out
     last_error: str = ""
@@ -115,6 +116,8 @@ class Endpoint:
     last_heard: float = float("-inf")  # event-loop time of its last answer of any kind
     watch: Optional[asyncio.Task] = None  # asks it, while it is up and while it is out (_watch)
     wake: asyncio.Event = field(default_factory=asyncio.Event)  # set when it is taken out: its watch probes soon
+    # Done when ``backend`` is replaced (after a silence): the chunks waiting on the old channel move at once.
+    replaced: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
     @property
     def healthy(self) -> bool:
@@ -122,7 +125,8 @@ class Endpoint:
 
     def describe_state(self) -> dict:
         return {"url": self.address, "target": self.target, "state": self.state, "in_flight": self.in_flight,
-                "served_chunks": self.served_chunks, "failed_chunks": self.failed_chunks,
+                "served_chunks": self.served_chunks, "chunk_seconds": round(self.chunk_seconds, 6),
+                "failed_chunks": self.failed_chunks,
                 "moved_chunks": self.moved_chunks, "last_error": self.last_error}
 
 
@@ -245,7 +249,6 @@ class TritonPool:
             except BridgeError:
                 endpoint.failed_chunks += 1
                 raise
-            endpoint.served_chunks += 1
             if not endpoint.healthy and not self._suspended:
                 self._bring_back(endpoint)
             return result
@@ -324,7 +327,7 @@ class TritonPool:
 
     def endpoint_states(self) -> list[dict]:
         """One dict per endpoint: url, target, state (starting/ready/unavailable), in_flight, served_chunks,
-        failed_chunks, moved_chunks, last_error."""
+        chunk_seconds, failed_chunks, moved_chunks, last_error."""
         return [e.describe_state() for e in self._endpoints.values()]
 
     @property
@@ -346,7 +349,7 @@ class TritonPool:
         """The chunk's answer from ``endpoint``; _MovedOff when the endpoint falls silent (or is taken out) while it
         has the chunk and another endpoint is healthy. With none, the chunk keeps waiting for this one's answer."""
         loop = asyncio.get_running_loop()
-        backend = endpoint.backend
+        backend, replaced = endpoint.backend, endpoint.replaced
         call = asyncio.ensure_future(backend.infer(*inputs, high_priority=high_priority))
         self._calls[backend] += 1
         call.add_done_callback(lambda done: self._call_answered(backend, done))
@@ -362,13 +365,18 @@ class TritonPool:
                         "(--triton-endpoint-timeout-s): unreachable, or its connection is stuck"))
                 if (silent or endpoint.backend is not backend) and self._others_healthy(endpoint):
                     raise _MovedOff(endpoint.last_error or "taken out")
-                # Wake at the silence deadline, and at least every check interval to see whether the chunk can move.
+                # Wake at the answer, the silence deadline or the channel's replacement, and at least every check
+                # interval to see whether the chunk can move.
                 wait_s = self._check_every_s if silent else min(self.endpoint_timeout_s - silent_s,
                                                                 self._check_every_s)
-                await asyncio.wait({call}, timeout=wait_s)
+                await asyncio.wait({call} if replaced.done() else {call, replaced}, timeout=wait_s,
+                                   return_when=asyncio.FIRST_COMPLETED)
         finally:
             endpoint.in_flight -= 1
-        if isinstance(call.exception(), BackendUnavailable) and not self._suspended:
+        if call.exception() is None:
+            endpoint.served_chunks += 1
+            endpoint.chunk_seconds += loop.time() - sent_at
+        elif isinstance(call.exception(), BackendUnavailable) and not self._suspended:
             self._take_out(endpoint, backend, call.exception())
         return call.result()  # or the BridgeError Triton answered with
 
@@ -401,6 +409,8 @@ class TritonPool:
             endpoint.backend = TritonBackend(url=endpoint.address, model_name=self.model_name,
                                              timeout_s=self.timeout_s)
             endpoint.backend.details = backend.details
+            endpoint.replaced.set_result(None)
+            endpoint.replaced = asyncio.get_running_loop().create_future()
             self._retire(backend)
         endpoint.wake.set()  # its watch starts probing
         self._states_changed()

@@ -423,3 +423,19 @@ def test_the_services_work_in_flight_grows_with_the_endpoints_that_are_up(fakes)
     (alone, rows_alone), (together, rows_together), (after, _) = run(scenario())
     assert (alone, together, after) == (2, 6, 4)  # chunks in flight: two per endpoint that is up
     assert set(rows_alone) == {1.0} and set(rows_together) == {1.0, 2.0, 3.0}
+
+
+def test_an_answer_is_taken_at_once_not_at_the_next_health_check(fakes, monkeypatch):
+    monkeypatch.setattr(triton_pool, "CHECK_EVERY_S", 1.0)
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        pool = await ready_pool(["127.0.0.1:1", "127.0.0.1:2"], endpoint_timeout_s=10)
+        started = loop.time()
+        for _ in range(5):
+            await pool.infer(ROWS, ROWS, ROWS, high_priority=False)
+        took_s = loop.time() - started
+        await pool.close()
+        return took_s
+
+    assert run(scenario()) < 0.5
