@@ -249,10 +249,12 @@ def partitioned_replica(net: Network, bridge: Bridge, sentences, references, *, 
     Figures: seconds until the bridge took the victim out, the longest wait of a request that overlapped the
     partition, a request's usual wait before it (90th percentile), seconds from the healing until the victim served
     a chunk again; the chunks moved off it; packets dropped."""
+    def victim_state() -> dict:
+        return net.endpoints(bridge)[victim.url]
+
     load = Load(net, bridge, sentences, references)
     try:
         load.wait_for_replies(10)
-        victim_state = lambda: net.endpoints(bridge)[victim.url]  # noqa: E731
         cut_at = time.monotonic()
         victim.host.partition_from(net["bridge"])
         taken_out_s = wait_for(lambda: victim_state()["state"] == "unavailable", 4 * endpoint_timeout_s,

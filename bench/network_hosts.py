@@ -72,11 +72,16 @@ class HostProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
-    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> Optional[int]:
-        """SIGTERM (the bridge and bert-serving-triton stop their children on it; SIGINT may be ignored by a process
-        started in the background), then SIGKILL of its group."""
+    def terminate(self) -> None:
+        """SIGTERM: the bridge and bert-serving-triton stop their children on it (SIGINT may be ignored by a process
+        started in the background)."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
+
+    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> Optional[int]:
+        """``terminate``, then SIGKILL of its group if it has not ended within ``timeout_s``."""
+        if self.process.poll() is None:
+            self.terminate()
             try:
                 self.process.wait(timeout_s)
             except subprocess.TimeoutExpired:
@@ -198,9 +203,11 @@ class TestHosts:
             host.write_hosts_file({})
 
     def close(self) -> None:
-        for host in self.hosts.values():
-            for running in host.processes.values():
-                running.stop()
+        running = [process for host in self.hosts.values() for process in host.processes.values()]
+        for process in running:  # all at once: each takes seconds to stop
+            process.terminate()
+        for process in running:
+            process.stop()
         for netns in [h.netns for h in self.hosts.values()] + [self.switch]:
             _remove_namespace(netns)
 
