@@ -51,7 +51,15 @@ $(CHROMEDRIVER):
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver
 
-test: $(INSTALLED) $(CHROMEDRIVER)
+# The network tests (tests/network/) make test hosts from network namespaces (iproute2) and put faults on the wire
+# between them with iptables; they run as root (CI does) and are skipped with the reason where that is not possible.
+NETWORK_TOOLS := /usr/sbin/ip /usr/sbin/iptables
+
+$(NETWORK_TOOLS):
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 iptables
+
+test: $(INSTALLED) $(CHROMEDRIVER) $(NETWORK_TOOLS)
 	$(BIN)/python -m pytest
 
 clean:

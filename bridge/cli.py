@@ -108,7 +108,9 @@ class Server:
 
         config = self.config
         backends = {model.name: TritonPool(targets=urls, model_name=model.triton_name,
-                                           timeout_s=config.triton_timeout_s)
+                                           timeout_s=config.triton_timeout_s,
+                                           endpoint_timeout_s=config.triton_endpoint_timeout_s,
+                                           refresh_s=config.triton_resolve_interval_s)
                     for model in config.models if model.name not in self.unserved}
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

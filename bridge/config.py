@@ -127,6 +127,16 @@ def _positive(value: str) -> int:
     return number
 
 
+def _positive_seconds(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {value!r}") from None
+    if not number > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {value}")
+    return number
+
+
 @dataclass(frozen=True, kw_only=True)
 class ModelSpec:
     """One served model as settled at start: its name and task, its export, and the flags as they apply to it (the
@@ -259,6 +269,9 @@ class ServerConfig:
     # HOST:PORT of external tritonservers' gRPC endpoints (a name may resolve to several); empty: start one
     triton_urls: tuple = ()
     triton_timeout_s: float = 300.0
+    # an endpoint that owes an answer and says nothing this long is taken out, its chunks move to another
+    triton_endpoint_timeout_s: float = 10.0
+    triton_resolve_interval_s: float = 10.0  # how often --triton-url names are resolved again
     drain_timeout_s: float = 10.0  # on shutdown, how long requests in flight may take before they get an error reply
     # which flags the user gave explicitly (decides whether they may disagree with an exported model)
     explicit: frozenset = frozenset()
@@ -434,9 +447,16 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(parser, triton, "triton_url", type=_triton_urls, action="append",
           help="HOST:PORT of a running tritonserver's gRPC endpoint to use instead of starting the embedded one; "
                "repeat it or separate by commas for several, chunks go to the least busy; a HOST that resolves to "
-               "several addresses (a headless Service) counts as one endpoint per address, resolved every 10s")
+               "several addresses (a headless Service) counts as one endpoint per address, resolved again every "
+               "--triton-resolve-interval-s")
     _flag(parser, triton, "triton_timeout_s", type=float, default=300.0,
           help="seconds one inference call may take, queueing in Triton included, before the client gets an error")
+    _flag(parser, triton, "triton_endpoint_timeout_s", type=_positive_seconds, default=10.0,
+          help="seconds a Triton endpoint that owes an answer may say nothing at all (no reply, no health answer) "
+               "before it is taken out and its chunks move to another endpoint (default: %(default)s)")
+    _flag(parser, triton, "triton_resolve_interval_s", type=_positive_seconds, default=10.0,
+          help="seconds between resolutions of the --triton-url names: replicas a name gains get chunks, those it "
+               "loses get no new ones (default: %(default)s)")
     _flag(parser, serving, "drain_timeout_s", type=float, default=10.0,
           help="on shutdown, seconds requests in flight may take to finish before they are answered with an error")
     return parser

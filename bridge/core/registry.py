@@ -15,6 +15,7 @@ shared by all services, so clients take turns across models and the load limits 
 """
 from __future__ import annotations
 
+import functools
 import types
 from typing import Iterator, Mapping, Optional, Sequence
 
@@ -46,7 +47,18 @@ class ModelRegistry:
         """One service per model of ``config.models`` that is not ``unserved``, on its backend (model name -> Triton
         pool), all sharing one scheduler and one admission."""
         served = [model for model in config.models if model.name not in (unserved or {})]
-        scheduler = FairScheduler(capacity=scheduler_capacity(served))
+        per_endpoint = scheduler_capacity(served)
+        scheduler = FairScheduler(capacity=per_endpoint)
+        # N replicas up keep N times the work in flight, as the pools see them (one out gives its share back). Every
+        # model's pool watches the same endpoints; the one that sees the most up speaks for them.
+        endpoints_up = {}
+
+        def endpoints_changed(name: str, up: int) -> None:
+            endpoints_up[name] = up
+            scheduler.resize(per_endpoint * max(1, *endpoints_up.values()))
+
+        for model in served:
+            backends[model.name].watch_endpoints_up(functools.partial(endpoints_changed, model.name))
         admission = Admission(config)
         return cls([EncodingService(config=config, model=model, backend=backends[model.name], scheduler=scheduler,
                                     admission=admission) for model in served], unserved)

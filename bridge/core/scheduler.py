@@ -16,7 +16,10 @@ own::
     latency <= (C / s + (n + 1) * b) * t
 
 With the defaults (``C`` = max_batch_size = 256; chunks of 1,024 positions hold 25 sentences of 40 tokens) that is
-about 10 + 2b chunk times next to one big request, and no longer depends on the big request's size. Requests of at
+about 10 + 2b chunk times next to one big request, and no longer depends on the big request's size. With ``N``
+Triton replicas up, the service core sets ``C`` to N times one replica's share (``resize``, service.py), and the
+replicas compute N chunks at a time: ``t`` is then the time per chunk of all of them together (a replica's chunk
+time divided by N), and the bound reads the same. Requests of at
 most ``-priority_batch_size`` sentences are urgent, as the original's priority made them: their chunks go before
 every client's turn, so they wait only for the chunks already in flight (``C / s``). Few chunks are kept in flight
 for that reason; Triton has no priority levels (they stalled its batcher: exporter/triton_config.py).
@@ -80,6 +83,14 @@ class FairScheduler:
 
     def release(self, sentences: int) -> None:
         self.in_flight -= sentences
+        self._grant()
+
+    def resize(self, capacity: int) -> None:
+        """A new capacity (the Triton endpoints that are up changed): more room is granted at once to the waiting
+        chunks, in turn; less takes effect as the chunks in flight are answered (none is taken back)."""
+        if capacity < 1:
+            raise ValueError(f"capacity must be at least 1, not {capacity}")
+        self.capacity = capacity
         self._grant()
 
     def _fits(self, sentences: int) -> bool:

@@ -25,14 +25,14 @@ from ..config import ModelSpec, ServerConfig
 from ..errors import BridgeError, InvalidRequest
 from .scheduler import FairScheduler
 from .tokenization import Encoding, TokenizerSettings, WordPieceTokenizer, pad
-from ..triton.backend import TritonBackend
+from ..triton.pool import TritonPool
 
 log = logging.getLogger("bert_bridge.service")
 
-# Sentences in flight to Triton at once (the scheduler's capacity), in multiples of max_batch_size: enough to keep its
-# instances busy (ten chunks of ~40-token sentences), few enough that an urgent or newly arrived chunk waits behind
-# little work: Triton's queue has no priorities (scheduler.py states the bound) and a chunk never waits there past
-# the call's deadline.
+# Sentences in flight to each Triton endpoint that is up (the scheduler's capacity is this times the endpoints up), in
+# multiples of max_batch_size: enough to keep its instances busy (ten chunks of ~40-token sentences), few enough that
+# an urgent or newly arrived chunk waits behind little work: Triton's queue has no priorities (scheduler.py states
+# the bound) and a chunk never waits there past the call's deadline.
 INFLIGHT_BATCHES = 1
 
 
@@ -53,14 +53,15 @@ class EncodeResult:
 
 
 def scheduler_capacity(models) -> int:
-    """Sentences in flight to Triton at once, for all models together: INFLIGHT_BATCHES of the largest batch."""
+    """Sentences in flight to each Triton endpoint that is up, for all models together: INFLIGHT_BATCHES of the
+    largest batch. N endpoints up keep N times that in flight (ModelRegistry.build)."""
     return INFLIGHT_BATCHES * max(model.max_batch_size for model in models)
 
 
 class EncodingService:
     """Encodes for one model. ``scheduler`` and ``admission`` are shared by every model's service."""
 
-    def __init__(self, *, config: ServerConfig, model: ModelSpec, backend: TritonBackend, scheduler: FairScheduler,
+    def __init__(self, *, config: ServerConfig, model: ModelSpec, backend: TritonPool, scheduler: FairScheduler,
                  admission: Admission):
         self.config = config
         self.model = model
@@ -75,8 +76,8 @@ class EncodingService:
             tokenizer_file=model.tokenizer_file,
         ))
         self._scheduler = scheduler
-        # At least two chunks fit in flight, so Triton computes one while the bridge turns the other's reply around:
-        # with one chunk of 25 in a -max_batch_size of 32, the service ran 28% slower than at 64.
+        # At least two chunks fit in flight per endpoint, so Triton computes one while the bridge turns the other's
+        # reply around: with one chunk of 25 in a -max_batch_size of 32, the service ran 28% slower than at 64.
         self._chunk_rows = max(1, INFLIGHT_BATCHES * model.max_batch_size // 2)
         self._calls: set[asyncio.Task] = set()  # Triton calls in flight, kept alive until they answer
         self.admission = admission  # shared with the ZeroMQ front end, which counts its unsent replies

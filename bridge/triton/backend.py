@@ -15,14 +15,19 @@ log = logging.getLogger("bert_bridge.triton")
 
 # Replacing tritonclient's channel arguments drops its defaults, so the message limits are restated. The short
 # reconnect backoff lets the bridge find a restarted Triton within about a second instead of gRPC's default of
-# up to two minutes.
+# up to two minutes (the minimum backoff is also gRPC's connect timeout, so a connection attempt into a network
+# partition is given up and retried quickly). A local subchannel pool gives every TritonBackend a TCP connection of
+# its own: gRPC would otherwise share one among channels to the same address, and the pool replaces an endpoint's
+# channel precisely to leave a connection stuck in a partition behind (triton/pool.py).
 CHANNEL_ARGS = [
     ("grpc.max_send_message_length", -1),
     ("grpc.max_receive_message_length", -1),
     ("grpc.initial_reconnect_backoff_ms", 250),
     ("grpc.min_reconnect_backoff_ms", 250),
     ("grpc.max_reconnect_backoff_ms", 1000),
+    ("grpc.use_local_subchannel_pool", 1),
 ]
+DESCRIBE_TIMEOUT_S = 10.0
 
 # gRPC status codes that mean "Triton is not there right now" rather than "this request is wrong".
 UNAVAILABLE_CODES = ("StatusCode.UNAVAILABLE", "StatusCode.CANCELLED")
@@ -70,11 +75,15 @@ class TritonBackend:
                                  f"{timeout_s:.0f}s{reason}")
 
     async def check_ready(self, timeout_s: float = 2.0) -> None:
-        """Return when Triton answers that the model is ready; otherwise raise BackendUnavailable with the reason."""
+        """Return when Triton answers that the model is ready; otherwise raise BackendUnavailable with the reason, or
+        BackendOverloaded when no answer came within ``timeout_s`` (the pool tells silence from refusal by it)."""
         try:
             ready = await self._client.is_model_ready(self.model_name, client_timeout=timeout_s)
         except Exception as e:
             error = _translate(e, self.url, self.model_name, timeout_s)
+            if isinstance(error, BackendOverloaded):
+                raise BackendOverloaded(f"Triton at {self.url} did not answer a health check within "
+                                        f"{timeout_s:g}s") from e
             if isinstance(error, BackendUnavailable):
                 raise error from e
             raise BackendUnavailable(f"Triton at {self.url} did not confirm model '{self.model_name}' is ready: "
@@ -82,12 +91,12 @@ class TritonBackend:
         if not ready:
             raise BackendUnavailable(f"Triton at {self.url} reports model '{self.model_name}' as not ready")
 
-    async def describe(self) -> dict:
+    async def describe(self, timeout_s: float = DESCRIBE_TIMEOUT_S) -> dict:
         try:
-            metadata = await self._client.get_server_metadata(as_json=True)
-            config = await self._client.get_model_config(self.model_name, as_json=True)
+            metadata = await self._client.get_server_metadata(as_json=True, client_timeout=timeout_s)
+            config = await self._client.get_model_config(self.model_name, as_json=True, client_timeout=timeout_s)
         except Exception as e:
-            raise _translate(e, self.url, self.model_name) from e
+            raise _translate(e, self.url, self.model_name, timeout_s) from e
         config = config.get("config", config)
         self.details = {
             "url": self.url,

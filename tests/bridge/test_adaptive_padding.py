@@ -27,6 +27,9 @@ class RecordingBackend:
         self.token_level = token_level
         self.calls: list[tuple[tuple[int, int], bool, list[int]]] = []
 
+    def watch_endpoints_up(self, listener):
+        listener(1)  # one Triton
+
     async def infer(self, input_ids, input_mask, segment_ids, *, high_priority):
         self.calls.append((input_ids.shape, high_priority, [int(m.sum()) for m in input_mask]))
         if self.token_level:

@@ -66,8 +66,16 @@ def test_several_triton_urls_repeated_or_comma_separated_keep_their_order():
     assert parse_args([]).embedded_triton and parse_args([]).triton_urls == ()
 
 
+def test_triton_endpoint_timeout_and_resolve_interval():
+    defaults = parse_args([])
+    assert (defaults.triton_endpoint_timeout_s, defaults.triton_resolve_interval_s) == (10.0, 10.0)
+    config = parse_args(["--triton-endpoint-timeout-s", "2.5", "-triton_resolve_interval_s", "1"])
+    assert (config.triton_endpoint_timeout_s, config.triton_resolve_interval_s) == (2.5, 1.0)
+
+
 @pytest.mark.parametrize("argv", [["-max_seq_len", "3"], ["-max_seq_len", "long"], ["-pooling_strategy", "AVG"],
-                                  ["-num_worker", "0"], ["-no_such_flag"]])
+                                  ["-num_worker", "0"], ["-no_such_flag"], ["--triton-endpoint-timeout-s", "0"],
+                                  ["--triton-resolve-interval-s", "soon"]])
 def test_bad_flags_exit_2_with_a_message(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
         parse_args(argv)

@@ -162,3 +162,30 @@ def test_urgent_chunks_go_before_every_turn_and_take_turns_among_themselves():
         await asyncio.gather(*tasks, return_exceptions=True)
 
     asyncio.run(scenario())
+
+
+def test_a_larger_capacity_starts_waiting_chunks_in_turn_and_a_smaller_one_takes_nothing_back():
+    async def scenario():
+        scheduler = FairScheduler(capacity=2)
+        recorder = Recorder(scheduler)
+        big = spawn(recorder, "A", "a1", [f"A{i}" for i in range(10)])
+        small = spawn(recorder, "B", "b1", ["B0", "B1"])
+        await settle()
+        assert recorder.started == ["A0", "A1"]
+        scheduler.resize(6)  # two more endpoints came up: four more start at once, still in turn
+        await settle()
+        assert recorder.started == ["A0", "A1", "A2", "B0", "A3", "B1"]
+        scheduler.resize(2)  # two went away: the six in flight stay; nothing new starts until only one is left
+        await settle()
+        for _ in range(4):
+            await recorder.finish_one()
+        assert len(recorder.started) == 6 and scheduler.in_flight == 2
+        await recorder.finish_one()
+        assert recorder.started[6:] == ["A4"] and scheduler.in_flight == 2
+        with pytest.raises(ValueError):
+            scheduler.resize(0)
+        for task in big + small:
+            task.cancel()
+        await asyncio.gather(*big, *small, return_exceptions=True)
+
+    asyncio.run(scenario())

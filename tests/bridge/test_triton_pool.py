@@ -1,7 +1,9 @@
-"""TritonPool alone: choosing the least busy endpoint, taking a failing one out, retrying once, DNS changes.
+"""TritonPool alone: choosing the least busy endpoint, taking a failing or silent one out, retrying once, DNS changes,
+and the service core's in-flight capacity following the endpoints that are up.
 
-A unit test of one module: TritonBackend is replaced by a fake whose answers the test decides. The same behaviour
-against real tritonservers is tested in test_scaling.py.
+A unit test of one module: TritonBackend is replaced by a fake channel to a fake Triton whose answers the test
+decides. The same behaviour against real tritonservers is tested in test_scaling.py, and across real network hops
+(delay, partition, loss, DNS) in tests/network/.
 """
 from __future__ import annotations
 
@@ -11,43 +13,75 @@ import numpy as np
 import pytest
 
 from bert_bridge.triton import pool as triton_pool
-from bert_bridge.errors import BackendError, BackendUnavailable
+from bert_bridge.errors import BackendError, BackendOverloaded, BackendUnavailable
 from bert_bridge.triton.pool import TritonPool, resolve_addresses
 
 ROWS = np.zeros((2, 4), dtype=np.int32)
 
 
-class FakeBackend:
-    """Answers infer with its own address; ``down`` makes it fail like a dead Triton."""
+class FakeTriton:
+    """One fake tritonserver, by address. ``down``: refuses like a dead Triton; ``silent``: answers nothing and closes
+    nothing (a network partition) until ``heal()``, when the calls it held are answered late; ``gate``: an
+    asyncio.Event that holds infer calls (not health checks) until set, like a slow model."""
 
-    instances: dict = {}
+    def __init__(self, url: str):
+        self.url = url
+        self.down = self.rejects = False
+        self.gate = None
+        self.healed = None  # an asyncio.Event while silent
+        self.calls = 0
+        self.channels: list = []
+
+    @property
+    def silent(self) -> bool:
+        return self.healed is not None
+
+    def go_silent(self) -> None:
+        self.healed = asyncio.Event()
+
+    def heal(self) -> None:
+        self.healed.set()
+        self.healed = None
+
+
+class FakeBackend:
+    """A channel to the FakeTriton at its url."""
+
+    servers: dict = {}
 
     def __init__(self, *, url, model_name, timeout_s):
         self.url, self.model_name = url, model_name
+        self.server = FakeBackend.servers.setdefault(url, FakeTriton(url))
+        self.server.channels.append(self)
         self.details = {}
-        self.down = False
-        self.rejects = False
-        self.gate = None  # an asyncio.Event that holds infer calls until set
-        self.calls = 0
         self.closed = False
-        FakeBackend.instances[url] = self
+
+    async def _reach(self, timeout_s):
+        if self.server.silent:
+            try:
+                await asyncio.wait_for(self.server.healed.wait(), timeout_s)
+            except asyncio.TimeoutError:
+                raise BackendOverloaded(f"Triton at {self.url} did not answer within {timeout_s}s") from None
 
     async def check_ready(self, timeout_s=2.0):
-        if self.down:
+        await self._reach(timeout_s)
+        if self.server.down:
             raise BackendUnavailable(f"Triton at {self.url} is unavailable")
 
-    async def describe(self):
-        await self.check_ready()
+    async def describe(self, timeout_s=10.0):
+        await self.check_ready(timeout_s)
         self.details = {"url": self.url, "priority_levels": 2}
         return self.details
 
     async def infer(self, input_ids, input_mask, segment_ids, *, high_priority):
-        self.calls += 1
-        if self.gate is not None:
-            await self.gate.wait()
-        if self.down:
+        server = self.server
+        server.calls += 1
+        if server.gate is not None:
+            await server.gate.wait()
+        await self._reach(300)
+        if server.down:
             raise BackendUnavailable(f"Triton at {self.url} is unavailable (StatusCode.UNAVAILABLE)")
-        if self.rejects:
+        if server.rejects:
             raise BackendError("Triton rejected the request")
         return np.full((len(input_ids), 1), float(self.url.rsplit(":", 1)[1]))
 
@@ -57,11 +91,12 @@ class FakeBackend:
 
 @pytest.fixture
 def fakes(monkeypatch):
-    FakeBackend.instances = {}
+    FakeBackend.servers = {}
     monkeypatch.setattr(triton_pool, "TritonBackend", FakeBackend)
     monkeypatch.setattr(triton_pool, "PROBE_FIRST_DELAY_S", 0.01)
     monkeypatch.setattr(triton_pool, "PROBE_MAX_DELAY_S", 0.02)
-    return FakeBackend.instances
+    monkeypatch.setattr(triton_pool, "CHECK_EVERY_S", 0.02)
+    return FakeBackend.servers
 
 
 def run(coroutine):
@@ -193,7 +228,7 @@ def test_a_name_is_resolved_again_and_its_endpoints_follow_the_addresses(fakes):
     first, second = run(scenario())
     assert first == ["10.0.0.1:8001", "10.0.0.2:8001"]
     assert second == ["10.0.0.2:8001", "10.0.0.3:8001"]
-    assert fakes["10.0.0.1:8001"].closed  # a removed endpoint's channel is closed
+    assert all(channel.closed for channel in fakes["10.0.0.1:8001"].channels)  # a removed endpoint's is closed
 
 
 def test_a_name_that_stops_resolving_keeps_its_endpoints(fakes):
@@ -279,3 +314,128 @@ def test_a_restarted_triton_on_a_new_port_replaces_the_old_endpoint(fakes):
         return served, urls, url
 
     assert run(scenario()) == (2, ["127.0.0.1:2"], "127.0.0.1:2")
+
+
+def test_chunks_on_a_silent_endpoint_move_to_another_within_the_endpoint_timeout_and_are_answered_once(fakes):
+    timeout_s = 0.3
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        pool = await ready_pool(["127.0.0.1:1", "127.0.0.1:2"], endpoint_timeout_s=timeout_s)
+        silent = fakes["127.0.0.1:1"]
+        silent.go_silent()  # a partition: its calls and health checks hang, nothing is refused
+        sent_at = loop.time()
+        calls = [asyncio.create_task(pool.infer(ROWS, ROWS, ROWS, high_priority=False)) for _ in range(4)]
+        results = await asyncio.gather(*calls)
+        waited_s = loop.time() - sent_at
+        states = {s["url"]: s for s in pool.endpoint_states()}
+        held = silent.calls
+        new_chunks = [served_by(await pool.infer(ROWS, ROWS, ROWS, high_priority=False)) for _ in range(3)]
+        first_channel = silent.channels[0]
+        silent.heal()  # the held calls are answered now, late: nobody awaits them any more
+        while pool.endpoint_states()[0]["state"] != "ready":
+            await asyncio.sleep(0.01)
+        back = [served_by(await pool.infer(ROWS, ROWS, ROWS, high_priority=False)) for _ in range(2)]
+        await asyncio.sleep(0.05)
+        old_channel_closed = first_channel.closed
+        await pool.close()
+        return [served_by(r) for r in results], waited_s, states, held, new_chunks, back, len(silent.channels), \
+            old_channel_closed
+
+    served, waited_s, states, held, new_chunks, back, channels, old_channel_closed = run(scenario())
+    assert served == [2, 2, 2, 2] and held == 2  # two went to :1, waited for its silence, and moved to :2
+    assert waited_s < timeout_s + 0.25
+    silent_state = states["127.0.0.1:1"]
+    assert silent_state["state"] == "unavailable" and silent_state["moved_chunks"] == 2
+    assert "answered nothing for 0.3s" in silent_state["last_error"]
+    assert new_chunks == [2, 2, 2]  # out: no new chunks while silent
+    assert sorted(back) == [1, 2]  # used again once it answers
+    assert channels >= 2 and old_channel_closed  # probed over a new channel; the stuck one closed once answered
+
+
+def test_a_slow_endpoint_that_answers_health_checks_keeps_its_chunk(fakes):
+    async def scenario():
+        pool = await ready_pool(["127.0.0.1:1", "127.0.0.1:2"], endpoint_timeout_s=0.2)
+        slow = fakes["127.0.0.1:1"]
+        slow.gate = asyncio.Event()  # the model takes long; Triton still answers health checks
+        call = asyncio.create_task(pool.infer(ROWS, ROWS, ROWS, high_priority=False))
+        await asyncio.sleep(0.6)  # three endpoint timeouts
+        slow.gate.set()
+        result = await call
+        states = pool.endpoint_states()
+        await pool.close()
+        return served_by(result), states
+
+    served, states = run(scenario())
+    assert served == 1 and states[0]["state"] == "ready" and states[0]["moved_chunks"] == 0
+
+
+def test_with_no_other_endpoint_a_chunk_on_a_silent_one_waits_for_its_answer(fakes):
+    async def scenario():
+        pool = await ready_pool(["127.0.0.1:1"], endpoint_timeout_s=0.1)
+        fakes["127.0.0.1:1"].go_silent()
+        call = asyncio.create_task(pool.infer(ROWS, ROWS, ROWS, high_priority=False))
+        await asyncio.sleep(0.4)
+        waiting = not call.done()
+        state = pool.endpoint_states()[0]["state"]
+        fakes["127.0.0.1:1"].heal()
+        result = await call
+        await pool.close()
+        return waiting, state, served_by(result)
+
+    assert run(scenario()) == (True, "unavailable", 1)
+
+
+def test_the_services_work_in_flight_grows_with_the_endpoints_that_are_up(fakes):
+    from bert_bridge.config import parse_args
+    from bert_bridge.core.service import EncodingService
+    from bert_exporter.options import packaged_model_dir
+
+    max_batch_size = 8  # chunks of 4 sentences, two chunks in flight per endpoint
+
+    async def in_flight_while_encoding(pool, sentences: int) -> tuple[int, list]:
+        service = EncodingService(config=parse_args(["-max_batch_size", str(max_batch_size)]),
+                                  vocab_file=packaged_model_dir() / "vocab.txt", max_position_embeddings=512,
+                                  backend=pool)
+        gate = asyncio.Event()
+        for server in fakes.values():
+            server.gate = gate
+        encoding = asyncio.create_task(service.encode([f"sentence {i}" for i in range(sentences)]))
+        await asyncio.sleep(0.1)
+        held = sum(state["in_flight"] for state in pool.endpoint_states())
+        gate.set()
+        result = await encoding
+        return held, result.embeddings[:, 0].tolist()
+
+    async def scenario():
+        one = await ready_pool(["127.0.0.1:1"])
+        alone = await in_flight_while_encoding(one, 64)
+        await one.close()
+        three = await ready_pool(["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"])
+        together = await in_flight_while_encoding(three, 64)
+        fakes["127.0.0.1:3"].down = True
+        while three.endpoints_up != 2:
+            await asyncio.sleep(0.01)
+        after_one_left = await in_flight_while_encoding(three, 64)
+        await three.close()
+        return alone, together, after_one_left
+
+    (alone, rows_alone), (together, rows_together), (after, _) = run(scenario())
+    assert (alone, together, after) == (2, 6, 4)  # chunks in flight: two per endpoint that is up
+    assert set(rows_alone) == {1.0} and set(rows_together) == {1.0, 2.0, 3.0}
+
+
+def test_an_answer_is_taken_at_once_not_at_the_next_health_check(fakes, monkeypatch):
+    monkeypatch.setattr(triton_pool, "CHECK_EVERY_S", 1.0)
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        pool = await ready_pool(["127.0.0.1:1", "127.0.0.1:2"], endpoint_timeout_s=10)
+        started = loop.time()
+        for _ in range(5):
+            await pool.infer(ROWS, ROWS, ROWS, high_priority=False)
+        took_s = loop.time() - started
+        await pool.close()
+        return took_s
+
+    assert run(scenario()) < 0.5
