@@ -8,6 +8,7 @@ decides. The same behaviour against real tritonservers is tested in test_scaling
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import numpy as np
 import pytest
@@ -387,16 +388,17 @@ def test_with_no_other_endpoint_a_chunk_on_a_silent_one_waits_for_its_answer(fak
 
 
 def test_the_services_work_in_flight_grows_with_the_endpoints_that_are_up(fakes):
+    from test_adaptive_padding import served_as
+
     from bert_bridge.config import parse_args
-    from bert_bridge.core.service import EncodingService
-    from bert_exporter.options import packaged_model_dir
+    from bert_bridge.core.registry import ModelRegistry
 
     max_batch_size = 8  # chunks of 4 sentences, two chunks in flight per endpoint
+    config = parse_args(["-max_batch_size", str(max_batch_size)])
+    config = dataclasses.replace(config, models=(served_as(config),))
 
     async def in_flight_while_encoding(pool, sentences: int) -> tuple[int, list]:
-        service = EncodingService(config=parse_args(["-max_batch_size", str(max_batch_size)]),
-                                  vocab_file=packaged_model_dir() / "vocab.txt", max_position_embeddings=512,
-                                  backend=pool)
+        service = ModelRegistry.build(config, {"bert": pool}).default
         gate = asyncio.Event()
         for server in fakes.values():
             server.gate = gate
