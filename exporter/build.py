@@ -31,18 +31,23 @@ def fused_form(options: ExportOptions) -> bool:
 
 def build_onnx(config: EncoderConfig, weights: dict[str, np.ndarray], options: ExportOptions, *, fused: bool):
     """The export's graph as an ``onnx.ModelProto``."""
+    from .heads import write_head
     from .onnx_builder import FLOAT, FLOAT16, INT32, GraphBuilder, tensor
     from .pooling import Pooler, bert_pooler, dense_module, l2_normalize, output
 
     if options.opset < MIN_OPSET:
         raise OptionError(f"-opset {options.opset} is too old: the graph needs opset {MIN_OPSET} or newer")
     strategy = options.pooling_strategy
+    head = options.head
     check_layers(config, options.pooling_layer)
     if strategy is PoolingStrategy.CLS_POOLED and "pooler/dense/kernel" not in weights:
         raise OptionError("-pooling_strategy CLS_POOLED needs the pooler weights, which this checkpoint lacks")
     count = config.num_hidden_layers
-    # Run only as deep as the deepest layer pooled (CLS_POOLED reads the last one).
-    depth = count if strategy is PoolingStrategy.CLS_POOLED else max(layer % count for layer in options.pooling_layer) + 1
+    # Run only as deep as the deepest layer pooled (CLS_POOLED and the heads read the last one).
+    if strategy is PoolingStrategy.CLS_POOLED or head is not None:
+        depth = count
+    else:
+        depth = max(layer % count for layer in options.pooling_layer) + 1
 
     g = GraphBuilder(opset=options.opset)
     input_ids, input_mask, segment_ids = INPUT_NAMES
@@ -50,7 +55,9 @@ def build_onnx(config: EncoderConfig, weights: dict[str, np.ndarray], options: E
                             use_position_embeddings=not options.no_position_embeddings,
                             max_length=options.max_seq_len)
     layers = encoder.write(input_ids, input_mask, segment_ids, depth=depth)
-    if strategy is PoolingStrategy.CLS_POOLED:
+    if head is not None:
+        pooled = write_head(g, head, layers[-1], input_mask, weights)
+    elif strategy is PoolingStrategy.CLS_POOLED:
         pooled = bert_pooler(g, layers[-1], weights)
     else:
         pooled = Pooler(g, input_mask).pool([layers[layer % count] for layer in options.pooling_layer], strategy)
@@ -62,10 +69,12 @@ def build_onnx(config: EncoderConfig, weights: dict[str, np.ndarray], options: E
 
     width = options.output_dim(config)
     dims = ["batch", "sequence", width] if strategy is PoolingStrategy.NONE else ["batch", width]
+    output_of = (f"its {head['kind']} head" if head is not None
+                 else f"{strategy.name} over layers {list(options.pooling_layer)}")
     return g.model(inputs=[tensor(name, INT32, ["batch", "sequence"]) for name in INPUT_NAMES],
                    outputs=[tensor(OUTPUT_NAME, FLOAT16 if options.fp16 else FLOAT, dims)],
-                   doc=f"{config.model_type} encoder + {strategy.name} over layers {list(options.pooling_layer)}, "
-                       f"{'fused' if fused else 'standard'} form, written by bert-export")
+                   doc=f"{config.model_type} encoder + {output_of}, {'fused' if fused else 'standard'} form, "
+                       f"written by bert-export")
 
 
 def write_onnx(config: EncoderConfig, weights: dict[str, np.ndarray], options: ExportOptions, path: Path, *,

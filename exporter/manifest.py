@@ -5,7 +5,7 @@ A model folder in a Triton repository looks like::
     REPO/NAME/config.pbtxt
     REPO/NAME/bert_export.json     <- ExportManifest
     REPO/NAME/vocab.txt            <- the WordPiece vocabulary the bridge tokenizes with
-    REPO/NAME/tokenizer.json       <- AUTO exports only: the model's own tokenizer, which the bridge then runs
+    REPO/NAME/tokenizer.json       <- AUTO and head exports: the model's own tokenizer, which the bridge then runs
     REPO/NAME/1/model.onnx         (model.py beside it for the embedded target, model.plan for tensorrt, ...)
 
 This module imports only the standard library: the bridge reads manifests without loading TensorFlow or ONNX.
@@ -26,6 +26,13 @@ FORMAT_VERSION = 1
 INPUT_NAMES = ("input_ids", "input_mask", "segment_ids")
 OUTPUT_NAME = "encodes"
 
+# What a model does (the bridge routes by it): embed (vectors, every export before heads), rerank (a classification
+# head with one label: a relevance score per pair), classify (a head with several labels), sparse (SPLADE).
+EMBED, RERANK, CLASSIFY, SPARSE = "embed", "rerank", "classify", "sparse"
+TASKS = (EMBED, RERANK, CLASSIFY, SPARSE)
+# How the bridge turns a classification head's logits into scores (unless a client asks for raw scores).
+SCORE_ACTIVATIONS = ("sigmoid", "softmax", "identity", "tanh")
+
 
 class PoolingStrategy(enum.IntEnum):
     """The original's strategies; the int values are what the original sent in server_config."""
@@ -37,6 +44,7 @@ class PoolingStrategy(enum.IntEnum):
     FIRST_TOKEN = 4
     LAST_TOKEN = 5
     CLS_POOLED = 6
+    SPLADE = 7  # not the original's: a masked-language-model head's vocabulary-sized vector (heads.py)
 
     @classmethod
     def parse(cls, name: str) -> "PoolingStrategy":
@@ -96,6 +104,12 @@ class ExportManifest:
     quantize: Optional[str] = None  # "int8": model.onnx is quantized; extra["quantize_worst_cosine"] is its check
     model_type: str = "bert"  # config.json's model_type: the family (Google checkpoints and older manifests: bert)
     token_types: bool = True  # segment_ids reach the model; False: the graph ignores them (the bridge sends zeros)
+    # Heads (heads.py): what the model does, and for a classification head its labels (id2label, in id order) and
+    # the activation that turns its logits (the graph's output) into scores; ``head`` describes the head in the graph.
+    task: str = EMBED
+    labels: Optional[tuple] = None
+    activation: Optional[str] = None
+    head: Optional[dict] = None
     format_version: int = FORMAT_VERSION
     extra: dict = field(default_factory=dict)
 
@@ -103,6 +117,12 @@ class ExportManifest:
         PoolingStrategy.parse(self.pooling_strategy)
         Target(self.target)
         object.__setattr__(self, "pooling_layer", tuple(int(layer) for layer in self.pooling_layer))
+        if self.labels is not None:
+            object.__setattr__(self, "labels", tuple(str(label) for label in self.labels))
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
+        if self.activation is not None and self.activation not in SCORE_ACTIVATIONS:
+            raise ValueError(f"activation must be one of {', '.join(SCORE_ACTIVATIONS)}, got {self.activation!r}")
         if self.max_seq_len is not None and self.max_seq_len <= 3:
             raise ValueError(f"max_seq_len must be > 3 or None, got {self.max_seq_len}")
 
@@ -114,6 +134,8 @@ class ExportManifest:
         path = Path(model_dir) / MANIFEST_FILE
         data = asdict(self)
         data["pooling_layer"] = list(self.pooling_layer)
+        if self.labels is not None:
+            data["labels"] = list(self.labels)
         path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
         return path
 

@@ -64,6 +64,8 @@ class ExportOptions:
     force_quantize: bool = False  # keep it anyway
     # Set by -pooling_strategy AUTO (sentence_transformers.resolve_auto): what it resolved to, recorded in the manifest.
     sentence_transformers: Optional[dict] = None
+    # The head after the encoder (head_source.resolve_head: a classifier folder's, or SPLADE's), recorded too.
+    head: Optional[dict] = None
 
     def __post_init__(self):
         # Accept plain values from Python callers; store the canonical types.
@@ -113,6 +115,25 @@ class ExportOptions:
                 raise OptionError("-quantize int8 and -fp16 exclude each other")
         if self.trt_accelerator and self.target is not Target.ONNX:
             raise OptionError("--trt-accelerator applies to -target onnx only")
+        self._check_head()
+
+    def _check_head(self) -> None:
+        """A head replaces the pooling's output: what only applies to embeddings is refused with it."""
+        if self.pooling_strategy is PoolingStrategy.SPLADE and (self.head or {}).get("kind") != "splade":
+            raise OptionError("-pooling_strategy SPLADE needs the model's masked-language-model head, which "
+                              "bert-export's command line resolves (head_source.resolve_head)")
+        if self.head is None:
+            return
+        kind = self.head["kind"]
+        refused = [flag for flag, given in (("-normalize", self.normalize), ("-quantize", self.quantize),
+                                            ("-mask_cls_sep", self.mask_cls_sep),
+                                            ("-no_position_embeddings", self.no_position_embeddings)) if given]
+        if refused:
+            raise OptionError(f"{', '.join(refused)} cannot go with the {kind} head (its output is "
+                              f"{'scores' if kind == 'classification' else 'a SPLADE vector'}, not an embedding)")
+        if self.target is Target.SAVEDMODEL:
+            raise OptionError(f"-target savedmodel exports the encoder and its pooling only, not the {kind} head: "
+                              "choose -target onnx or embedded")
 
     def check_fits(self, config: "EncoderConfig") -> None:
         """The checks that need the model's config."""
@@ -125,7 +146,10 @@ class ExportOptions:
             raise OptionError(f"-max_seq_len {self.max_seq_len} exceeds the model's max_position_embeddings {limit}")
 
     def output_dim(self, config: "EncoderConfig") -> int:
-        """Width of one pooled vector (of one token's vector for NONE); a sentence-transformers Dense layer's."""
+        """Width of one pooled vector (of one token's vector for NONE); a sentence-transformers Dense layer's; a
+        head's (its labels, or the vocabulary for SPLADE)."""
+        if self.head is not None:
+            return self.head["width"]
         dense = (self.sentence_transformers or {}).get("dense")
         if dense:
             return dense[-1]["out_features"]
