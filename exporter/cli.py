@@ -89,7 +89,9 @@ def option(name: str, **kwargs):
         help="Config file in -model_dir (config.json is used when it is absent).")
 @option("pooling_strategy", default="REDUCE_MEAN", show_default=True, callback=_strategy, metavar="NAME",
         help=f"One of {', '.join(STRATEGIES)}. AUTO: what a sentence-transformers folder says (its pooling, the "
-             "last layer, its max_seq_length, Normalize, its tokenizer).")
+             "last layer, its max_seq_length, Normalize, its tokenizer). SPLADE: a *ForMaskedLM folder's "
+             "vocabulary-sized SPLADE vector. A *ForSequenceClassification (or CrossEncoder) folder exports its "
+             "classification head (scores) unless a pooling strategy is named.")
 @option("pooling_layer", default="-2", show_default=True, callback=_int_list, metavar="N [N ...]",
         help="Encoder layer(s) to pool, e.g. -pooling_layer -4 -3 -2 -1 (concatenated in that order).")
 @option("mask_cls_sep", is_flag=True, help="The bridge masks [CLS] and [SEP] out of attention and pooling.")
@@ -134,6 +136,7 @@ def command(*, model_dir, verbose, **flags):
     if model_dir is None:
         model_dir = packaged_model_dir()
     flags["device_map"] = flags["device_map"] or ()
+    flags = _resolve_head(model_dir, flags)
     if flags["pooling_strategy"] == AUTO:
         flags = _resolve_auto(model_dir, flags)
     options = ExportOptions(model_dir=model_dir, **flags)
@@ -145,16 +148,27 @@ def command(*, model_dir, verbose, **flags):
     click.echo(str(folder))
 
 
+def _explicit(flags: dict) -> frozenset:
+    """The flags given on the command line."""
+    context = click.get_current_context()
+    return frozenset(name for name in flags
+                     if context.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE)
+
+
+def _resolve_head(model_dir: Path, flags: dict) -> dict:
+    """A classifier folder's head, or SPLADE's (head_source.py); the flags unchanged for any other export."""
+    from .head_source import resolve_head
+
+    return resolve_head(model_dir, flags, explicit=_explicit(flags))
+
+
 def _resolve_auto(model_dir: Path, flags: dict) -> dict:
     from .encoder_config import read_config
     from .sentence_transformers import resolve_auto
     from .source import config_path
 
-    context = click.get_current_context()
-    explicit = frozenset(name for name in flags
-                         if context.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE)
     config = read_config(config_path(model_dir, flags["config_name"]))
-    return resolve_auto(model_dir, config, flags, explicit=explicit)
+    return resolve_auto(model_dir, config, flags, explicit=_explicit(flags))
 
 
 @contextlib.contextmanager

@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 
 from .errors import ConversionError, OptionError, translate_errors
+from .head_source import task_of
 from .manifest import ExportManifest, Target
 from .options import ExportOptions
 from .sentence_transformers import TOKENIZER_FILE
@@ -69,9 +70,10 @@ def _export_into(staging: Path, options: ExportOptions) -> Path:
     targets.write_frame(staging, options=options, manifest=manifest, vocab=source.vocab)
     from .build import fused_form, write_onnx
 
-    log.info("building the graph: %s, %d layers, hidden %d, %s over layers %s", source.config.model_type,
-             source.config.num_hidden_layers, source.config.hidden_size, options.pooling_strategy.name,
-             list(options.pooling_layer))
+    output = (f"its {options.head['kind']} head ({task_of(options.head)}, {options.head['width']} outputs)"
+              if options.head else f"{options.pooling_strategy.name} over layers {list(options.pooling_layer)}")
+    log.info("building the graph: %s, %d layers, hidden %d, %s", source.config.model_type,
+             source.config.num_hidden_layers, source.config.hidden_size, output)
     log.info("converting the weights to ONNX (%s form, opset %d) and checking it in onnxruntime",
              "fused" if fused_form(options) else "standard", options.opset)
     with translate_errors("writing the ONNX model", into=ConversionError):
@@ -117,11 +119,16 @@ def build_manifest(options: ExportOptions, source: ModelSource) -> ExportManifes
         no_position_embeddings=options.no_position_embeddings,
         priority_batch_size=options.priority_batch_size,
         normalize=options.normalize,
-        tokenizer_file=TOKENIZER_FILE if options.sentence_transformers else None,
+        # AUTO and heads serve the model's own semantics: its own tokenizer too.
+        tokenizer_file=TOKENIZER_FILE if options.sentence_transformers or options.head else None,
         sentence_transformers=options.sentence_transformers,
         quantize=options.quantize,
         model_type=source.config.model_type,
         token_types=source.config.token_types,
+        task=task_of(options.head),
+        labels=options.head["labels"] if options.head and "labels" in options.head else None,
+        activation=(options.head or {}).get("score_activation"),
+        head=options.head,
         extra={
             "config": str(source.config_path),
             "vocab_size": len(source.vocab),

@@ -79,4 +79,8 @@ def read_source(options: ExportOptions) -> ModelSource:
         from .sentence_transformers import dense_weights
 
         weights.update(dense_weights(options.model_dir, dense))
+    if options.head is not None:  # a classification or SPLADE head after the encoder
+        from .head_source import head_weights
+
+        weights.update(head_weights(options.weights_dir, options.head, weights, config))
     return ModelSource(config=config, config_path=path, vocab=vocab, weights=weights, weights_path=weights_path)

@@ -39,8 +39,10 @@ def write_frame(folder: Path, *, options: ExportOptions, manifest: ExportManifes
     if manifest.tokenizer_file:
         from .sentence_transformers import write_tokenizer
 
+        # sentence-transformers' do_lower_case (a Lowercase before the tokenizer's own normalizer); heads: none
+        lowercase_first = (manifest.sentence_transformers or {}).get("do_lower_case", False)
         write_tokenizer(options.model_dir, folder / manifest.tokenizer_file, vocab=vocab,
-                        do_lower_case=manifest.sentence_transformers["do_lower_case"])
+                        do_lower_case=lowercase_first)
     manifest.save(folder)
 
 

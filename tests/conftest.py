@@ -9,6 +9,7 @@
 - ``http_served``: one bridge on the packaged model with the HTTP front end, shared by the whole session (the HTTP
   tests, the documented curl commands, the examples): ``(RunningBridge, http_port)``.
 - ``hf_model``: transformers' (BertTokenizer, BertModel) for the packaged model, the numerical oracle.
+- ``head_models``: tiny random classifiers, a CrossEncoder and a masked LM (tests/head_models.py), built on first use.
 """
 from __future__ import annotations
 
@@ -122,3 +123,13 @@ def legacy_client():
     spec.loader.exec_module(module)
     assert module.__version__ == "1.10.0"
     return module
+
+
+@pytest.fixture(scope="session")
+def head_models(tmp_path_factory):
+    import torch
+
+    from head_models import HeadModels
+
+    torch.set_num_threads(2)
+    return HeadModels(tmp_path_factory.mktemp("heads"))
