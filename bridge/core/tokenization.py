@@ -65,6 +65,9 @@ class TokenizerSettings:
     no_special_token: bool = False  # tokenized input only: no [CLS]/[SEP] added
     # The model's own tokenizer.json (AUTO exports): it splits text into WordPieces, do_lower_case does not apply.
     tokenizer_file: Path | None = None
+    # How a pair too long for max_seq_len is cut: "original" (the original's _truncate_seq_pair) or "longest_first"
+    # (transformers' and sentence-transformers', which models with heads were trained and are run with).
+    pair_truncation: str = "original"
 
     def __post_init__(self):
         object.__setattr__(self, "vocab_file", Path(self.vocab_file))
@@ -128,6 +131,23 @@ class WordPieceTokenizer:
         if all(isinstance(el, list) for el in texts):
             return [self._assemble(a, b, tokenized=True) for a, b in self._tokenized_parts(texts)]
         return [self._assemble(a, b, tokenized=False) for a, b in self._text_parts(texts)]
+
+    def encode_pairs(self, pairs: list) -> list[Encoding]:
+        """(first, second) texts, second None for a single text: the modern routes' explicit pairs (a rerank's query
+        and document), taken as they are -- no ' ||| ' in them splits anything, nothing is stripped."""
+        if not isinstance(pairs, list) or not pairs:
+            raise InvalidRequest("expected at least one input")
+        texts = []
+        for i, pair in enumerate(pairs):
+            if not (isinstance(pair, tuple) and len(pair) == 2 and isinstance(pair[0], str)
+                    and (pair[1] is None or isinstance(pair[1], str))):
+                raise InvalidRequest(f"input {i} is not a text nor a pair of texts")
+            if not pair[0] or pair[1] == "":
+                raise InvalidRequest(f"input {i} has an empty text")
+            texts += [part for part in pair if part is not None]
+        pieces = iter(self._split(texts))
+        return [self._assemble(next(pieces), [] if second is None else next(pieces), tokenized=False)
+                for _, second in pairs]
 
     def encode_token_ids(self, token_ids: list) -> list[Encoding]:
         """Lists of vocabulary ids (the OpenAI API's token input), taken as the content of single sequences, like
@@ -234,7 +254,9 @@ class WordPieceTokenizer:
         no_special = tokenized and self.settings.no_special_token
         length = len(tokens_a) + len(tokens_b)
         if tokens_b:  # an empty second part makes no pair, as in the original (`if tokens_b:`)
-            tokens_a, tokens_b = _truncate_seq_pair(tokens_a, tokens_b, limit - 3)
+            truncate = _truncate_longest_first if self.settings.pair_truncation == "longest_first" else \
+                _truncate_seq_pair
+            tokens_a, tokens_b = truncate(tokens_a, tokens_b, limit - 3)
         elif no_special:
             tokens_a = tokens_a[:limit]
         else:
@@ -281,6 +303,23 @@ def _truncate_seq_pair(tokens_a: list[str], tokens_b: list[str], max_length: int
         else:
             len_b -= 1
     return tokens_a[:len_a], tokens_b[:len_b]
+
+
+def _truncate_longest_first(tokens_a: list[str], tokens_b: list[str],
+                            max_length: int) -> tuple[list[str], list[str]]:
+    """transformers' (the Rust tokenizers') "longest_first" for a pair: the shorter part is kept whole when the longer
+    one can make room, else both get half of ``max_length``, the longer one the odd token (the second on a tie)."""
+    len_a, len_b = len(tokens_a), len(tokens_b)
+    if len_a + len_b <= max_length:
+        return tokens_a, tokens_b
+    short, long_ = min(len_a, len_b), max(len_a, len_b)
+    if short <= max_length - short:
+        short, long_ = short, max_length - short
+    else:
+        short, long_ = max_length // 2, max_length // 2 + max_length % 2
+    if len_a > len_b:
+        return tokens_a[:long_], tokens_b[:short]
+    return tokens_a[:short], tokens_b[:long_]
 
 
 def _load_model_tokenizer(path: Path) -> Tokenizer:
