@@ -25,9 +25,9 @@ from typing import Optional
 
 from .encoder_config import EncoderConfig, read_json_config
 from .errors import OptionError, SourceError
-from .heads import CLASSIFICATION, SPLADE
 from .manifest import CLASSIFY, EMBED, RERANK, SPARSE, PoolingStrategy
 
+CLASSIFICATION, SPLADE = "classification", "splade"  # the kinds of head (heads.py writes them)
 CROSS_ENCODER_CONFIG = "config_sentence_transformers.json"
 SENTENCE_BERT_CONFIG = "sentence_bert_config.json"
 TOKENIZER_CONFIG = "tokenizer_config.json"

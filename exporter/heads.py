@@ -15,10 +15,9 @@ from __future__ import annotations
 import numpy as np
 
 from .encoder import activation
+from .head_source import CLASSIFICATION
 from .onnx_builder import FLOAT, GraphBuilder
 from .pooling import reduce
-
-CLASSIFICATION, SPLADE = "classification", "splade"
 
 
 def write_head(g: GraphBuilder, head: dict, last_layer: str, input_mask: str, weights: dict[str, np.ndarray]) -> str:
