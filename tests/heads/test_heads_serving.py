@@ -280,3 +280,31 @@ def test_http_bert_client_reranks_and_predicts(served, head_exports):
 
     with pytest.raises(ServerError, match="model 'bert-3' is a classify model"):
         client.rerank(QUERY, DOCUMENTS, model="bert-3")
+
+
+def test_fuzzed_head_routes_get_no_server_error(served):
+    """schemathesis' requests, valid and not, to the four routes on a bridge whose models serve them: never a 5xx,
+    and afterwards a rerank still works (tests/http_api/test_http_fuzz.py fuzzes them where no model serves them)."""
+    import schemathesis
+    from hypothesis import HealthCheck, Phase, given, settings
+
+    _, url = served
+    schema = schemathesis.openapi.from_url(f"{url}/openapi.json")
+    operations = [result.ok() for result in schema.get_all_operations()
+                  if result.ok().path in ("/rerank", "/v1/rerank", "/predict", "/embed_sparse")]
+    assert len(operations) == 4
+    statuses = set()
+    for operation in operations:
+
+        @settings(max_examples=15, deadline=None, database=None, derandomize=True,
+                  phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
+        @given(case=operation.as_strategy())
+        def fuzz(case):
+            response = case.call(timeout=30)
+            statuses.add((operation.path, response.status_code))
+            case.validate_response(response, checks=[schemathesis.checks.not_a_server_error])
+
+        fuzz()
+    assert {status for _, status in statuses} >= {200, 422}, statuses
+    ok, ranks = post(url, "/rerank", {"query": QUERY, "texts": DOCUMENTS[:2]})
+    assert ok == 200 and len(ranks) == 2
