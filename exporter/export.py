@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 
 from .errors import ConversionError, OptionError, translate_errors
-from .manifest import ExportManifest, Target
+from .manifest import VOCAB_FILE, ExportManifest, Target
 from .options import ExportOptions
 from .sentence_transformers import TOKENIZER_FILE
 from .source import ModelSource, read_source
@@ -93,8 +93,8 @@ def _quantize(staging: Path, options: ExportOptions, manifest: ExportManifest, s
     log.info("writing the int8 form and checking it against fp32")
     if manifest.vocab_file:  # BERT: the exported vocabulary, as the bridge tokenizes by default
         encode = wordpiece_encoder(staging / manifest.vocab_file, manifest.do_lower_case)
-    else:
-        encode = tokenizer_json_encoder(staging / manifest.tokenizer_file)
+    else:  # the model's own tokenizer, with the special tokens its post-processor adds
+        encode = tokenizer_json_encoder(options.model_dir / TOKENIZER_FILE)
     with translate_errors("quantizing the ONNX model", into=ConversionError):
         worst = quantize_int8(targets.onnx_path(staging),
                               build_int8=lambda: build_onnx(source.config, source.weights, options, form=Form.INT8),
@@ -124,14 +124,15 @@ def build_manifest(options: ExportOptions, source: ModelSource) -> ExportManifes
         no_position_embeddings=options.no_position_embeddings,
         priority_batch_size=options.priority_batch_size,
         normalize=options.normalize,
-        tokenizer_file=TOKENIZER_FILE if options.sentence_transformers else None,
+        vocab_file=VOCAB_FILE if source.vocab is not None else None,
+        tokenizer_file=TOKENIZER_FILE if options.sentence_transformers or source.vocab is None else None,
         sentence_transformers=options.sentence_transformers,
         quantize=options.quantize,
         model_type=source.config.model_type,
         token_types=source.config.token_types,
         extra={
             "config": str(source.config_path),
-            "vocab_size": len(source.vocab),
+            "vocab_size": len(source.vocab) if source.vocab is not None else source.config.vocab_size,
             "opset": options.opset,
             "trt_accelerator": options.trt_accelerator,
         },
