@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .errors import ConversionError, OptionError, translate_errors
 from .head_source import task_of
-from .manifest import ExportManifest, Target
+from .manifest import VOCAB_FILE, ExportManifest, Target
 from .options import ExportOptions
 from .sentence_transformers import TOKENIZER_FILE
 from .source import ModelSource, read_source
@@ -68,32 +68,39 @@ def _export_into(staging: Path, options: ExportOptions) -> Path:
 
     manifest = build_manifest(options, source)
     targets.write_frame(staging, options=options, manifest=manifest, vocab=source.vocab)
-    from .build import fused_form, write_onnx
+    from .build import target_form, write_onnx
 
     output = (f"its {options.head['kind']} head ({task_of(options.head)}, {options.head['width']} outputs)"
               if options.head else f"{options.pooling_strategy.name} over layers {list(options.pooling_layer)}")
     log.info("building the graph: %s, %d layers, hidden %d, %s", source.config.model_type,
              source.config.num_hidden_layers, source.config.hidden_size, output)
     log.info("converting the weights to ONNX (%s form, opset %d) and checking it in onnxruntime",
-             "fused" if fused_form(options) else "standard", options.opset)
+             target_form(options).value, options.opset)
     with translate_errors("writing the ONNX model", into=ConversionError):
         write_onnx(source.config, source.weights, options, targets.onnx_path(staging))
     if options.quantize:
-        manifest = _quantize(staging, options, manifest)
+        manifest = _quantize(staging, options, manifest, source)
     log.info("writing the %s target", options.target.value)
     with translate_errors(f"writing the {options.target.value} target", into=ConversionError):
         targets.write_runtime_files(staging, options=options, source=source)
     return move_into_place(staging, options.model_folder)
 
 
-def _quantize(staging: Path, options: ExportOptions, manifest: ExportManifest) -> ExportManifest:
+def _quantize(staging: Path, options: ExportOptions, manifest: ExportManifest, source: ModelSource) -> ExportManifest:
     from . import targets
-    from .quantize import quantize_int8
+    from .build import build_onnx
+    from .encoder import Form
+    from .quantize import quantize_int8, tokenizer_json_encoder, wordpiece_encoder
 
-    log.info("quantizing to %s and checking it against fp32", options.quantize)
+    log.info("writing the int8 form and checking it against fp32")
+    if manifest.vocab_file:  # BERT: the exported vocabulary, as the bridge tokenizes by default
+        encode = wordpiece_encoder(staging / manifest.vocab_file, manifest.do_lower_case)
+    else:  # the model's own tokenizer, with the special tokens its post-processor adds
+        encode = tokenizer_json_encoder(options.model_dir / TOKENIZER_FILE)
     with translate_errors("quantizing the ONNX model", into=ConversionError):
-        worst = quantize_int8(targets.onnx_path(staging), vocab_file=staging / manifest.vocab_file,
-                              do_lower_case=manifest.do_lower_case, max_seq_len=options.max_seq_len,
+        worst = quantize_int8(targets.onnx_path(staging),
+                              build_int8=lambda: build_onnx(source.config, source.weights, options, form=Form.INT8),
+                              encode=encode, max_seq_len=options.max_seq_len,
                               min_cosine=options.quantize_min_cosine, force=options.force_quantize)
     manifest = dataclasses.replace(manifest, extra={**manifest.extra, "quantize_worst_cosine": worst,
                                                     "quantize_min_cosine": options.quantize_min_cosine})
@@ -119,8 +126,11 @@ def build_manifest(options: ExportOptions, source: ModelSource) -> ExportManifes
         no_position_embeddings=options.no_position_embeddings,
         priority_batch_size=options.priority_batch_size,
         normalize=options.normalize,
-        # AUTO and heads serve the model's own semantics: its own tokenizer too.
-        tokenizer_file=TOKENIZER_FILE if options.sentence_transformers or options.head else None,
+        vocab_file=VOCAB_FILE if source.vocab is not None else None,
+        # AUTO and heads serve the model's own semantics, every family but BERT its own tokenization: the model's
+        # own tokenizer
+        tokenizer_file=(TOKENIZER_FILE if options.sentence_transformers or options.head or source.vocab is None
+                        else None),
         sentence_transformers=options.sentence_transformers,
         quantize=options.quantize,
         model_type=source.config.model_type,
@@ -131,7 +141,7 @@ def build_manifest(options: ExportOptions, source: ModelSource) -> ExportManifes
         head=options.head,
         extra={
             "config": str(source.config_path),
-            "vocab_size": len(source.vocab),
+            "vocab_size": len(source.vocab) if source.vocab is not None else source.config.vocab_size,
             "opset": options.opset,
             "trt_accelerator": options.trt_accelerator,
         },

@@ -96,7 +96,7 @@ class ExportManifest:
     source: str  # where the weights came from (model_dir, or tuned_model_dir/ckpt)
     no_position_embeddings: bool = False
     priority_batch_size: int = 16
-    vocab_file: str = VOCAB_FILE
+    vocab_file: Optional[str] = VOCAB_FILE  # None for families tokenized by their own tokenizer_file
     # Added after format 1 shipped; a manifest without them means False / None.
     normalize: bool = False  # every output vector (every token's for NONE) is L2-normalized in the graph
     tokenizer_file: Optional[str] = None  # the bridge tokenizes text with this tokenizer.json instead of the original's

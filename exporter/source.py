@@ -26,7 +26,8 @@ TOKENIZER_JSON = "tokenizer.json"
 class ModelSource:
     config: EncoderConfig
     config_path: Path
-    vocab: list[str]  # token per id, in id order
+    vocab: list[str] | None  # BERT's WordPiece tokens per id, in id order; None for families tokenized by their
+    # own tokenizer.json
     weights: dict[str, np.ndarray]
     weights_path: str
 
@@ -67,9 +68,15 @@ def read_config(options: ExportOptions) -> tuple[EncoderConfig, Path]:
 
 def read_source(options: ExportOptions) -> ModelSource:
     config, path = read_config(options)
-    vocab = read_vocab(options.model_dir)
-    if len(vocab) > config.vocab_size:
-        raise SourceError(f"the vocabulary has {len(vocab)} tokens but {path} says vocab_size {config.vocab_size}")
+    if config.model_type == "bert":
+        vocab = read_vocab(options.model_dir)
+        if len(vocab) > config.vocab_size:
+            raise SourceError(f"the vocabulary has {len(vocab)} tokens but {path} says vocab_size {config.vocab_size}")
+    else:  # the family's own tokenizer.json travels with the export (the bridge tokenizes with it)
+        vocab = None
+        if not (Path(options.model_dir) / TOKENIZER_JSON).is_file():
+            raise SourceError(f"{options.model_dir} has no {TOKENIZER_JSON}: a {config.model_type} model is tokenized "
+                              f"with its own fast tokenizer, which the export carries")
     from .families import family_for
 
     weights, weights_path = family_for(config.model_type).read_weights(options.weights_dir, config=config,

@@ -11,6 +11,7 @@ import ctypes
 import importlib.resources
 import importlib.util
 import logging
+import shutil
 from pathlib import Path
 
 from .errors import ConversionError, TargetUnavailableError
@@ -31,12 +32,15 @@ PROBE_TOLERANCE = 1e-4
 PROBE_TOLERANCE_FP16 = 4e-3
 
 
-def write_frame(folder: Path, *, options: ExportOptions, manifest: ExportManifest, vocab: list[str]) -> None:
+def write_frame(folder: Path, *, options: ExportOptions, manifest: ExportManifest, vocab: list[str] | None) -> None:
     """The files every target shares, except the model itself."""
     (folder / VERSION).mkdir(parents=True, exist_ok=True)
     (folder / CONFIG_FILE).write_text(render(model_config(options, output_dim=manifest.output_dim)))
-    (folder / VOCAB_FILE).write_text("".join(token + "\n" for token in vocab), encoding="utf-8")
-    if manifest.tokenizer_file:
+    if vocab is None:  # a family with its own tokenizer: the source's tokenizer.json, as it is
+        shutil.copyfile(options.model_dir / manifest.tokenizer_file, folder / manifest.tokenizer_file)
+    else:
+        (folder / VOCAB_FILE).write_text("".join(token + "\n" for token in vocab), encoding="utf-8")
+    if manifest.tokenizer_file and vocab is not None:
         from .sentence_transformers import write_tokenizer
 
         # sentence-transformers' do_lower_case (a Lowercase before the tokenizer's own normalizer); heads: none
