@@ -66,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="parts to leave out")
     extra.add_argument("-running", action="store_true",
                        help="measure the server at -ip/-port/-port_out (client tables only) instead of starting one")
+    extra.add_argument("-rerank", action="store_true",
+                       help="instead of the tables: documents/s reranking passages with a cross-encoder of "
+                            "ms-marco-MiniLM-L6's shape, the service beside CrossEncoder.predict (bench/rerank.py)")
+    extra.add_argument("-rerank_documents", type=int, default=1000, help="passages per rerank request")
+    extra.add_argument("-rerank_tokens", type=int, default=60, help="tokens per passage")
     extra.add_argument("-ip", default="localhost")
     extra.add_argument("-port", type=int, default=5555)
     extra.add_argument("-port_out", type=int, default=5556)
@@ -547,7 +552,11 @@ def run_family_speed(args) -> None:
 
 def main(argv=None) -> None:
     args, server_flags = build_parser().parse_known_args(argv)
-    if args.running:
+    if args.rerank:
+        from .rerank import run
+
+        run(args)
+    elif args.running:
         run_running(args)
     elif args.model == "xlmr-base":
         run_family_speed(args)

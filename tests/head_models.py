@@ -5,11 +5,13 @@
 tokenizer is a WordPiece over the packaged model's vocabulary, the other families' are trained offline by
 tests/family_models.py. ``build_cross_encoder(folder)`` saves a BERT classifier as sentence-transformers'
 ``CrossEncoder`` saves it; ``build_masked_lm(folder)`` a ``BertForMaskedLM`` (SPLADE's architecture). Every parameter
-is perturbed, so each tensor's mapping matters. A module of its own, so the exporter's and the bridge's tests share
-it (tests/conftest.py ``head_models``).
+is perturbed, so each tensor's mapping matters. ``EXPORTS`` are the models served from one repository by the heads'
+tests and the docs' examples (tests/conftest.py ``head_models``, ``head_exports``, ``heads_served``). A module of its
+own, so the exporter's, the bridge's and the docs' tests share it.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 HIDDEN, LAYERS, HEADS, INTERMEDIATE = 32, 2, 4, 37
@@ -147,3 +149,33 @@ class HeadModels:
 
     def masked_lm(self) -> Path:
         return self._once("masked-lm", build_masked_lm)
+
+
+# bert-export of each served head model: export name -> (which tiny model, flags). In name order, as --model-repository
+# serves them: the first, bert-reranker, is the default (ZeroMQ). docs/HTTP.md's examples use these names.
+EXPORTS = {
+    "bert-reranker": ("classifier bert 1", []),  # saved by transformers: its pipeline's sigmoid
+    "encoder": ("classifier bert 3", ["-pooling_strategy", "REDUCE_MEAN"]),  # a classifier's encoder: it embeds
+    "minilm-reranker": ("cross-encoder", []),  # saved by sentence-transformers' CrossEncoder
+    "nli": ("classifier bert 3", []),
+    "splade": ("masked-lm", ["-pooling_strategy", "SPLADE"]),
+}
+
+
+@dataclass
+class HeadExports:
+    """EXPORTS in one repository, served by one ``bert-serving-triton`` at ``triton_url``."""
+
+    repository: Path
+    triton_url: str
+    sources: dict = field(default_factory=dict)  # export name -> the source folder (the oracle's model)
+
+    def folder(self, name: str) -> Path:
+        return self.repository / name
+
+
+def source_of(models: HeadModels, name: str) -> Path:
+    kind, *args = EXPORTS[name][0].split()
+    if kind == "classifier":
+        return models.classifier(args[0], int(args[1]))
+    return models.cross_encoder() if kind == "cross-encoder" else models.masked_lm()

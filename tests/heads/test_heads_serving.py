@@ -1,6 +1,6 @@
 """Rerank, classify and sparse vectors served (issue 24, Done when 1-3).
 
-One bridge serves every export of tests/heads/conftest.py (``--model-repository``, its first model ``bert-1`` the
+One bridge serves every export of tests/head_models.py (``--model-repository``, its first model ``bert-reranker`` the
 default) over HTTP and ZeroMQ; a second one serves the three-label classifier alone, for the 1.10 client. Oracles are
 someone else's code: transformers' ``*ForSequenceClassification`` logits with torch's sigmoid or softmax (what
 transformers' pipeline applies), ``CrossEncoder(folder).predict``, and the SPLADE definition computed on transformers'
@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 from head_models import NLI_LABELS, classifier_logits, splade_vectors
 
-from harness import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +30,6 @@ DOCUMENTS = ["The moon's gravity pulls on the oceans, and the water rises twice 
              "come back in, " * 4]  # past the model's 64 tokens: cut longest-first, as transformers cuts it
 TEXTS = ["A man is sleeping on the sofa.", "Nobody is awake in the house.", "Café naïve résumé à Zürich"]
 SPLADE_TEXTS = ["the cat sat on the mat", "splade expands a query with related terms", "a", DOCUMENTS[-1]]
-MAX_REQUEST_SENTENCES = 5000
 
 
 def scores_of(logits: np.ndarray, activation: str) -> np.ndarray:
@@ -50,11 +48,8 @@ def passages(count: int) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def served(start_bridge, head_exports):
-    port = free_port()
-    with start_bridge("--model-repository", str(head_exports.repository), "--triton-url", head_exports.triton_url,
-                      "-http_port", str(port), "--max-request-sentences", str(MAX_REQUEST_SENTENCES)) as bridge:
-        yield bridge, f"http://127.0.0.1:{port}"
+def served(heads_served):
+    return heads_served
 
 
 @dataclass
@@ -86,19 +81,19 @@ def test_v1_models_says_each_models_task_labels_and_activation(served):
     _, url = served
     cards = {card["id"]: card for card in call(f"{url}/v1/models").json()["data"]}
     assert {name: (card["task"], card.get("labels"), card.get("activation")) for name, card in cards.items()} == {
-        "bert-1": ("rerank", ["LABEL_0"], "sigmoid"),
-        "bert-3": ("classify", list(NLI_LABELS.values()), "softmax"),
-        "bert-encoder": ("embed", None, None),
-        "cross-encoder": ("rerank", ["LABEL_0"], "sigmoid"),
+        "bert-reranker": ("rerank", ["LABEL_0"], "sigmoid"),
+        "nli": ("classify", list(NLI_LABELS.values()), "softmax"),
+        "encoder": ("embed", None, None),
+        "minilm-reranker": ("rerank", ["LABEL_0"], "sigmoid"),
         "splade": ("sparse", None, None)}
-    assert cards["bert-1"]["default_for"] == ["zmq", "rerank", "predict"]
-    assert cards["cross-encoder"]["semantics"] == "sentence-transformers" and cards["splade"]["dimensions"] == 30522
+    assert cards["bert-reranker"]["default_for"] == ["zmq", "rerank", "predict"]
+    assert cards["minilm-reranker"]["semantics"] == "sentence-transformers" and cards["splade"]["dimensions"] == 30522
 
 
 def test_rerank_gives_transformers_scores_best_first(served, head_exports):
     _, url = served
     pairs = [(QUERY, document) for document in DOCUMENTS]
-    logits = classifier_logits(head_exports.sources["bert-1"], pairs)[:, 0]
+    logits = classifier_logits(head_exports.sources["bert-reranker"], pairs)[:, 0]
     expected = scores_of(logits, "sigmoid")
     status, ranks = post(url, "/rerank", {"query": QUERY, "texts": DOCUMENTS, "return_text": True, "truncate": True})
     assert status == 200
@@ -112,7 +107,8 @@ def test_rerank_gives_transformers_scores_best_first(served, head_exports):
     assert status == 200 and "text" not in raw[0] and np.abs(raw_scores - logits).max() <= 1e-4
     # text-embeddings-inference's default: a pair longer than the model reads is refused, not cut
     status, body = post(url, "/rerank", {"query": QUERY, "texts": DOCUMENTS})
-    assert status == 413 and "document 4 is longer than the 64 tokens model 'bert-1' reads" in body["description"]
+    assert status == 413
+    assert "document 4 is longer than the 64 tokens model 'bert-reranker' reads" in body["description"]
     assert '"truncate": true' in body["description"]
 
 
@@ -122,16 +118,16 @@ def test_v1_rerank_keeps_top_n_best_and_returns_documents_when_asked(served, hea
 
     documents = [DOCUMENTS[0], {"text": DOCUMENTS[1]}, DOCUMENTS[2], {"text": DOCUMENTS[4]}]
     texts = [d if isinstance(d, str) else d["text"] for d in documents]
-    expected = scores_of(classifier_logits(head_exports.sources["bert-1"], [(QUERY, t) for t in texts])[:, 0],
-                         "sigmoid")
-    status, body = post(url, "/v1/rerank", {"model": "bert-1", "query": QUERY, "documents": documents, "top_n": 2,
-                                            "return_documents": True})
-    assert status == 200 and body["model"] == "bert-1" and len(body["results"]) == 2
+    source = head_exports.sources["bert-reranker"]
+    expected = scores_of(classifier_logits(source, [(QUERY, t) for t in texts])[:, 0], "sigmoid")
+    status, body = post(url, "/v1/rerank", {"model": "bert-reranker", "query": QUERY, "documents": documents,
+                                            "top_n": 2, "return_documents": True})
+    assert status == 200 and body["model"] == "bert-reranker" and len(body["results"]) == 2
     best = list(np.argsort(-expected, kind="stable")[:2])
     assert [r["index"] for r in body["results"]] == best
     assert all(abs(r["relevance_score"] - expected[r["index"]]) <= 1e-4 for r in body["results"])
     assert all(r["document"] == {"text": texts[r["index"]]} for r in body["results"])
-    tokenizer = AutoTokenizer.from_pretrained(str(head_exports.sources["bert-1"]))
+    tokenizer = AutoTokenizer.from_pretrained(str(head_exports.sources["bert-reranker"]))
     seen = tokenizer([QUERY] * len(texts), texts, truncation=True)["input_ids"]
     assert body["usage"]["total_tokens"] == sum(map(len, seen))  # long documents cut, as Cohere and Jina cut them
     status, body = post(url, "/v1/rerank", {"query": QUERY, "documents": texts})
@@ -140,25 +136,26 @@ def test_v1_rerank_keeps_top_n_best_and_returns_documents_when_asked(served, hea
 
 def test_predict_gives_each_labels_score_best_first(served, head_exports):
     _, url = served
-    source = head_exports.sources["bert-3"]
+    source = head_exports.sources["nli"]
     inputs = [TEXTS[0], [TEXTS[0], TEXTS[1]], TEXTS[2]]
     logits = np.concatenate([classifier_logits(source, [TEXTS[0]]), classifier_logits(source, [(TEXTS[0], TEXTS[1])]),
                              classifier_logits(source, [TEXTS[2]])])
-    status, predictions = post(url, "/predict", {"model": "bert-3", "inputs": inputs})
+    status, predictions = post(url, "/predict", {"model": "nli", "inputs": inputs})
     assert status == 200 and len(predictions) == len(inputs)
     for row, expected in zip(predictions, scores_of(logits, "softmax")):
         assert [p["score"] for p in row] == sorted((p["score"] for p in row), reverse=True)
         by_label = {p["label"]: p["score"] for p in row}
         assert np.abs(np.array([by_label[label] for label in NLI_LABELS.values()]) - expected).max() <= 1e-4
-    status, single = post(url, "/predict", {"model": "bert-3", "inputs": TEXTS[0], "raw_scores": True})
+    status, single = post(url, "/predict", {"model": "nli", "inputs": TEXTS[0], "raw_scores": True})
     assert status == 200 and {p["label"]: p["score"] for p in single} == pytest.approx(
         dict(zip(NLI_LABELS.values(), logits[0].tolist())), abs=1e-4)
     # text-embeddings-inference's rule: a list of exactly two texts is one pair
-    status, pair = post(url, "/predict", {"model": "bert-3", "inputs": [TEXTS[0], TEXTS[1]]})
+    status, pair = post(url, "/predict", {"model": "nli", "inputs": [TEXTS[0], TEXTS[1]]})
     assert status == 200 and pair == predictions[1]
     # a rerank model predicts too: its one label
     status, reranked = post(url, "/predict", {"inputs": [QUERY, DOCUMENTS[0]]})
-    expected = scores_of(classifier_logits(head_exports.sources["bert-1"], [(QUERY, DOCUMENTS[0])]), "sigmoid")
+    expected = scores_of(classifier_logits(head_exports.sources["bert-reranker"], [(QUERY, DOCUMENTS[0])]),
+                         "sigmoid")
     assert status == 200 and reranked[0]["label"] == "LABEL_0" and abs(reranked[0]["score"] - expected[0, 0]) <= 1e-4
 
 
@@ -169,10 +166,10 @@ def test_a_thousand_documents_rerank_as_the_cross_encoder_predicts(served, head_
 
     bridge, url = served
     documents = passages(1000)
-    expected = CrossEncoder(str(head_exports.sources["cross-encoder"]), device="cpu").predict(
+    expected = CrossEncoder(str(head_exports.sources["minilm-reranker"]), device="cpu").predict(
         [(QUERY, d) for d in documents], batch_size=64)
-    before = _counted_sentences(url, "cross-encoder")
-    reply = call(f"{url}/v1/rerank", "POST", json_body={"model": "cross-encoder", "query": QUERY,
+    before = _counted_sentences(url, "minilm-reranker")
+    reply = call(f"{url}/v1/rerank", "POST", json_body={"model": "minilm-reranker", "query": QUERY,
                                                          "documents": documents})
     assert reply.status == 200 and float(reply.headers["x-inference-time"]) > 0
     results = reply.json()["results"]
@@ -180,7 +177,7 @@ def test_a_thousand_documents_rerank_as_the_cross_encoder_predicts(served, head_
     got[[r["index"] for r in results]] = [r["relevance_score"] for r in results]
     assert np.abs(got - expected).max() <= 1e-5
     assert [r["relevance_score"] for r in results] == sorted(got.tolist(), reverse=True)
-    assert _counted_sentences(url, "cross-encoder") == before + 1000  # a document counts as an encode's sentence
+    assert _counted_sentences(url, "minilm-reranker") == before + 1000  # a document counts as an encode's sentence
 
 
 def _counted_sentences(url: str, model: str) -> float:
@@ -215,19 +212,19 @@ def test_embed_sparse_is_the_splade_definition(served, head_exports):
     ("/v1/rerank", {"query": QUERY, "documents": ["a document"] * 10_000}, 413,
      "the request has 10000 documents; this server accepts at most 5000 per request (--max-request-sentences)"),
     ("/v1/rerank", {"query": QUERY, "documents": ["a", ""]}, 422, "document 1 is not a non-empty string"),
-    ("/rerank", {"model": "bert-encoder", "query": QUERY, "texts": ["a"]}, 422,
-     "model 'bert-encoder' is an embed model; /rerank (and /v1/rerank) serves rerank models: 'bert-1', "
-     "'cross-encoder'"),
-    ("/v1/rerank", {"model": "bert-3", "query": QUERY, "documents": ["a"]}, 422,
-     "model 'bert-3' is a classify model"),
-    ("/encode", {"id": 1, "texts": ["a"], "model": "bert-1"}, 422,
-     "model 'bert-1' is a rerank model; /encode serves embed models: 'bert-encoder'"),
-    ("/v1/embeddings", {"model": "cross-encoder", "input": "a"}, 422, "model 'cross-encoder' is a rerank model"),
-    ("/embed_sparse", {"model": "bert-1", "inputs": "a"}, 422, "/embed_sparse serves sparse models: 'splade'"),
+    ("/rerank", {"model": "encoder", "query": QUERY, "texts": ["a"]}, 422,
+     "model 'encoder' is an embed model; /rerank (and /v1/rerank) serves rerank models: 'bert-reranker', "
+     "'minilm-reranker'"),
+    ("/v1/rerank", {"model": "nli", "query": QUERY, "documents": ["a"]}, 422,
+     "model 'nli' is a classify model"),
+    ("/encode", {"id": 1, "texts": ["a"], "model": "bert-reranker"}, 422,
+     "model 'bert-reranker' is a rerank model; /encode serves embed models: 'encoder'"),
+    ("/v1/embeddings", {"model": "minilm-reranker", "input": "a"}, 422, "model 'minilm-reranker' is a rerank model"),
+    ("/embed_sparse", {"model": "bert-reranker", "inputs": "a"}, 422, "/embed_sparse serves sparse models: 'splade'"),
     ("/predict", {"model": "splade", "inputs": "a"}, 422, "model 'splade' is a sparse model"),
-    ("/predict", {"model": "bert-3", "inputs": ["a", ["b", "c", "d"]]}, 422, "inputs.1: a list input is [text] or "
+    ("/predict", {"model": "nli", "inputs": ["a", ["b", "c", "d"]]}, 422, "inputs.1: a list input is [text] or "
                                                                              "a pair [text, text]"),
-    ("/predict", {"model": "bert-3", "inputs": "x " * 100}, 413, "input 0 is longer than the 64 tokens"),
+    ("/predict", {"model": "nli", "inputs": "x " * 100}, 413, "input 0 is longer than the 64 tokens"),
 ])
 def test_bad_input_gets_a_clear_4xx_and_the_service_keeps_serving(served, path, body, status, fragment):
     _, url = served
@@ -244,7 +241,7 @@ def test_the_1_10_client_gets_a_rerankers_scores_of_pairs_and_texts(served, head
     with legacy_client.BertClient(port=bridge.port, port_out=bridge.port_out, timeout=60_000,
                                   check_length=False) as bc:
         scores = bc.encode(inputs)
-    source = head_exports.sources["bert-1"]
+    source = head_exports.sources["bert-reranker"]
     logits = np.concatenate([classifier_logits(source, [(QUERY, d) for d in DOCUMENTS]),
                              classifier_logits(source, TEXTS)])
     assert scores.shape == (len(inputs), 1)
@@ -253,11 +250,11 @@ def test_the_1_10_client_gets_a_rerankers_scores_of_pairs_and_texts(served, head
 
 def test_the_1_10_client_gets_a_classifiers_scores_from_its_own_bridge(start_bridge, head_exports, legacy_client):
     inputs = TEXTS + [f"{TEXTS[0]} ||| {TEXTS[1]}"]
-    with start_bridge("-model_dir", str(head_exports.folder("bert-3")), "--triton-url", head_exports.triton_url) as \
+    with start_bridge("-model_dir", str(head_exports.folder("nli")), "--triton-url", head_exports.triton_url) as \
             bridge, legacy_client.BertClient(port=bridge.port, port_out=bridge.port_out, timeout=60_000) as bc:
         scores = bc.encode(inputs)
         config = bc.server_config
-    source = head_exports.sources["bert-3"]
+    source = head_exports.sources["nli"]
     logits = np.concatenate([classifier_logits(source, TEXTS), classifier_logits(source, [(TEXTS[0], TEXTS[1])])])
     assert scores.shape == (len(inputs), 3) and np.abs(scores - scores_of(logits, "softmax")).max() <= 1e-4
     assert config["models"][0]["task"] == "classify" and config["max_seq_len"] == 64
@@ -269,17 +266,17 @@ def test_http_bert_client_reranks_and_predicts(served, head_exports):
     _, url = served
     client = HTTPBertClient(url=url, batch_size=2)  # three POSTs, merged and ranked
     ranks = client.rerank(QUERY, DOCUMENTS, top_n=3, return_documents=True)
-    expected = scores_of(classifier_logits(head_exports.sources["bert-1"], [(QUERY, d) for d in DOCUMENTS])[:, 0],
-                         "sigmoid")
+    source = head_exports.sources["bert-reranker"]
+    expected = scores_of(classifier_logits(source, [(QUERY, d) for d in DOCUMENTS])[:, 0], "sigmoid")
     assert [r["index"] for r in ranks] == list(np.argsort(-expected, kind="stable")[:3])
     assert all(abs(r["score"] - expected[r["index"]]) <= 1e-4 and r["text"] == DOCUMENTS[r["index"]] for r in ranks)
-    predictions = client.predict([TEXTS[0], (TEXTS[0], TEXTS[1]), TEXTS[2]], model="bert-3")
+    predictions = client.predict([TEXTS[0], (TEXTS[0], TEXTS[1]), TEXTS[2]], model="nli")
     assert [[p["label"] for p in row][0] for row in predictions] == [
         max(row, key=lambda p: p["score"])["label"] for row in predictions] and len(predictions) == 3
     from bert_serving.client import ServerError
 
-    with pytest.raises(ServerError, match="model 'bert-3' is a classify model"):
-        client.rerank(QUERY, DOCUMENTS, model="bert-3")
+    with pytest.raises(ServerError, match="model 'nli' is a classify model"):
+        client.rerank(QUERY, DOCUMENTS, model="nli")
 
 
 def test_fuzzed_head_routes_get_no_server_error(served):
