@@ -18,6 +18,8 @@ import numpy as np
 import pytest
 from head_models import NLI_LABELS, classifier_logits, splade_vectors
 
+from harness import free_port
+
 
 pytestmark = pytest.mark.slow
 
@@ -305,3 +307,29 @@ def test_fuzzed_head_routes_get_no_server_error(served):
     assert {status for _, status in statuses} >= {200, 422}, statuses
     ok, ranks = post(url, "/rerank", {"query": QUERY, "texts": DOCUMENTS[:2]})
     assert ok == 200 and len(ranks) == 2
+
+
+def test_a_new_user_serves_a_cross_encoder_folder_as_it_is(start_bridge, head_models, tmp_path):
+    """bert-serving-start -model_dir <a CrossEncoder folder>: exported on the fly with its head (no flag names it),
+    reranking as CrossEncoder.predict; the same for a masked LM with -pooling_strategy SPLADE, side by side."""
+    from sentence_transformers import CrossEncoder
+
+    port = free_port()
+    folder, masked_lm = head_models.cross_encoder(), head_models.masked_lm()
+    with start_bridge("-model_dir", str(folder), "-http_port", str(port), "-cache_dir", str(tmp_path)) as bridge:
+        status, body = post(f"http://127.0.0.1:{port}", "/v1/rerank", {"query": QUERY, "documents": DOCUMENTS})
+        log = bridge.log()
+    expected = CrossEncoder(str(folder), device="cpu").predict([(QUERY, d) for d in DOCUMENTS])
+    assert status == 200 and "its classification head (rerank: LABEL_0, sigmoid scores), max_seq_len 64" in log
+    got = np.zeros(len(DOCUMENTS))
+    got[[r["index"] for r in body["results"]]] = [r["relevance_score"] for r in body["results"]]
+    assert np.abs(got - expected).max() <= 1e-5
+    from bert_bridge.config import parse_args
+    from bert_bridge.model_source import _export_arguments
+
+    splade = _export_arguments(parse_args(["-model_dir", str(masked_lm), "-pooling_strategy", "SPLADE"]), masked_lm)
+    classifier = _export_arguments(parse_args(["-model_dir", str(folder)]), folder)
+    embedder = _export_arguments(parse_args(["-model_dir", str(folder), "-pooling_strategy", "REDUCE_MEAN"]), folder)
+    assert "SPLADE" in splade and "-pooling_layer" not in splade  # the head reads the last layer
+    assert "-pooling_strategy" not in classifier and "-pooling_layer" not in classifier  # bert-export: its head
+    assert embedder[embedder.index("-pooling_strategy") + 1] == "REDUCE_MEAN"  # named: its encoder, pooled
