@@ -1,6 +1,8 @@
 """The service core every front end calls: validate, tokenize, split, pad, infer on Triton, reassemble in order.
 
-One ``EncodingService`` per served model (core/registry.py holds them by name). They share one fair scheduler -- so
+One ``EncodingService`` per served model (core/registry.py holds them by name). A model exported with a classification
+head gives scores (its logits through the activation its export recorded, scores.py); a rerank is (query, document)
+pairs encoded like sentences. They share one fair scheduler -- so
 clients take turns across models too -- and one admission, whose limits hold for all models together.
 
 Length-adaptive padding (DESIGN.md, decision 4): ``max_seq_len`` only truncates. Within a request the sentences are
