@@ -1,9 +1,9 @@
 """The service core every front end calls: validate, tokenize, split, pad, infer on Triton, reassemble in order.
 
-One ``EncodingService`` per served model (core/registry.py holds them by name). A model exported with a classification
-head gives scores (its logits through the activation its export recorded, scores.py); a rerank is (query, document)
-pairs encoded like sentences. They share one fair scheduler -- so
-clients take turns across models too -- and one admission, whose limits hold for all models together.
+One ``EncodingService`` per served model (core/registry.py holds them by name). They share one fair scheduler -- so
+clients take turns across models too -- and one admission, whose limits hold for all models together. A model exported
+with a classification head gives scores (its logits through the activation its export recorded, scores.py); a rerank
+is (query, document) pairs, encoded like sentences.
 
 Length-adaptive padding (DESIGN.md, decision 4): ``max_seq_len`` only truncates. Within a request the sentences are
 ordered by length and cut into chunks where padding costs least (chunking.py); each chunk is padded to its longest
