@@ -5,15 +5,16 @@ never a thread per request) and renders replies. Routes (docs/HTTP.md):
 
 - the original's ``POST /encode``, ``GET /status/server``, ``GET /status/client``;
 - OpenAI's ``POST /v1/embeddings`` (and ``/embeddings``), ``GET /v1/models``;
-
-Each encode route finds its model through the registry's one ``lookup`` (core/registry.py): ``model`` names it on
-``/v1/embeddings`` (and, optionally, on ``/encode``).
+- for models with heads: text-embeddings-inference's ``POST /rerank``, ``POST /predict`` and ``POST /embed_sparse``,
+  Cohere's and Jina's ``POST /v1/rerank``;
 - ``GET /health``, ``GET /ready``, ``GET /metrics`` (Prometheus), ``GET /status/activity`` (the dashboard's data);
 - ``GET /dashboard``, ``GET /docs`` and ``GET /openapi.json``, with every asset served from this package or
   swagger-ui-bundle-v2, never from a CDN.
 
-The bridge's closed error set becomes HTTP in one place, ``error_response``: one table of status codes, the
-original's envelope ``{"description", "type", "status"}`` on its routes and OpenAI's ``{"error": {...}}`` on /v1/*.
+Each route serving a model finds it through the registry's one ``lookup`` (core/registry.py), which knows the tasks
+each route serves: ``model`` names it (optional on ``/encode``). The bridge's closed error set becomes HTTP in one
+place, ``error_response``: one table of status codes, the original's envelope ``{"description", "type", "status"}`` on
+its routes and OpenAI's ``{"error": {...}}`` on /v1/*.
 """
 from __future__ import annotations
 
@@ -581,8 +582,7 @@ class HttpFrontend:
             return service
         try:
             result = await self._encode("http", request, body.texts, functools.partial(
-                self._rerank_call, service, body.query, truncate=bool(body.truncate), raw_scores=body.raw_scores),
-                service.name)
+                service.rerank, body.query, truncate=bool(body.truncate), raw_scores=body.raw_scores), service.name)
         except BridgeError as e:
             return error_response(e, request.url.path)
         scores = result.embeddings
@@ -598,8 +598,8 @@ class HttpFrontend:
             return service
         texts = [document if isinstance(document, str) else document.text for document in body.documents]
         try:
-            result = await self._encode("http", request, texts, functools.partial(
-                self._rerank_call, service, body.query, truncate=True, raw_scores=False), service.name)
+            result = await self._encode("http", request, texts, functools.partial(service.rerank, body.query),
+                                        service.name)
         except BridgeError as e:
             return error_response(e, request.url.path, param="documents" if isinstance(e, InvalidRequest) else None)
         scores = result.embeddings
@@ -646,10 +646,6 @@ class HttpFrontend:
         except BridgeError as e:
             self.metrics.rejected("http", e.kind)
             return error_response(e, request.url.path, param=param)
-
-    @staticmethod
-    async def _rerank_call(service, query: str, documents: list, *, client, truncate: bool, raw_scores: bool):
-        return await service.rerank(query, documents, client=client, truncate=truncate, raw_scores=raw_scores)
 
     async def models(self) -> Response:
         return _json({"object": "list", "data": [self._model_card(name) for name in self.registry.names]})
