@@ -3,7 +3,7 @@
 Single-dash long options (``-model_dir``) as the original's argparse had them, double-dash forms too. ``-pooling_layer``
 and ``-device_map`` take several values like argparse's ``nargs='+'`` (``-pooling_layer -4 -3 -2 -1``), which click
 cannot express; ``main`` folds such runs of integers into one comma-separated value before click parses.
-Heavy modules (tensorflow, tf2onnx, onnx) load inside the command body, so ``--help`` is instant.
+Heavy modules (tensorflow, onnx, onnxruntime) load inside the command body, so ``--help`` is instant.
 Every user error ends as one line ``bert-export: error: ...`` and exit status 2. SIGINT, SIGTERM and SIGHUP stop an
 export cleanly: its staging folder is removed and it exits with one line and status 128 + the signal's number.
 """
@@ -146,14 +146,14 @@ def command(*, model_dir, verbose, **flags):
 
 
 def _resolve_auto(model_dir: Path, flags: dict) -> dict:
-    from .bert_config import BertConfig
+    from .encoder_config import read_config
     from .sentence_transformers import resolve_auto
     from .source import config_path
 
     context = click.get_current_context()
     explicit = frozenset(name for name in flags
                          if context.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE)
-    config = BertConfig.from_file(config_path(model_dir, flags["config_name"]))
+    config = read_config(config_path(model_dir, flags["config_name"]))
     return resolve_auto(model_dir, config, flags, explicit=explicit)
 
 

@@ -1,4 +1,5 @@
-"""Orchestrates one export: options -> source -> TF graph -> ONNX -> the target's model folder.
+"""Orchestrates one export: options -> source (config and weights of the model's family) -> ONNX -> the target's
+model folder.
 
 The folder is assembled in a hidden staging folder beside it and moved into place at the end, so a model folder
 with a manifest is always complete (the bridge treats a manifest as "already exported"); staging.py owns that folder.
@@ -64,29 +65,22 @@ def _export_into(staging: Path, options: ExportOptions) -> Path:
         source = read_source(options)
     options.check_fits(source.config)
 
-    log.info("building the TensorFlow graph (%d layers, hidden %d, %s over layers %s)",
-             source.config.num_hidden_layers, source.config.hidden_size, options.pooling_strategy.name,
-             list(options.pooling_layer))
-    from .graph import BertEncoder
-
-    encoder = BertEncoder(config=source.config, weights=source.weights, strategy=options.pooling_strategy,
-                          pooling_layer=options.pooling_layer,
-                          use_position_embeddings=not options.no_position_embeddings, fp16=options.fp16,
-                          normalize=options.normalize,
-                          dense_activations=[layer["activation"] for layer in
-                                             (options.sentence_transformers or {}).get("dense", ())])
     manifest = build_manifest(options, source)
     targets.write_frame(staging, options=options, manifest=manifest, vocab=source.vocab)
-    log.info("converting to ONNX (opset %d) and checking it in onnxruntime", options.opset)
-    from .convert import to_onnx
+    from .build import fused_form, write_onnx
 
-    with translate_errors("converting to ONNX", into=ConversionError):
-        to_onnx(encoder, targets.onnx_path(staging), opset=options.opset)
+    log.info("building the graph: %s, %d layers, hidden %d, %s over layers %s", source.config.model_type,
+             source.config.num_hidden_layers, source.config.hidden_size, options.pooling_strategy.name,
+             list(options.pooling_layer))
+    log.info("converting the weights to ONNX (%s form, opset %d) and checking it in onnxruntime",
+             "fused" if fused_form(options) else "standard", options.opset)
+    with translate_errors("writing the ONNX model", into=ConversionError):
+        write_onnx(source.config, source.weights, options, targets.onnx_path(staging))
     if options.quantize:
         manifest = _quantize(staging, options, manifest)
     log.info("writing the %s target", options.target.value)
     with translate_errors(f"writing the {options.target.value} target", into=ConversionError):
-        targets.write_runtime_files(staging, options=options, encoder=encoder)
+        targets.write_runtime_files(staging, options=options, source=source)
     return move_into_place(staging, options.model_folder)
 
 
@@ -126,6 +120,8 @@ def build_manifest(options: ExportOptions, source: ModelSource) -> ExportManifes
         tokenizer_file=TOKENIZER_FILE if options.sentence_transformers else None,
         sentence_transformers=options.sentence_transformers,
         quantize=options.quantize,
+        model_type=source.config.model_type,
+        token_types=source.config.token_types,
         extra={
             "config": str(source.config_path),
             "vocab_size": len(source.vocab),

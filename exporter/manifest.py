@@ -94,6 +94,8 @@ class ExportManifest:
     tokenizer_file: Optional[str] = None  # the bridge tokenizes text with this tokenizer.json instead of the original's
     sentence_transformers: Optional[dict] = None  # what -pooling_strategy AUTO resolved to; None without AUTO
     quantize: Optional[str] = None  # "int8": model.onnx is quantized; extra["quantize_worst_cosine"] is its check
+    model_type: str = "bert"  # config.json's model_type: the family (Google checkpoints and older manifests: bert)
+    token_types: bool = True  # segment_ids reach the model; False: the graph ignores them (the bridge sends zeros)
     format_version: int = FORMAT_VERSION
     extra: dict = field(default_factory=dict)
 

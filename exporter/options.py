@@ -13,7 +13,7 @@ from .errors import OptionError
 from .manifest import PoolingStrategy, Target
 
 if TYPE_CHECKING:
-    from .bert_config import BertConfig
+    from .encoder_config import EncoderConfig
 
 DEFAULT_CKPT_NAME = "bert_model.ckpt"
 DEFAULT_CONFIG_NAME = "bert_config.json"
@@ -114,14 +114,17 @@ class ExportOptions:
         if self.trt_accelerator and self.target is not Target.ONNX:
             raise OptionError("--trt-accelerator applies to -target onnx only")
 
-    def check_fits(self, config: "BertConfig") -> None:
+    def check_fits(self, config: "EncoderConfig") -> None:
         """The checks that need the model's config."""
         check_layers(config, self.pooling_layer)
+        if self.target is Target.SAVEDMODEL and config.model_type != "bert":
+            raise OptionError(f"-target savedmodel exports BERT only (its TensorFlow graph); this model is "
+                              f"{config.model_type}: choose -target onnx or embedded")
         limit = config.max_position_embeddings
         if self.max_seq_len is not None and self.max_seq_len > limit and not self.no_position_embeddings:
             raise OptionError(f"-max_seq_len {self.max_seq_len} exceeds the model's max_position_embeddings {limit}")
 
-    def output_dim(self, config: "BertConfig") -> int:
+    def output_dim(self, config: "EncoderConfig") -> int:
         """Width of one pooled vector (of one token's vector for NONE); a sentence-transformers Dense layer's."""
         dense = (self.sentence_transformers or {}).get("dense")
         if dense:
@@ -145,7 +148,7 @@ class ExportOptions:
         return self.output / self.name
 
 
-def check_layers(config: "BertConfig", pooling_layer: Sequence[int]) -> None:
+def check_layers(config: "EncoderConfig", pooling_layer: Sequence[int]) -> None:
     """Layer indices address the encoder layers like a Python list: -L..L-1."""
     count = config.num_hidden_layers
     for layer in pooling_layer:

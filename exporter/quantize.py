@@ -51,13 +51,16 @@ CHECK_SENTENCES = (
 def quantize_int8(onnx_file: Path, *, vocab_file: Path, do_lower_case: bool, max_seq_len: int | None,
                   min_cosine: float, force: bool) -> float:
     """Replace ``onnx_file`` by its int8 version; returns the worst cosine to the fp32 model on CHECK_SENTENCES."""
+    from onnx import TensorProto
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     feeds = check_inputs(vocab_file, do_lower_case, max_seq_len or 128)
     with tempfile.TemporaryDirectory(dir=onnx_file.parent) as scratch:
         quantized = Path(scratch) / onnx_file.name
         quantize_dynamic(str(onnx_file), str(quantized), weight_type=QuantType.QInt8, per_channel=True,
-                         op_types_to_quantize=["MatMul"], extra_options={"MatMulConstBOnly": True})
+                         op_types_to_quantize=["MatMul"], extra_options={"MatMulConstBOnly": True,
+                                        # onnx's shape inference knows no com.microsoft operator's output type
+                                        "DefaultTensorType": TensorProto.FLOAT})
         worst = worst_cosine(run(onnx_file, feeds), run(quantized, feeds), feeds["input_mask"])
         log.info("int8: worst cosine to fp32 over %d sentences: %.4f", len(CHECK_SENTENCES), worst)
         if worst < min_cosine and not force:

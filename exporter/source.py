@@ -13,11 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .bert_config import BertConfig
+from .encoder_config import EncoderConfig, read_config as read_config_file
 from .errors import SourceError
 from .manifest import VOCAB_FILE
 from .options import ExportOptions
-from .weights import load_weights
 
 HF_CONFIG = "config.json"
 TOKENIZER_JSON = "tokenizer.json"
@@ -25,7 +24,7 @@ TOKENIZER_JSON = "tokenizer.json"
 
 @dataclass(frozen=True, kw_only=True)
 class ModelSource:
-    config: BertConfig
+    config: EncoderConfig
     config_path: Path
     vocab: list[str]  # token per id, in id order
     weights: dict[str, np.ndarray]
@@ -61,9 +60,9 @@ def read_vocab(model_dir: Path) -> list[str]:
     raise SourceError(f"{model_dir} has neither {VOCAB_FILE} nor {TOKENIZER_JSON}")
 
 
-def read_config(options: ExportOptions) -> tuple[BertConfig, Path]:
+def read_config(options: ExportOptions) -> tuple[EncoderConfig, Path]:
     path = config_path(options.model_dir, options.config_name)
-    return BertConfig.from_file(path), path
+    return read_config_file(path), path
 
 
 def read_source(options: ExportOptions) -> ModelSource:
@@ -71,7 +70,10 @@ def read_source(options: ExportOptions) -> ModelSource:
     vocab = read_vocab(options.model_dir)
     if len(vocab) > config.vocab_size:
         raise SourceError(f"the vocabulary has {len(vocab)} tokens but {path} says vocab_size {config.vocab_size}")
-    weights, weights_path = load_weights(options.weights_dir, config=config, ckpt_name=options.ckpt_name)
+    from .families import family_for
+
+    weights, weights_path = family_for(config.model_type).read_weights(options.weights_dir, config=config,
+                                                                       ckpt_name=options.ckpt_name)
     dense = (options.sentence_transformers or {}).get("dense")
     if dense:  # -pooling_strategy AUTO on a model with Dense modules after the pooling
         from .sentence_transformers import dense_weights
