@@ -13,9 +13,9 @@ import logging
 from pathlib import Path
 
 from .errors import ConversionError, OptionError, translate_errors
-from .manifest import ExportManifest, Target
+from .manifest import VOCAB_FILE, ExportManifest, Target
 from .options import ExportOptions
-from .sentence_transformers import TOKENIZER_FILE
+from .tokenizer_files import TOKENIZER_CONFIG, TOKENIZER_FILE
 from .source import ModelSource, read_source
 from .staging import create_staging, move_into_place, remove_own_staging, remove_stale_staging
 
@@ -64,6 +64,9 @@ def _export_into(staging: Path, options: ExportOptions) -> Path:
     with translate_errors("reading the model"):
         source = read_source(options)
     options.check_fits(source.config)
+    if source.tokenizer and source.tokenizer.lowercases and options.cased_tokenization:
+        raise OptionError(f"-cased_tokenization: the {source.config.model_type} model's own tokenizer lower-cases "
+                          f"({TOKENIZER_CONFIG}'s do_lower_case); drop -cased_tokenization")
 
     manifest = build_manifest(options, source)
     targets.write_frame(staging, options=options, manifest=manifest, vocab=source.vocab)
@@ -90,9 +93,9 @@ def _quantize(staging: Path, options: ExportOptions, manifest: ExportManifest) -
 
     log.info("quantizing to %s and checking it against fp32", options.quantize)
     with translate_errors("quantizing the ONNX model", into=ConversionError):
-        worst = quantize_int8(targets.onnx_path(staging), vocab_file=staging / manifest.vocab_file,
-                              do_lower_case=manifest.do_lower_case, max_seq_len=options.max_seq_len,
-                              min_cosine=options.quantize_min_cosine, force=options.force_quantize)
+        worst = quantize_int8(targets.onnx_path(staging), folder=staging, manifest=manifest,
+                              max_seq_len=options.max_seq_len, min_cosine=options.quantize_min_cosine,
+                              force=options.force_quantize)
     manifest = dataclasses.replace(manifest, extra={**manifest.extra, "quantize_worst_cosine": worst,
                                                     "quantize_min_cosine": options.quantize_min_cosine})
     manifest.save(staging)
@@ -100,12 +103,15 @@ def _quantize(staging: Path, options: ExportOptions, manifest: ExportManifest) -
 
 
 def build_manifest(options: ExportOptions, source: ModelSource) -> ExportManifest:
+    tokenizer = source.tokenizer  # the family's own (None: BERT's vocab.txt and the original's tokenization)
     return ExportManifest(
         target=options.target.value,
         pooling_strategy=options.pooling_strategy.name,
         pooling_layer=options.pooling_layer,
         max_seq_len=options.max_seq_len,
-        do_lower_case=options.do_lower_case,
+        # A family's own tokenizer lower-cases or not; AUTO set cased_tokenization as sentence-transformers does.
+        do_lower_case=(tokenizer.lowercases if tokenizer and not options.sentence_transformers
+                       else options.do_lower_case),
         mask_cls_sep=options.mask_cls_sep,
         output_dim=options.output_dim(source.config),
         output_dtype="float16" if options.fp16 else "float32",
@@ -117,14 +123,17 @@ def build_manifest(options: ExportOptions, source: ModelSource) -> ExportManifes
         no_position_embeddings=options.no_position_embeddings,
         priority_batch_size=options.priority_batch_size,
         normalize=options.normalize,
-        tokenizer_file=TOKENIZER_FILE if options.sentence_transformers else None,
+        vocab_file=VOCAB_FILE if source.vocab is not None else None,
+        tokenizer_file=TOKENIZER_FILE if options.sentence_transformers or tokenizer else None,
+        special_tokens=tokenizer.special_tokens if tokenizer else None,
+        pair_separators=tokenizer.pair_separators if tokenizer else 1,
         sentence_transformers=options.sentence_transformers,
         quantize=options.quantize,
         model_type=source.config.model_type,
         token_types=source.config.token_types,
         extra={
             "config": str(source.config_path),
-            "vocab_size": len(source.vocab),
+            "vocab_size": len(source.vocab) if source.vocab is not None else tokenizer.vocab_size,
             "opset": options.opset,
             "trt_accelerator": options.trt_accelerator,
         },

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import QuantizationError
+from .manifest import ExportManifest
 
 log = logging.getLogger(__name__)
 
@@ -48,13 +49,14 @@ CHECK_SENTENCES = (
 )
 
 
-def quantize_int8(onnx_file: Path, *, vocab_file: Path, do_lower_case: bool, max_seq_len: int | None,
+def quantize_int8(onnx_file: Path, *, folder: Path, manifest: ExportManifest, max_seq_len: int | None,
                   min_cosine: float, force: bool) -> float:
-    """Replace ``onnx_file`` by its int8 version; returns the worst cosine to the fp32 model on CHECK_SENTENCES."""
+    """Replace ``onnx_file`` by its int8 version; returns the worst cosine to the fp32 model on CHECK_SENTENCES,
+    tokenized with the tokenizer files the export (``folder``) carries."""
     from onnx import TensorProto
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    feeds = check_inputs(vocab_file, do_lower_case, max_seq_len or 128)
+    feeds = check_inputs(folder, manifest, max_seq_len or 128)
     with tempfile.TemporaryDirectory(dir=onnx_file.parent) as scratch:
         quantized = Path(scratch) / onnx_file.name
         quantize_dynamic(str(onnx_file), str(quantized), weight_type=QuantType.QInt8, per_channel=True,
@@ -70,10 +72,15 @@ def quantize_int8(onnx_file: Path, *, vocab_file: Path, do_lower_case: bool, max
     return worst
 
 
-def check_inputs(vocab_file: Path, do_lower_case: bool, max_seq_len: int) -> dict[str, np.ndarray]:
-    from tokenizers import BertWordPieceTokenizer
+def check_inputs(folder: Path, manifest: ExportManifest, max_seq_len: int) -> dict[str, np.ndarray]:
+    """CHECK_SENTENCES as model inputs: BERT's vocab.txt, or the family's own tokenizer.json (its post-processor
+    adds the family's special tokens)."""
+    from tokenizers import BertWordPieceTokenizer, Tokenizer
 
-    tokenizer = BertWordPieceTokenizer(str(vocab_file), lowercase=do_lower_case)
+    if manifest.vocab_file:
+        tokenizer = BertWordPieceTokenizer(str(folder / manifest.vocab_file), lowercase=manifest.do_lower_case)
+    else:
+        tokenizer = Tokenizer.from_file(str(folder / manifest.tokenizer_file))
     tokenizer.enable_truncation(max_seq_len)
     tokenizer.enable_padding()
     batch = tokenizer.encode_batch(list(CHECK_SENTENCES))

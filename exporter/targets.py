@@ -1,7 +1,7 @@
 """Writes one Triton model folder per target.
 
-Every target gets the same frame (``config.pbtxt``, ``bert_export.json``, ``vocab.txt``, ``1/model.onnx``) and adds
-what its runtime loads: ``1/model.py`` (embedded: python backend running onnxruntime), ``1/model.plan`` (tensorrt,
+Every target gets the same frame (``config.pbtxt``, ``bert_export.json``, the tokenizer's files, ``1/model.onnx``) and
+adds what its runtime loads: ``1/model.py`` (embedded: python backend running onnxruntime), ``1/model.plan`` (tensorrt,
 built from the ONNX file), ``1/model.savedmodel/`` (savedmodel: BERT's TensorFlow graph, graph.py, checked against
 the ONNX model on a probe batch).
 """
@@ -12,9 +12,10 @@ import importlib.resources
 import importlib.util
 import logging
 from pathlib import Path
+from typing import Optional
 
 from .errors import ConversionError, TargetUnavailableError
-from .manifest import OUTPUT_NAME, VOCAB_FILE, ExportManifest, Target
+from .manifest import OUTPUT_NAME, ExportManifest, Target
 from .options import ExportOptions
 from .triton_config import CONFIG_FILE, model_config, render, tensorrt_profile
 
@@ -31,16 +32,18 @@ PROBE_TOLERANCE = 1e-4
 PROBE_TOLERANCE_FP16 = 4e-3
 
 
-def write_frame(folder: Path, *, options: ExportOptions, manifest: ExportManifest, vocab: list[str]) -> None:
+def write_frame(folder: Path, *, options: ExportOptions, manifest: ExportManifest,
+                vocab: Optional[list[str]]) -> None:
     """The files every target shares, except the model itself."""
     (folder / VERSION).mkdir(parents=True, exist_ok=True)
     (folder / CONFIG_FILE).write_text(render(model_config(options, output_dim=manifest.output_dim)))
-    (folder / VOCAB_FILE).write_text("".join(token + "\n" for token in vocab), encoding="utf-8")
+    if manifest.vocab_file:
+        (folder / manifest.vocab_file).write_text("".join(token + "\n" for token in vocab), encoding="utf-8")
     if manifest.tokenizer_file:
-        from .sentence_transformers import write_tokenizer
+        from .tokenizer_files import write_tokenizer
 
-        write_tokenizer(options.model_dir, folder / manifest.tokenizer_file, vocab=vocab,
-                        do_lower_case=manifest.sentence_transformers["do_lower_case"])
+        write_tokenizer(options.model_dir, folder / manifest.tokenizer_file, model_type=manifest.model_type,
+                        lowercase_first=bool((manifest.sentence_transformers or {}).get("do_lower_case")), vocab=vocab)
     manifest.save(folder)
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Optional
 
 from .errors import SourceError
+from .manifest import VOCAB_FILE
 
 TOKENIZER_FILE = "tokenizer.json"
 TOKENIZER_CONFIG = "tokenizer_config.json"
@@ -68,7 +69,7 @@ def read_tokenizer_facts(model_dir: Path, *, model_type: str) -> TokenizerFacts:
         what = ", ".join(missing) if missing else "an unknown token"
         raise SourceError(f"{path}: the vocabulary lacks {what}")
     return TokenizerFacts(special_tokens=special, pair_separators=pair_separators,
-                          lowercases=_lowercases(tokenizer.normalizer), vocab_size=max(vocab.values()) + 1)
+                          lowercases=lowercases(tokenizer.normalizer), vocab_size=max(vocab.values()) + 1)
 
 
 def model_tokenizer(model_dir: Path, *, model_type: str, lowercase_first: bool,
@@ -88,8 +89,10 @@ def model_tokenizer(model_dir: Path, *, model_type: str, lowercase_first: bool,
         except Exception as e:  # tokenizers raises bare Exceptions
             raise SourceError(f"cannot read {path}: {e}") from e
         kind = json.loads(path.read_text(encoding="utf-8")).get("model", {}).get("type")
-    elif vocab is not None:  # a BERT folder with only vocab.txt
-        kind, tokenizer = "WordPiece", None
+    elif vocab is not None or (model_type == "bert" and (model_dir / VOCAB_FILE).is_file()):
+        from .source import read_vocab  # a BERT folder with only vocab.txt
+
+        kind, tokenizer, vocab = "WordPiece", None, vocab if vocab is not None else read_vocab(model_dir)
     else:
         raise SourceError(f"{model_dir} has no {TOKENIZER_FILE}: a {model_type} model is served with its own "
                           f"tokenizer (save it with the model's transformers tokenizer, save_pretrained)")
@@ -235,7 +238,8 @@ def _has_lowercase(normalizer) -> bool:
     return isinstance(normalizer, normalizers.Lowercase)
 
 
-def _lowercases(normalizer) -> bool:
+def lowercases(normalizer) -> bool:
+    """Whether a tokenizers normalizer lower-cases: a Lowercase, or BertNormalizer's option, anywhere in it."""
     from tokenizers import normalizers
 
     items = list(normalizer) if isinstance(normalizer, normalizers.Sequence) else [normalizer]
