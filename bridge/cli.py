@@ -116,7 +116,8 @@ class Server:
             log.warning("%s; serving anyway, requests fail until it is ready", e)
         service = EncodingService(config=config, vocab_file=self.model.vocab_file,
                                   max_position_embeddings=self.model.manifest.max_position_embeddings,
-                                  backend=backend, tokenizer_file=self.model.tokenizer_file)
+                                  backend=backend, tokenizer_file=self.model.tokenizer_file,
+                                  template=self.model.template)
         statistic, metrics = ServerStatistic(), BridgeMetrics()  # shared by the ZeroMQ and HTTP front ends
         frontend = ZmqFrontend(sockets=sockets, service=service, statistic=statistic, metrics=metrics,
                                config_reply=self.config_reply, on_terminate=stop.set)

@@ -23,6 +23,7 @@ from bert_exporter.options import packaged_model_dir
 from . import child_process
 from .cache_admin import claim_cache_entry
 from .config import AUTO_STRATEGY, EXPORT_FLAGS, ServerConfig, with_model_settings
+from .core.tokenization import BERT_TEMPLATE, SequenceTemplate
 from .errors import StartupError
 
 log = logging.getLogger("bert_bridge.model")
@@ -39,13 +40,24 @@ class ServedModel:
         return self.repository / self.name
 
     @property
-    def vocab_file(self) -> Path:
-        return self.folder / self.manifest.vocab_file
+    def vocab_file(self) -> Path | None:
+        """BERT's vocab.txt; None for the other families, whose vocabulary is their tokenizer.json's."""
+        return self.folder / self.manifest.vocab_file if self.manifest.vocab_file else None
 
     @property
     def tokenizer_file(self) -> Path | None:
-        """The model's own tokenizer.json (AUTO exports), which then splits text instead of the original's rules."""
+        """The model's own tokenizer.json (every family but BERT, and AUTO exports), which then splits text instead
+        of the original's rules."""
         return self.folder / self.manifest.tokenizer_file if self.manifest.tokenizer_file else None
+
+    @property
+    def template(self) -> SequenceTemplate:
+        """The family's special tokens, pair template and token types, as the export recorded them."""
+        manifest = self.manifest
+        special = manifest.special_tokens or {}
+        return SequenceTemplate(cls=special.get("cls", BERT_TEMPLATE.cls), sep=special.get("sep", BERT_TEMPLATE.sep),
+                                unk=special.get("unk", BERT_TEMPLATE.unk), pair_separators=manifest.pair_separators,
+                                token_types=manifest.token_types)
 
 
 def _export_arguments(config: ServerConfig, source: Path) -> list[str]:
@@ -161,7 +173,20 @@ def resolve_model(config: ServerConfig) -> ServedModel:
     if (source / MANIFEST_FILE).is_file():
         source = source.resolve()
         return ServedModel(repository=source.parent, name=source.name, manifest=load_manifest(source))
+    check_architecture(config, source)
     return export_on_the_fly(config, source)
+
+
+def check_architecture(config: ServerConfig, source: Path) -> None:
+    """Refuses, before exporting, a model bert-export cannot export (an unsupported model_type, a config that is no
+    encoder's) with bert-export's own one-line reason."""
+    from bert_exporter.encoder_config import read_config
+    from bert_exporter.source import config_path
+
+    try:
+        read_config(config_path(source, config.config_name))
+    except ExportError as e:
+        raise StartupError(f"cannot serve {source}: {e}") from e
 
 
 def settle_config(config: ServerConfig, model: ServedModel) -> ServerConfig:

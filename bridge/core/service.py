@@ -22,7 +22,7 @@ from .chunking import Chunk, plan_chunks
 from ..config import ServerConfig
 from ..errors import BridgeError
 from .scheduler import FairScheduler
-from .tokenization import Encoding, TokenizerSettings, WordPieceTokenizer, pad
+from .tokenization import BERT_TEMPLATE, Encoding, SequenceTemplate, TokenizerSettings, WordPieceTokenizer, pad
 from ..triton.backend import TritonBackend
 
 log = logging.getLogger("bert_bridge.service")
@@ -51,7 +51,7 @@ class EncodeResult:
 
 class EncodingService:
     def __init__(self, *, config: ServerConfig, vocab_file, max_position_embeddings: int, backend: TritonBackend,
-                 tokenizer_file=None):
+                 tokenizer_file=None, template: SequenceTemplate = BERT_TEMPLATE):
         self.config = config
         self.backend = backend
         self.max_position_embeddings = max_position_embeddings
@@ -63,6 +63,7 @@ class EncodingService:
             mask_cls_sep=config.mask_cls_sep,
             no_special_token=config.no_special_token,
             tokenizer_file=tokenizer_file,
+            template=template,
         ))
         capacity = INFLIGHT_BATCHES * config.max_batch_size
         self._scheduler = FairScheduler(capacity=capacity)

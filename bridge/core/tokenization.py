@@ -145,7 +145,8 @@ class WordPieceTokenizer:
             self.vocab = self._model_tokenizer.get_vocab(with_added_tokens=True)
         missing = [t for t in (template.cls, template.sep, template.unk) if t not in self.vocab]
         if missing:
-            raise StartupError(f"vocabulary {settings.vocab_file or settings.tokenizer_file} lacks {', '.join(missing)}")
+            source = settings.vocab_file or settings.tokenizer_file
+            raise StartupError(f"vocabulary {source} lacks {', '.join(missing)}")
         self.vocab_size = max(self.vocab.values()) + 1
         self._token_of_id = {index: token for token, index in self.vocab.items()}
         self._cls, self._sep, self._unk = (self.vocab[t] for t in (template.cls, template.sep, template.unk))
