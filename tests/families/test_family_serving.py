@@ -114,6 +114,7 @@ def test_the_legacy_client_gets_transformers_hidden_states_pooled(family_exports
         vectors, tokens, config = encode(bridge, legacy_client, SENTENCES)
     check_served(vectors, tokens, oracles(family), strategy, layers)
     assert (config["max_seq_len"], config["pooling_strategy"]) == (MAX_SEQ_LEN, PoolingStrategy[strategy].value)
+    assert config["model_type"] == family
 
 
 def test_a_new_user_serves_an_xlm_roberta_folder_as_it_is(family_folders, start_bridge, legacy_client, oracles,
