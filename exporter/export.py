@@ -96,7 +96,7 @@ def _quantize(staging: Path, options: ExportOptions, manifest: ExportManifest, s
     log.info("writing the int8 form and checking it against fp32")
     if manifest.vocab_file:  # BERT: the exported vocabulary, as the bridge tokenizes by default
         encode = wordpiece_encoder(staging / manifest.vocab_file, manifest.do_lower_case)
-    else:
+    else:  # the model's own tokenizer as the bridge runs it, with the special tokens its post-processor adds
         encode = tokenizer_json_encoder(staging / manifest.tokenizer_file)
     with translate_errors("quantizing the ONNX model", into=ConversionError):
         worst = quantize_int8(targets.onnx_path(staging),
