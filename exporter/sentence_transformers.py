@@ -1,11 +1,12 @@
 """``-pooling_strategy AUTO``: the settings a sentence-transformers folder implies, read from its own files.
 
 sentence-transformers describes a model as a pipeline in ``modules.json``: a Transformer (the model at the folder's
-root: a BERT, RoBERTa, XLM-R, CamemBERT, DistilBERT or MPNet), a Pooling module (``1_Pooling/config.json``), optionally Dense modules (a linear layer and an activation, e.g.
-``2_Dense/``) and a Normalize module. ``SentenceTransformer(folder).encode`` pools the last encoder layer, truncates
-to ``sentence_bert_config.json``'s ``max_seq_length``, applies the Dense layers and L2-normalizes when a Normalize
-module comes last. This module maps that pipeline onto the original's
-settings where an exact equivalent exists, and refuses the rest naming what it met (one ``SourceError`` line).
+root: a BERT, RoBERTa, XLM-R, CamemBERT, DistilBERT or MPNet), a Pooling module (``1_Pooling/config.json``),
+optionally Dense modules (a linear layer and an activation, e.g. ``2_Dense/``) and a Normalize module.
+``SentenceTransformer(folder).encode`` pools the last encoder layer, truncates to ``sentence_bert_config.json``'s
+``max_seq_length``, applies the Dense layers and L2-normalizes when a Normalize module comes last. This module maps
+that pipeline onto the original's settings where an exact equivalent exists, and refuses the rest naming what it met
+(one ``SourceError`` line).
 
 Tokenization is the model's own: sentence-transformers runs the family's transformers 5 tokenizer (a
 ``BertTokenizer`` from the WordPiece vocabulary with a ``BertNormalizer`` configured by ``tokenizer_config.json``; the

@@ -29,7 +29,6 @@ from .manifest import VOCAB_FILE
 TOKENIZER_FILE = "tokenizer.json"
 TOKENIZER_CONFIG = "tokenizer_config.json"
 SPECIAL_TOKENS_MAP = "special_tokens_map.json"
-SPECIAL_TOKEN_NAMES = ("cls", "sep", "pad", "unk", "mask")
 # transformers 5 builds WordPiece tokenizers with these defaults when tokenizer_config.json does not say otherwise.
 WORDPIECE_DEFAULTS = {"do_lower_case": True, "tokenize_chinese_chars": True, "strip_accents": None,
                       "unk_token": "[UNK]"}

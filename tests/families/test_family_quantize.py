@@ -33,8 +33,8 @@ def held_out_vectors(model_folder, onnx_file) -> tuple[np.ndarray, np.ndarray]:
     quantized = session.run(["encodes"], feeds)[0]
     model = AutoModel.from_pretrained(str(model_folder)).eval()
     with torch.no_grad():
-        out = model(input_ids=torch.from_numpy(batch["input_ids"]), attention_mask=torch.from_numpy(mask.astype(np.int64)),
-                    output_hidden_states=True)
+        out = model(input_ids=torch.from_numpy(batch["input_ids"]),
+                    attention_mask=torch.from_numpy(mask.astype(np.int64)), output_hidden_states=True)
     reference = original_pooling(Reference(layers=[h.numpy() for h in out.hidden_states[1:]], pooled=None), mask,
                                  "REDUCE_MEAN", [-2])
     return quantized, reference
