@@ -31,6 +31,10 @@ from .server_process import RunningServer, free_port, start_server
 from .workload import HELD_OUT_MULTILINGUAL, SentenceMaker
 
 TABLES = ("max_seq_len", "client_batch_size", "num_client", "max_batch_size", "pooling_layer")
+# int8 beside fp32 for the configurations people serve (issue 23): the common setting, the last layer, AUTO.
+DEFAULT_FLAGS = "default flags"
+INT8_CONFIGURATIONS = ((DEFAULT_FLAGS, ()), ("-pooling_layer -1", ("-pooling_layer", "-1")),
+                       ("AUTO", ("-pooling_strategy", "AUTO")))
 COMPARE_TOKENS = 42  # the issue's workload: sentences of ~42 tokens
 MIXED_RANGE = (5, 128)
 FITTING_SPREAD = 7  # Done-when 2c's sentences: from common_max_seq_len - 7 to common_max_seq_len tokens
@@ -309,19 +313,34 @@ class Benchmark:
             - results[f"onnxruntime in process, max_seq_len {length}"].vectors).max())
 
     def _int8(self, servers: ExitStack, compare: list[str], service) -> None:
-        length, layer = self.args.common_max_seq_len, str(self.args.common_pooling_layer)
-        base = ["-max_batch_size", str(self.args.common_max_batch_size)]
-        int8 = self.export(f"int8_l{layer}", "-pooling_layer", layer, "-quantize", "int8")
-        self.facts["int8_export_worst_cosine"] = json.loads(
-            (int8 / "bert_export.json").read_text())["extra"]["quantize_worst_cosine"]
-        server = servers.enter_context(self.serve(int8, "-max_seq_len", str(length), *base))
-        quantized = (servers.enter_context(service_encoder(server, self.args.ip)), server)
-        results = self.compare({f"service int8, max_seq_len {length}": quantized,
-                                f"service fp32 beside int8, max_seq_len {length}": service}, compare)
-        self.facts["int8_speedup"] = (results[f"service int8, max_seq_len {length}"].sentences_per_s
-                                      / results[f"service fp32 beside int8, max_seq_len {length}"].sentences_per_s)
-        held_out = list(HELD_OUT_MULTILINGUAL)
-        self.facts["int8_held_out_worst_cosine"] = worst_cosine(service[0](held_out), quantized[0](held_out))
+        """int8 beside fp32 through the service for each of INT8_CONFIGURATIONS (issue 23, Done-when 2): the common
+        server is the default flags' fp32 side; the others' pairs are started and stopped in turn."""
+        length = str(self.args.common_max_seq_len)
+        base = ["-max_seq_len", length, "-max_batch_size", str(self.args.common_max_batch_size)]
+        layer = str(self.args.common_pooling_layer)
+        results = {}
+        for label, flags in INT8_CONFIGURATIONS:
+            flags = list(flags) or ["-pooling_layer", layer]
+            slug = "_".join(f.strip("-").lower() for f in flags)
+            int8 = self.export(f"int8_{slug}", *flags, "-quantize", "int8")
+            with ExitStack() as pair:
+                if label == DEFAULT_FLAGS:
+                    fp32 = service
+                else:
+                    fp32_server = pair.enter_context(self.serve(self.export(f"fp32_{slug}", *flags), *base))
+                    fp32 = (pair.enter_context(service_encoder(fp32_server, self.args.ip)), fp32_server)
+                int8_server = pair.enter_context(self.serve(int8, *base))
+                quantized = (pair.enter_context(service_encoder(int8_server, self.args.ip)), int8_server)
+                speed = self.compare({f"service int8, {label}": quantized, f"service fp32 beside int8, {label}": fp32},
+                                     compare)
+                held_out = list(HELD_OUT_MULTILINGUAL)
+                results[label] = {
+                    "speedup": speed[f"service int8, {label}"].sentences_per_s
+                    / speed[f"service fp32 beside int8, {label}"].sentences_per_s,
+                    "held_out_worst_cosine": worst_cosine(fp32[0](held_out), quantized[0](held_out)),
+                    "export_worst_cosine": json.loads(
+                        (int8 / "bert_export.json").read_text())["extra"]["quantize_worst_cosine"]}
+        self.facts["int8"] = results
 
     def _generous_max_seq_len(self, servers: ExitStack, fp32: Path, base: list[str], compare: list[str],
                               service) -> None:
@@ -448,10 +467,11 @@ class Benchmark:
             " can gain no more than the positions it saves): " + (", ".join(
                 f"{length} tokens {us:.0f} us" for length, us in f["onnxruntime_us_per_position"].items())
                 if "onnxruntime_us_per_position" in f else "not measured"),
-            "- int8 / fp32 service: " + ratio(f"service int8, max_seq_len {length}",
-                                              f"service fp32 beside int8, max_seq_len {length}")
-            + (f"; worst cosine on the held-out multilingual set {f['int8_held_out_worst_cosine']:.4f}, "
-               f"on the export's check set {f['int8_export_worst_cosine']:.4f}" if "int8_speedup" in f else ""),
+            "- int8 / fp32 service (max_seq_len " + str(length) + "): " + ("; ".join(
+                f"{label} " + ratio(f"service int8, {label}", f"service fp32 beside int8, {label}")
+                + f", worst cosine {r['held_out_worst_cosine']:.4f} on the held-out multilingual set, "
+                  f"{r['export_worst_cosine']:.4f} on the export's check" for label, r in f["int8"].items())
+                if "int8" in f else "not measured"),
             "- one sentence, p50 latency service / onnxruntime in process: "
             + ratio("service, one sentence", "onnxruntime in process, one sentence", "p50_ms"),
             f"- peak RSS of the whole service (bridge + tritonserver + python stub), all settings: "
