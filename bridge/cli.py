@@ -229,6 +229,7 @@ class Server:
             "model_name": model.name,
             "model_folder": str(model.folder),
             "model_source": model.manifest.source,
+            "model_type": model.manifest.model_type,  # the family: bert, roberta, xlm-roberta, ...
             "output_dim": model.output_dim,
             "output_dtype": model.manifest.output_dtype,
             "normalize": model.normalize,

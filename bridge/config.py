@@ -157,13 +157,27 @@ class ModelSpec:
     cpu: bool
 
     @property
-    def vocab_file(self) -> Path:
-        return self.folder / self.manifest.vocab_file
+    def vocab_file(self) -> Optional[Path]:
+        """BERT's vocab.txt; None for the other families, whose vocabulary is their tokenizer.json's."""
+        return self.folder / self.manifest.vocab_file if self.manifest.vocab_file else None
 
     @property
     def tokenizer_file(self) -> Optional[Path]:
-        """The model's own tokenizer.json (AUTO exports), which then splits text instead of the original's rules."""
+        """The model's own tokenizer.json (every family but BERT, AUTO and head exports), which then splits text
+        instead of the original's rules."""
         return self.folder / self.manifest.tokenizer_file if self.manifest.tokenizer_file else None
+
+    @property
+    def template(self):
+        """The family's special tokens, pair template and token types (a tokenization.SequenceTemplate), as the
+        export recorded them."""
+        from .core.tokenization import BERT_TEMPLATE, SequenceTemplate
+
+        manifest = self.manifest
+        special = manifest.special_tokens or {}
+        return SequenceTemplate(cls=special.get("cls", BERT_TEMPLATE.cls), sep=special.get("sep", BERT_TEMPLATE.sep),
+                                unk=special.get("unk", BERT_TEMPLATE.unk), pair_separators=manifest.pair_separators,
+                                token_types=manifest.token_types)
 
     @property
     def output_dim(self) -> int:

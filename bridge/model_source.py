@@ -56,12 +56,14 @@ class ServedModel:
         return self.repository / self.name
 
     @property
-    def vocab_file(self) -> Path:
-        return self.folder / self.manifest.vocab_file
+    def vocab_file(self) -> Path | None:
+        """BERT's vocab.txt; None for the other families, whose vocabulary is their tokenizer.json's."""
+        return self.folder / self.manifest.vocab_file if self.manifest.vocab_file else None
 
     @property
     def tokenizer_file(self) -> Path | None:
-        """The model's own tokenizer.json (AUTO exports), which then splits text instead of the original's rules."""
+        """The model's own tokenizer.json (every family but BERT, AUTO and head exports), which then splits text
+        instead of the original's rules."""
         return self.folder / self.manifest.tokenizer_file if self.manifest.tokenizer_file else None
 
 
@@ -179,7 +181,20 @@ def resolve_model(config: ServerConfig, source: Optional[Path] = None) -> Served
     if (source / MANIFEST_FILE).is_file():
         source = source.resolve()
         return ServedModel(repository=source.parent, name=source.name, manifest=load_manifest(source))
+    check_architecture(config, source)
     return export_on_the_fly(config, source)
+
+
+def check_architecture(config: ServerConfig, source: Path) -> None:
+    """Refuses, before exporting, a model bert-export cannot export (an unsupported model_type, a config that is no
+    encoder's) with bert-export's own one-line reason."""
+    from bert_exporter.encoder_config import read_config
+    from bert_exporter.source import config_path
+
+    try:
+        read_config(config_path(source, config.config_name))
+    except ExportError as e:
+        raise StartupError(f"cannot serve {source}: {e}") from e
 
 
 def settle_models(config: ServerConfig) -> tuple[ServerConfig, list[UnservedModel]]:

@@ -16,7 +16,7 @@ from .errors import ConversionError, OptionError, translate_errors
 from .head_source import task_of
 from .manifest import VOCAB_FILE, ExportManifest, Target
 from .options import ExportOptions
-from .sentence_transformers import TOKENIZER_FILE
+from .tokenizer_files import TOKENIZER_CONFIG, TOKENIZER_FILE
 from .source import ModelSource, read_source
 from .staging import create_staging, move_into_place, remove_own_staging, remove_stale_staging
 
@@ -65,6 +65,9 @@ def _export_into(staging: Path, options: ExportOptions) -> Path:
     with translate_errors("reading the model"):
         source = read_source(options)
     options.check_fits(source.config)
+    if source.tokenizer and source.tokenizer.lowercases and options.cased_tokenization:
+        raise OptionError(f"-cased_tokenization: the {source.config.model_type} model's own tokenizer lower-cases "
+                          f"({TOKENIZER_CONFIG}'s do_lower_case); drop -cased_tokenization")
 
     manifest = build_manifest(options, source)
     targets.write_frame(staging, options=options, manifest=manifest, vocab=source.vocab)
@@ -95,8 +98,8 @@ def _quantize(staging: Path, options: ExportOptions, manifest: ExportManifest, s
     log.info("writing the int8 form and checking it against fp32")
     if manifest.vocab_file:  # BERT: the exported vocabulary, as the bridge tokenizes by default
         encode = wordpiece_encoder(staging / manifest.vocab_file, manifest.do_lower_case)
-    else:  # the model's own tokenizer, with the special tokens its post-processor adds
-        encode = tokenizer_json_encoder(options.model_dir / TOKENIZER_FILE)
+    else:  # the model's own tokenizer as the bridge runs it, with the special tokens its post-processor adds
+        encode = tokenizer_json_encoder(staging / manifest.tokenizer_file)
     with translate_errors("quantizing the ONNX model", into=ConversionError):
         worst = quantize_int8(targets.onnx_path(staging),
                               build_int8=lambda: build_onnx(source.config, source.weights, options, form=Form.INT8),
@@ -109,12 +112,15 @@ def _quantize(staging: Path, options: ExportOptions, manifest: ExportManifest, s
 
 
 def build_manifest(options: ExportOptions, source: ModelSource) -> ExportManifest:
+    tokenizer = source.tokenizer  # the family's own (None: BERT's vocab.txt and the original's tokenization)
     return ExportManifest(
         target=options.target.value,
         pooling_strategy=options.pooling_strategy.name,
         pooling_layer=options.pooling_layer,
         max_seq_len=options.max_seq_len,
-        do_lower_case=options.do_lower_case,
+        # A family's own tokenizer lower-cases or not; AUTO set cased_tokenization as sentence-transformers does.
+        do_lower_case=(tokenizer.lowercases if tokenizer and not options.sentence_transformers
+                       else options.do_lower_case),
         mask_cls_sep=options.mask_cls_sep,
         output_dim=options.output_dim(source.config),
         output_dtype="float16" if options.fp16 else "float32",
@@ -129,8 +135,9 @@ def build_manifest(options: ExportOptions, source: ModelSource) -> ExportManifes
         vocab_file=VOCAB_FILE if source.vocab is not None else None,
         # AUTO and heads serve the model's own semantics, every family but BERT its own tokenization: the model's
         # own tokenizer
-        tokenizer_file=(TOKENIZER_FILE if options.sentence_transformers or options.head or source.vocab is None
-                        else None),
+        tokenizer_file=TOKENIZER_FILE if options.sentence_transformers or options.head or tokenizer else None,
+        special_tokens=tokenizer.special_tokens if tokenizer else None,
+        pair_separators=tokenizer.pair_separators if tokenizer else 1,
         sentence_transformers=options.sentence_transformers,
         quantize=options.quantize,
         model_type=source.config.model_type,
@@ -141,7 +148,7 @@ def build_manifest(options: ExportOptions, source: ModelSource) -> ExportManifes
         head=options.head,
         extra={
             "config": str(source.config_path),
-            "vocab_size": len(source.vocab) if source.vocab is not None else source.config.vocab_size,
+            "vocab_size": len(source.vocab) if source.vocab is not None else tokenizer.vocab_size,
             "opset": options.opset,
             "trt_accelerator": options.trt_accelerator,
         },

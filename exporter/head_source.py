@@ -123,7 +123,7 @@ def resolve_head(model_dir: Path, flags: dict, *, explicit: frozenset) -> dict:
             "pooling_strategy": PoolingStrategy.SPLADE if head["kind"] == SPLADE else PoolingStrategy.FIRST_TOKEN,
             "pooling_layer": (LAST_LAYER,),
             "max_seq_len": flags["max_seq_len"] if "max_seq_len" in explicit else model_max_length(model_dir, config),
-            "cased_tokenization": not tokenizer_lowercases(model_dir),
+            "cased_tokenization": not tokenizer_lowercases(model_dir, config.model_type),
             "head": head}
 
 
@@ -215,10 +215,11 @@ def model_max_length(model_dir: Path, config: EncoderConfig) -> int:
     return min(int(length), config.max_position_embeddings)
 
 
-def tokenizer_lowercases(model_dir: Path) -> bool:
-    from .sentence_transformers import tokenizer_settings
+def tokenizer_lowercases(model_dir: Path, model_type: str) -> bool:
+    """The model's own tokenizer, as transformers runs it, lower-cases text (the export's do_lower_case)."""
+    from .tokenizer_files import lowercases, model_tokenizer
 
-    return bool(tokenizer_settings(model_dir)["do_lower_case"])
+    return lowercases(model_tokenizer(model_dir, model_type=model_type, lowercase_first=False).normalizer)
 
 
 def _score_activation(model_dir: Path, data: dict, num_labels: int) -> tuple[str, str]:

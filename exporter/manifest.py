@@ -4,8 +4,9 @@ A model folder in a Triton repository looks like::
 
     REPO/NAME/config.pbtxt
     REPO/NAME/bert_export.json     <- ExportManifest
-    REPO/NAME/vocab.txt            <- the WordPiece vocabulary the bridge tokenizes with
-    REPO/NAME/tokenizer.json       <- AUTO and head exports: the model's own tokenizer, which the bridge then runs
+    REPO/NAME/vocab.txt            <- BERT only: the WordPiece vocabulary the bridge tokenizes with
+    REPO/NAME/tokenizer.json       <- the model's own tokenizer, which the bridge then runs (every family but BERT,
+                                      and BERT exported with -pooling_strategy AUTO or with a head)
     REPO/NAME/1/model.onnx         (model.py beside it for the embedded target, model.plan for tensorrt, ...)
 
 This module imports only the standard library: the bridge reads manifests without loading TensorFlow or ONNX.
@@ -96,10 +97,14 @@ class ExportManifest:
     source: str  # where the weights came from (model_dir, or tuned_model_dir/ckpt)
     no_position_embeddings: bool = False
     priority_batch_size: int = 16
-    vocab_file: Optional[str] = VOCAB_FILE  # None for families tokenized by their own tokenizer_file
+    vocab_file: Optional[str] = VOCAB_FILE  # None: the vocabulary is tokenizer_file's (every family but BERT)
     # Added after format 1 shipped; a manifest without them means False / None.
     normalize: bool = False  # every output vector (every token's for NONE) is L2-normalized in the graph
     tokenizer_file: Optional[str] = None  # the bridge tokenizes text with this tokenizer.json instead of the original's
+    # The family's cls, sep, pad, unk, mask tokens as its tokenizer names them; None: BERT's [CLS] [SEP] [PAD] [UNK]
+    # [MASK]. pair_separators: separators between a pair's parts (1: [CLS] a [SEP] b [SEP]; 2: <s> a </s></s> b </s>).
+    special_tokens: Optional[dict] = None
+    pair_separators: int = 1
     sentence_transformers: Optional[dict] = None  # what -pooling_strategy AUTO resolved to; None without AUTO
     quantize: Optional[str] = None  # "int8": model.onnx is quantized; extra["quantize_worst_cosine"] is its check
     model_type: str = "bert"  # config.json's model_type: the family (Google checkpoints and older manifests: bert)

@@ -1,15 +1,17 @@
-"""Resolves a model source into what the exporter needs: the config, the vocabulary and the weights.
+"""Resolves a model source into what the exporter needs: the config, the tokenizer and the weights.
 
 The original's rules: config (``-config_name``) and vocabulary come from ``-model_dir``; weights come from
 ``-tuned_model_dir`` when given, else from ``-model_dir`` (a Google checkpoint named ``-ckpt_name``, or a Hugging Face
-folder). HF folders name their config ``config.json``, which is used when ``-config_name`` is absent; a folder with
-only ``tokenizer.json`` gets its WordPiece vocabulary written out as ``vocab.txt``.
+folder). HF folders name their config ``config.json``, which is used when ``-config_name`` is absent. A BERT's
+vocabulary is ``vocab.txt`` (a folder with only ``tokenizer.json`` gets its WordPiece vocabulary written out as
+``vocab.txt``); every other family is served with its own ``tokenizer.json`` (tokenizer_files.py), which it must have.
 """
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -17,6 +19,7 @@ from .encoder_config import EncoderConfig, read_config as read_config_file
 from .errors import SourceError
 from .manifest import VOCAB_FILE
 from .options import ExportOptions
+from .tokenizer_files import TokenizerFacts, read_tokenizer_facts
 
 HF_CONFIG = "config.json"
 TOKENIZER_JSON = "tokenizer.json"
@@ -26,8 +29,8 @@ TOKENIZER_JSON = "tokenizer.json"
 class ModelSource:
     config: EncoderConfig
     config_path: Path
-    vocab: list[str] | None  # BERT's WordPiece tokens per id, in id order; None for families tokenized by their
-    # own tokenizer.json
+    vocab: Optional[list[str]]  # BERT's WordPiece vocabulary, token per id; None for the other families
+    tokenizer: Optional[TokenizerFacts]  # the model's own tokenizer (every family but BERT)
     weights: dict[str, np.ndarray]
     weights_path: str
 
@@ -69,14 +72,12 @@ def read_config(options: ExportOptions) -> tuple[EncoderConfig, Path]:
 def read_source(options: ExportOptions) -> ModelSource:
     config, path = read_config(options)
     if config.model_type == "bert":
-        vocab = read_vocab(options.model_dir)
-        if len(vocab) > config.vocab_size:
-            raise SourceError(f"the vocabulary has {len(vocab)} tokens but {path} says vocab_size {config.vocab_size}")
-    else:  # the family's own tokenizer.json travels with the export (the bridge tokenizes with it)
-        vocab = None
-        if not (Path(options.model_dir) / TOKENIZER_JSON).is_file():
-            raise SourceError(f"{options.model_dir} has no {TOKENIZER_JSON}: a {config.model_type} model is tokenized "
-                              f"with its own fast tokenizer, which the export carries")
+        vocab, tokenizer = read_vocab(options.model_dir), None
+    else:
+        vocab, tokenizer = None, read_tokenizer_facts(options.model_dir, model_type=config.model_type)
+    size = len(vocab) if vocab is not None else tokenizer.vocab_size
+    if size > config.vocab_size:
+        raise SourceError(f"the vocabulary has {size} tokens but {path} says vocab_size {config.vocab_size}")
     from .families import family_for
 
     weights, weights_path = family_for(config.model_type).read_weights(options.weights_dir, config=config,
@@ -90,4 +91,5 @@ def read_source(options: ExportOptions) -> ModelSource:
         from .head_source import head_weights
 
         weights.update(head_weights(options.weights_dir, options.head, weights, config))
-    return ModelSource(config=config, config_path=path, vocab=vocab, weights=weights, weights_path=weights_path)
+    return ModelSource(config=config, config_path=path, vocab=vocab, tokenizer=tokenizer, weights=weights,
+                       weights_path=weights_path)

@@ -1,7 +1,7 @@
 """Writes one Triton model folder per target.
 
-Every target gets the same frame (``config.pbtxt``, ``bert_export.json``, ``vocab.txt``, ``1/model.onnx``) and adds
-what its runtime loads: ``1/model.py`` (embedded: python backend running onnxruntime), ``1/model.plan`` (tensorrt,
+Every target gets the same frame (``config.pbtxt``, ``bert_export.json``, the tokenizer's files, ``1/model.onnx``) and
+adds what its runtime loads: ``1/model.py`` (embedded: python backend running onnxruntime), ``1/model.plan`` (tensorrt,
 built from the ONNX file), ``1/model.savedmodel/`` (savedmodel: BERT's TensorFlow graph, graph.py, checked against
 the ONNX model on a probe batch).
 """
@@ -11,11 +11,11 @@ import ctypes
 import importlib.resources
 import importlib.util
 import logging
-import shutil
 from pathlib import Path
+from typing import Optional
 
 from .errors import ConversionError, TargetUnavailableError
-from .manifest import OUTPUT_NAME, VOCAB_FILE, ExportManifest, Target
+from .manifest import OUTPUT_NAME, ExportManifest, Target
 from .options import ExportOptions
 from .triton_config import CONFIG_FILE, model_config, render, tensorrt_profile
 
@@ -32,21 +32,19 @@ PROBE_TOLERANCE = 1e-4
 PROBE_TOLERANCE_FP16 = 4e-3
 
 
-def write_frame(folder: Path, *, options: ExportOptions, manifest: ExportManifest, vocab: list[str] | None) -> None:
+def write_frame(folder: Path, *, options: ExportOptions, manifest: ExportManifest,
+                vocab: Optional[list[str]]) -> None:
     """The files every target shares, except the model itself."""
     (folder / VERSION).mkdir(parents=True, exist_ok=True)
     (folder / CONFIG_FILE).write_text(render(model_config(options, output_dim=manifest.output_dim)))
-    if vocab is None:  # a family with its own tokenizer: the source's tokenizer.json, as it is
-        shutil.copyfile(options.model_dir / manifest.tokenizer_file, folder / manifest.tokenizer_file)
-    else:
-        (folder / VOCAB_FILE).write_text("".join(token + "\n" for token in vocab), encoding="utf-8")
-    if manifest.tokenizer_file and vocab is not None:
-        from .sentence_transformers import write_tokenizer
+    if manifest.vocab_file:
+        (folder / manifest.vocab_file).write_text("".join(token + "\n" for token in vocab), encoding="utf-8")
+    if manifest.tokenizer_file:
+        from .tokenizer_files import write_tokenizer
 
-        # sentence-transformers' do_lower_case (a Lowercase before the tokenizer's own normalizer); heads: none
-        lowercase_first = (manifest.sentence_transformers or {}).get("do_lower_case", False)
-        write_tokenizer(options.model_dir, folder / manifest.tokenizer_file, vocab=vocab,
-                        do_lower_case=lowercase_first)
+        # sentence-transformers' do_lower_case: a Lowercase before the tokenizer's own normalizer (heads: none)
+        write_tokenizer(options.model_dir, folder / manifest.tokenizer_file, model_type=manifest.model_type,
+                        lowercase_first=bool((manifest.sentence_transformers or {}).get("do_lower_case")), vocab=vocab)
     manifest.save(folder)
 
 

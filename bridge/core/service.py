@@ -77,6 +77,7 @@ class EncodingService:
             mask_cls_sep=model.mask_cls_sep,
             no_special_token=config.no_special_token,
             tokenizer_file=model.tokenizer_file,
+            template=model.template,
             pair_truncation=model.pair_truncation,
         ))
         self._scheduler = scheduler
