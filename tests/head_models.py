@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 HIDDEN, LAYERS, HEADS, INTERMEDIATE = 32, 2, 4, 37
-POSITIONS = 64  # BERT: 64 tokens; RoBERTa-style: family_models.POSITIONS (66 rows, 64 tokens)
+POSITIONS = 64  # tokens every tiny model reads (BERT's 64 positions; RoBERTa-style 66 rows, from padding_idx + 1)
 NLI_LABELS = {0: "contradiction", 1: "entailment", 2: "neutral"}
 SPLADE_BIAS_SHIFT = 0.8
 
@@ -59,6 +59,7 @@ def build_classifier(family: str, folder: Path, *, num_labels: int, seed: int = 
         from family_models import FAMILIES, model_config, train_tokenizer
 
         tokenizer = train_tokenizer(FAMILIES[family])
+        tokenizer.model_max_length = POSITIONS  # the tokens its position table holds, as a hub model's says
         tokenizer.save_pretrained(folder)
         config = model_config(FAMILIES[family], len(tokenizer), tokenizer.pad_token_id)
         config.num_labels = num_labels
@@ -159,6 +160,8 @@ EXPORTS = {
     "minilm-reranker": ("cross-encoder", []),  # saved by sentence-transformers' CrossEncoder
     "nli": ("classifier bert 3", []),
     "splade": ("masked-lm", ["-pooling_strategy", "SPLADE"]),
+    "xlmr-nli": ("classifier xlm-roberta 3", []),  # SentencePiece, <s> a </s></s> b </s>, no token types
+    "xlmr-reranker": ("classifier xlm-roberta 1", []),
 }
 
 

@@ -87,72 +87,83 @@ def test_v1_models_says_each_models_task_labels_and_activation(served):
         "nli": ("classify", list(NLI_LABELS.values()), "softmax"),
         "encoder": ("embed", None, None),
         "minilm-reranker": ("rerank", ["LABEL_0"], "sigmoid"),
-        "splade": ("sparse", None, None)}
+        "splade": ("sparse", None, None),
+        "xlmr-nli": ("classify", list(NLI_LABELS.values()), "softmax"),
+        "xlmr-reranker": ("rerank", ["LABEL_0"], "sigmoid")}
     assert cards["bert-reranker"]["default_for"] == ["zmq", "rerank", "predict"]
     assert cards["minilm-reranker"]["semantics"] == "sentence-transformers" and cards["splade"]["dimensions"] == 30522
 
 
-def test_rerank_gives_transformers_scores_best_first(served, head_exports):
+RERANKERS = ["bert-reranker", "xlmr-reranker"]  # a BERT and an XLM-R *ForSequenceClassification with one label
+CLASSIFIERS = ["nli", "xlmr-nli"]  # and with three
+
+
+@pytest.mark.parametrize("model", RERANKERS)
+def test_rerank_gives_transformers_scores_best_first(served, head_exports, model):
     _, url = served
     pairs = [(QUERY, document) for document in DOCUMENTS]
-    logits = classifier_logits(head_exports.sources["bert-reranker"], pairs)[:, 0]
+    logits = classifier_logits(head_exports.sources[model], pairs)[:, 0]
     expected = scores_of(logits, "sigmoid")
-    status, ranks = post(url, "/rerank", {"query": QUERY, "texts": DOCUMENTS, "return_text": True, "truncate": True})
+    status, ranks = post(url, "/rerank", {"model": model, "query": QUERY, "texts": DOCUMENTS, "return_text": True,
+                                          "truncate": True})
     assert status == 200
     assert sorted(rank["index"] for rank in ranks) == list(range(len(DOCUMENTS)))
     assert [rank["score"] for rank in ranks] == sorted((rank["score"] for rank in ranks), reverse=True)
     assert all(rank["text"] == DOCUMENTS[rank["index"]] for rank in ranks)
     got = np.array([next(r["score"] for r in ranks if r["index"] == i) for i in range(len(DOCUMENTS))])
     assert np.abs(got - expected).max() <= 1e-4
-    status, raw = post(url, "/rerank", {"query": QUERY, "texts": DOCUMENTS, "raw_scores": True, "truncate": True})
+    status, raw = post(url, "/rerank", {"model": model, "query": QUERY, "texts": DOCUMENTS, "raw_scores": True,
+                                        "truncate": True})
     raw_scores = np.array([next(r["score"] for r in raw if r["index"] == i) for i in range(len(DOCUMENTS))])
     assert status == 200 and "text" not in raw[0] and np.abs(raw_scores - logits).max() <= 1e-4
     # text-embeddings-inference's default: a pair longer than the model reads is refused, not cut
-    status, body = post(url, "/rerank", {"query": QUERY, "texts": DOCUMENTS})
+    status, body = post(url, "/rerank", {"model": model, "query": QUERY, "texts": DOCUMENTS})
     assert status == 413
-    assert "document 4 is longer than the 64 tokens model 'bert-reranker' reads" in body["description"]
+    assert f"document 4 is longer than the 64 tokens model '{model}' reads" in body["description"]
     assert '"truncate": true' in body["description"]
 
 
-def test_v1_rerank_keeps_top_n_best_and_returns_documents_when_asked(served, head_exports):
+@pytest.mark.parametrize("model", RERANKERS)
+def test_v1_rerank_keeps_top_n_best_and_returns_documents_when_asked(served, head_exports, model):
     _, url = served
     from transformers import AutoTokenizer
 
     documents = [DOCUMENTS[0], {"text": DOCUMENTS[1]}, DOCUMENTS[2], {"text": DOCUMENTS[4]}]
     texts = [d if isinstance(d, str) else d["text"] for d in documents]
-    source = head_exports.sources["bert-reranker"]
+    source = head_exports.sources[model]
     expected = scores_of(classifier_logits(source, [(QUERY, t) for t in texts])[:, 0], "sigmoid")
-    status, body = post(url, "/v1/rerank", {"model": "bert-reranker", "query": QUERY, "documents": documents,
-                                            "top_n": 2, "return_documents": True})
-    assert status == 200 and body["model"] == "bert-reranker" and len(body["results"]) == 2
+    status, body = post(url, "/v1/rerank", {"model": model, "query": QUERY, "documents": documents, "top_n": 2,
+                                            "return_documents": True})
+    assert status == 200 and body["model"] == model and len(body["results"]) == 2
     best = list(np.argsort(-expected, kind="stable")[:2])
     assert [r["index"] for r in body["results"]] == best
     assert all(abs(r["relevance_score"] - expected[r["index"]]) <= 1e-4 for r in body["results"])
     assert all(r["document"] == {"text": texts[r["index"]]} for r in body["results"])
-    tokenizer = AutoTokenizer.from_pretrained(str(head_exports.sources["bert-reranker"]))
+    tokenizer = AutoTokenizer.from_pretrained(str(source))
     seen = tokenizer([QUERY] * len(texts), texts, truncation=True)["input_ids"]
     assert body["usage"]["total_tokens"] == sum(map(len, seen))  # long documents cut, as Cohere and Jina cut them
-    status, body = post(url, "/v1/rerank", {"query": QUERY, "documents": texts})
+    status, body = post(url, "/v1/rerank", {"model": model, "query": QUERY, "documents": texts})
     assert status == 200 and len(body["results"]) == len(texts) and "document" not in body["results"][0]
 
 
-def test_predict_gives_each_labels_score_best_first(served, head_exports):
+@pytest.mark.parametrize("model", CLASSIFIERS)
+def test_predict_gives_each_labels_score_best_first(served, head_exports, model):
     _, url = served
-    source = head_exports.sources["nli"]
+    source = head_exports.sources[model]
     inputs = [TEXTS[0], [TEXTS[0], TEXTS[1]], TEXTS[2]]
     logits = np.concatenate([classifier_logits(source, [TEXTS[0]]), classifier_logits(source, [(TEXTS[0], TEXTS[1])]),
                              classifier_logits(source, [TEXTS[2]])])
-    status, predictions = post(url, "/predict", {"model": "nli", "inputs": inputs})
+    status, predictions = post(url, "/predict", {"model": model, "inputs": inputs})
     assert status == 200 and len(predictions) == len(inputs)
     for row, expected in zip(predictions, scores_of(logits, "softmax")):
         assert [p["score"] for p in row] == sorted((p["score"] for p in row), reverse=True)
         by_label = {p["label"]: p["score"] for p in row}
         assert np.abs(np.array([by_label[label] for label in NLI_LABELS.values()]) - expected).max() <= 1e-4
-    status, single = post(url, "/predict", {"model": "nli", "inputs": TEXTS[0], "raw_scores": True})
+    status, single = post(url, "/predict", {"model": model, "inputs": TEXTS[0], "raw_scores": True})
     assert status == 200 and {p["label"]: p["score"] for p in single} == pytest.approx(
         dict(zip(NLI_LABELS.values(), logits[0].tolist())), abs=1e-4)
     # text-embeddings-inference's rule: a list of exactly two texts is one pair
-    status, pair = post(url, "/predict", {"model": "nli", "inputs": [TEXTS[0], TEXTS[1]]})
+    status, pair = post(url, "/predict", {"model": model, "inputs": [TEXTS[0], TEXTS[1]]})
     assert status == 200 and pair == predictions[1]
     # a rerank model predicts too: its one label
     status, reranked = post(url, "/predict", {"inputs": [QUERY, DOCUMENTS[0]]})
@@ -216,7 +227,7 @@ def test_embed_sparse_is_the_splade_definition(served, head_exports):
     ("/v1/rerank", {"query": QUERY, "documents": ["a", ""]}, 422, "document 1 is not a non-empty string"),
     ("/rerank", {"model": "encoder", "query": QUERY, "texts": ["a"]}, 422,
      "model 'encoder' is an embed model; /rerank (and /v1/rerank) serves rerank models: 'bert-reranker', "
-     "'minilm-reranker'"),
+     "'minilm-reranker', 'xlmr-reranker'"),
     ("/v1/rerank", {"model": "nli", "query": QUERY, "documents": ["a"]}, 422,
      "model 'nli' is a classify model"),
     ("/encode", {"id": 1, "texts": ["a"], "model": "bert-reranker"}, 422,
@@ -250,16 +261,21 @@ def test_the_1_10_client_gets_a_rerankers_scores_of_pairs_and_texts(served, head
     assert np.abs(scores - scores_of(logits, "sigmoid")).max() <= 1e-4
 
 
-def test_the_1_10_client_gets_a_classifiers_scores_from_its_own_bridge(start_bridge, head_exports, legacy_client):
-    inputs = TEXTS + [f"{TEXTS[0]} ||| {TEXTS[1]}"]
-    with start_bridge("-model_dir", str(head_exports.folder("nli")), "--triton-url", head_exports.triton_url) as \
-            bridge, legacy_client.BertClient(port=bridge.port, port_out=bridge.port_out, timeout=60_000) as bc:
+@pytest.mark.parametrize("model", ["nli", "xlmr-reranker", "xlmr-nli"])
+def test_the_1_10_client_gets_a_classifiers_scores_from_its_own_bridge(start_bridge, head_exports, legacy_client,
+                                                                       model):
+    inputs = [f"{QUERY} ||| {document}" for document in DOCUMENTS] + TEXTS
+    with start_bridge("-model_dir", str(head_exports.folder(model)), "--triton-url", head_exports.triton_url) as \
+            bridge, legacy_client.BertClient(port=bridge.port, port_out=bridge.port_out, timeout=60_000,
+                                             check_length=False) as bc:
         scores = bc.encode(inputs)
         config = bc.server_config
-    source = head_exports.sources["nli"]
-    logits = np.concatenate([classifier_logits(source, TEXTS), classifier_logits(source, [(TEXTS[0], TEXTS[1])])])
-    assert scores.shape == (len(inputs), 3) and np.abs(scores - scores_of(logits, "softmax")).max() <= 1e-4
-    assert config["models"][0]["task"] == "classify" and config["max_seq_len"] == 64
+    source = head_exports.sources[model]
+    logits = np.concatenate([classifier_logits(source, [(QUERY, d) for d in DOCUMENTS]),
+                             classifier_logits(source, TEXTS)])
+    labels, activation = (1, "sigmoid") if "reranker" in model else (3, "softmax")
+    assert scores.shape == (len(inputs), labels) and np.abs(scores - scores_of(logits, activation)).max() <= 1e-4
+    assert config["models"][0]["task"] == ("rerank" if labels == 1 else "classify") and config["max_seq_len"] == 64
 
 
 def test_http_bert_client_reranks_and_predicts(served, head_exports):
