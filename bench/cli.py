@@ -31,6 +31,10 @@ from .server_process import RunningServer, free_port, start_server
 from .workload import HELD_OUT_MULTILINGUAL, SentenceMaker
 
 TABLES = ("max_seq_len", "client_batch_size", "num_client", "max_batch_size", "pooling_layer")
+# int8 beside fp32 for the configurations people serve (issue 23): the common setting, the last layer, AUTO.
+DEFAULT_FLAGS = "default flags"
+INT8_CONFIGURATIONS = ((DEFAULT_FLAGS, ()), ("-pooling_layer -1", ("-pooling_layer", "-1")),
+                       ("AUTO", ("-pooling_strategy", "AUTO")))
 COMPARE_TOKENS = 42  # the issue's workload: sentences of ~42 tokens
 MIXED_RANGE = (5, 128)
 FITTING_SPREAD = 7  # Done-when 2c's sentences: from common_max_seq_len - 7 to common_max_seq_len tokens
@@ -58,13 +62,19 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("-common_max_batch_size", type=int, default=256)
     common.add_argument("-common_pooling_layer", type=int, default=-2)
     extra = parser.add_argument_group("beyond the original")
-    extra.add_argument("-model", choices=["minilm", "bert-base"], default="minilm",
-                       help="the packaged MiniLM, or a BERT-base shape with random weights written here")
+    extra.add_argument("-model", choices=["minilm", "bert-base", "xlmr-base"], default="minilm",
+                       help="the packaged MiniLM, or a BERT-base shape with random weights written here; xlmr-base: "
+                            "a 12-layer, 768-wide XLM-R with random weights timed in process beside BERT-base")
     extra.add_argument("-skip", nargs="*", default=[],
-                       choices=["int8", "baselines", "perf_analyzer", "padding", "tables"],
+                       choices=["int8", "baselines", "reference", "perf_analyzer", "padding", "tables"],
                        help="parts to leave out")
     extra.add_argument("-running", action="store_true",
                        help="measure the server at -ip/-port/-port_out (client tables only) instead of starting one")
+    extra.add_argument("-rerank", action="store_true",
+                       help="instead of the tables: documents/s reranking passages with a cross-encoder of "
+                            "ms-marco-MiniLM-L6's shape, the service beside CrossEncoder.predict (bench/rerank.py)")
+    extra.add_argument("-rerank_documents", type=int, default=1000, help="passages per rerank request")
+    extra.add_argument("-rerank_tokens", type=int, default=60, help="tokens per passage")
     extra.add_argument("-ip", default="localhost")
     extra.add_argument("-port", type=int, default=5555)
     extra.add_argument("-port_out", type=int, default=5556)
@@ -188,14 +198,18 @@ class Benchmark:
         server_tables = sum(len([v for v in values if v != common_value]) for values, common_value in (
             (a.test_max_seq_len, a.common_max_seq_len), (a.test_max_batch_size, a.common_max_batch_size),
             (a.test_pooling_layer, a.common_pooling_layer)))
+        reference = None if "reference" in skip else self._reference_graph()
         steps = 2 + (0 if "tables" in skip else server_tables) + (0 if "padding" in skip else 2) \
-            + sum(part not in skip for part in ("int8", "perf_analyzer"))
+            + sum(part not in skip for part in ("int8", "perf_analyzer")) + (reference is not None)
         progress = Progress(steps)
         common, length = a.common_client_batch_size, a.common_max_seq_len
         fp32 = self.export(f"fp32_l{layer}", "-pooling_layer", layer)
         compare = self.maker.sentences(common, COMPARE_TOKENS)
         base = ["-max_batch_size", str(a.common_max_batch_size)]
         try:
+            if reference is not None:
+                progress.step("the exported graph beside the reference graph in process")
+                self._graph_ratios(fp32, reference)
             with ExitStack() as servers:
                 # The common server: the client-side tables, then every comparison, paired (bench/paired.py).
                 progress.step("common setting: client_batch_size and num_client tables")
@@ -204,7 +218,7 @@ class Benchmark:
                     self._client_tables(server)
                 service = (servers.enter_context(service_encoder(server, self.args.ip)), server)
                 progress.step("service beside onnxruntime and sentence-transformers in process")
-                self._baselines(fp32, compare, service, with_baselines="baselines" not in skip)
+                self._baselines(fp32, compare, service, with_baselines="baselines" not in skip, reference=reference)
                 if "int8" not in skip:
                     progress.step("int8 export, service beside fp32")
                     self._int8(servers, compare, service)
@@ -259,7 +273,27 @@ class Benchmark:
             with self.serve(folder, "-max_seq_len", str(a.common_max_seq_len), *base) as server:
                 self.measure(server, "pooling_layer", layer, sentences)
 
-    def _baselines(self, fp32: Path, compare: list[str], service, *, with_baselines: bool) -> None:
+    def _reference_graph(self) -> Path | None:
+        """The reference graph for the fp32 export's pooling (bench/reference_graph.py), or None without torch."""
+        from . import reference_graph
+
+        if not reference_graph.available():
+            self.facts["reference"] = "not measured: torch and transformers are not installed (the test extras)"
+            return None
+        layer = self.args.common_pooling_layer
+        return reference_graph.build_reference(self.source, self.work / "reference" / f"mean_l{layer}",
+                                               pooling_layer=layer)
+
+    def _graph_ratios(self, fp32: Path, reference: Path) -> None:
+        from . import reference_graph
+        from bert_exporter.manifest import ExportManifest
+
+        vocab_size = ExportManifest.load(fp32).extra.get("vocab_size", 20000)
+        self.facts["graph_vs_reference"] = reference_graph.graph_ratios(
+            fp32 / "1" / "model.onnx", reference, rounds=max(3, 3 * self.args.compare_rounds), vocab_size=vocab_size)
+
+    def _baselines(self, fp32: Path, compare: list[str], service, *, with_baselines: bool,
+                   reference: Path | None = None) -> None:
         from .baselines import OnnxRuntimeBaseline, SentenceTransformersBaseline
 
         length = self.args.common_max_seq_len
@@ -269,10 +303,14 @@ class Benchmark:
             return
         ort = OnnxRuntimeBaseline(fp32, max_seq_len=length)
         st = SentenceTransformersBaseline(self.source, max_seq_len=length, threads=os.cpu_count() or 1)
+        contenders = {f"service fp32, max_seq_len {length}": service,
+                      f"onnxruntime in process, max_seq_len {length}": (ort.encode, None)}
+        if reference is not None:  # the same tokens and chunks through the reference graph
+            contenders[f"reference graph in process, max_seq_len {length}"] = (
+                OnnxRuntimeBaseline(fp32, max_seq_len=length, onnx_file=reference).encode, None)
         # sentence-transformers' vectors differ by design (its own pooling layer and Normalize): speed only.
-        results = self.compare({f"service fp32, max_seq_len {length}": service,
-                                f"onnxruntime in process, max_seq_len {length}": (ort.encode, None),
-                                f"sentence-transformers encode, max_seq_len {length}": (st.encode, None)}, compare)
+        contenders[f"sentence-transformers encode, max_seq_len {length}"] = (st.encode, None)
+        results = self.compare(contenders, compare)
         self.compare({"service, one sentence": service,
                       "onnxruntime in process, one sentence": (ort.encode, None)}, compare[:1], rounds=100)
         self.facts["service_vs_onnxruntime_max_abs"] = float(np.abs(
@@ -280,19 +318,34 @@ class Benchmark:
             - results[f"onnxruntime in process, max_seq_len {length}"].vectors).max())
 
     def _int8(self, servers: ExitStack, compare: list[str], service) -> None:
-        length, layer = self.args.common_max_seq_len, str(self.args.common_pooling_layer)
-        base = ["-max_batch_size", str(self.args.common_max_batch_size)]
-        int8 = self.export(f"int8_l{layer}", "-pooling_layer", layer, "-quantize", "int8")
-        self.facts["int8_export_worst_cosine"] = json.loads(
-            (int8 / "bert_export.json").read_text())["extra"]["quantize_worst_cosine"]
-        server = servers.enter_context(self.serve(int8, "-max_seq_len", str(length), *base))
-        quantized = (servers.enter_context(service_encoder(server, self.args.ip)), server)
-        results = self.compare({f"service int8, max_seq_len {length}": quantized,
-                                f"service fp32 beside int8, max_seq_len {length}": service}, compare)
-        self.facts["int8_speedup"] = (results[f"service int8, max_seq_len {length}"].sentences_per_s
-                                      / results[f"service fp32 beside int8, max_seq_len {length}"].sentences_per_s)
-        held_out = list(HELD_OUT_MULTILINGUAL)
-        self.facts["int8_held_out_worst_cosine"] = worst_cosine(service[0](held_out), quantized[0](held_out))
+        """int8 beside fp32 through the service for each of INT8_CONFIGURATIONS (issue 23, Done-when 2): the common
+        server is the default flags' fp32 side; the others' pairs are started and stopped in turn."""
+        length = str(self.args.common_max_seq_len)
+        base = ["-max_seq_len", length, "-max_batch_size", str(self.args.common_max_batch_size)]
+        layer = str(self.args.common_pooling_layer)
+        results = {}
+        for label, flags in INT8_CONFIGURATIONS:
+            flags = list(flags) or ["-pooling_layer", layer]
+            slug = "_".join(f.strip("-").lower() for f in flags)
+            int8 = self.export(f"int8_{slug}", *flags, "-quantize", "int8")
+            with ExitStack() as pair:
+                if label == DEFAULT_FLAGS:
+                    fp32 = service
+                else:
+                    fp32_server = pair.enter_context(self.serve(self.export(f"fp32_{slug}", *flags), *base))
+                    fp32 = (pair.enter_context(service_encoder(fp32_server, self.args.ip)), fp32_server)
+                int8_server = pair.enter_context(self.serve(int8, *base))
+                quantized = (pair.enter_context(service_encoder(int8_server, self.args.ip)), int8_server)
+                speed = self.compare({f"service int8, {label}": quantized, f"service fp32 beside int8, {label}": fp32},
+                                     compare)
+                held_out = list(HELD_OUT_MULTILINGUAL)
+                results[label] = {
+                    "speedup": speed[f"service int8, {label}"].sentences_per_s
+                    / speed[f"service fp32 beside int8, {label}"].sentences_per_s,
+                    "held_out_worst_cosine": worst_cosine(fp32[0](held_out), quantized[0](held_out)),
+                    "export_worst_cosine": json.loads(
+                        (int8 / "bert_export.json").read_text())["extra"]["quantize_worst_cosine"]}
+        self.facts["int8"] = results
 
     def _generous_max_seq_len(self, servers: ExitStack, fp32: Path, base: list[str], compare: list[str],
                               service) -> None:
@@ -391,8 +444,15 @@ class Benchmark:
             return "not measured"
 
         f = self.facts
+        graph = f.get("graph_vs_reference")
         lines = [
             "## Ratios (measured in this run; each pair took turns on the same sentences: bench/paired.py)", "",
+            "- exported fp32 graph / reference graph (transformers + torch.onnx.export + onnxruntime's transformer "
+            "optimizer), in process: " + (", ".join(
+                f"{shape} {r['ratio']:.2f}x ({r['reference_ms']:.1f} / {r['ours_ms']:.1f} ms)"
+                for shape, r in graph.items()) if graph else str(f.get("reference", "not measured"))),
+            f"- service fp32 / reference graph in process (max_seq_len {length}): "
+            + ratio(f"service fp32, max_seq_len {length}", f"reference graph in process, max_seq_len {length}"),
             f"- service fp32 / onnxruntime in process (max_seq_len {length}): "
             + ratio(f"service fp32, max_seq_len {length}", f"onnxruntime in process, max_seq_len {length}"),
             f"- service fp32 / sentence-transformers in process: "
@@ -412,10 +472,11 @@ class Benchmark:
             " can gain no more than the positions it saves): " + (", ".join(
                 f"{length} tokens {us:.0f} us" for length, us in f["onnxruntime_us_per_position"].items())
                 if "onnxruntime_us_per_position" in f else "not measured"),
-            "- int8 / fp32 service: " + ratio(f"service int8, max_seq_len {length}",
-                                              f"service fp32 beside int8, max_seq_len {length}")
-            + (f"; worst cosine on the held-out multilingual set {f['int8_held_out_worst_cosine']:.4f}, "
-               f"on the export's check set {f['int8_export_worst_cosine']:.4f}" if "int8_speedup" in f else ""),
+            "- int8 / fp32 service (max_seq_len " + str(length) + "): " + ("; ".join(
+                f"{label} " + ratio(f"service int8, {label}", f"service fp32 beside int8, {label}")
+                + f", worst cosine {r['held_out_worst_cosine']:.4f} on the held-out multilingual set, "
+                  f"{r['export_worst_cosine']:.4f} on the export's check" for label, r in f["int8"].items())
+                if "int8" in f else "not measured"),
             "- one sentence, p50 latency service / onnxruntime in process: "
             + ratio("service, one sentence", "onnxruntime in process, one sentence", "p50_ms"),
             f"- peak RSS of the whole service (bridge + tritonserver + python stub), all settings: "
@@ -495,10 +556,30 @@ def run_running(args) -> None:
     bench.write()
 
 
+def run_family_speed(args) -> None:
+    """-model xlmr-base: XLM-R base beside BERT-base in process (bench/family_speed.py)."""
+    from . import family_speed
+    from bert_exporter.options import packaged_model_dir
+
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bert-serving" / "bench"
+    work = (args.work_dir or cache).resolve()
+    bert_base = write_bert_base(work / "bert-base-random", packaged_model_dir() / "vocab.txt")
+    summary = family_speed.run(work, args.output, rounds=max(3, 3 * args.compare_rounds), bert_base=bert_base)
+    (args.output / "summary.md").write_text(summary + "\n")
+    print(summary)
+    print(f"wrote {args.output}/summary.md and family_speed.json")
+
+
 def main(argv=None) -> None:
     args, server_flags = build_parser().parse_known_args(argv)
-    if args.running:
+    if args.rerank:
+        from .rerank import run
+
+        run(args)
+    elif args.running:
         run_running(args)
+    elif args.model == "xlmr-base":
+        run_family_speed(args)
     else:
         Benchmark(args, server_flags).run()
 

@@ -173,16 +173,15 @@ class Server:
         config, registry = self.config, self.registry
         for service in list(registry)[1:]:
             model = service.model
-            log.info("also serving model %s (%s, %s), %s semantics: pooling %s over layers %s, max_seq_len %s, "
-                     "%d-dim%s%s", model.name, model.folder, model.manifest.source, model.semantics,
-                     model.pooling_strategy, list(model.pooling_layer), model.max_seq_len or "NONE", model.output_dim,
-                     ", normalized" if model.normalize else "",
-                     "; the default of /v1/embeddings" if service is registry.modern_default else "")
+            log.info("also serving model %s (%s, %s), %s semantics: %s, max_seq_len %s, %d-dim%s%s", model.name,
+                     model.folder, model.manifest.source, model.semantics, model.output, model.max_seq_len or "NONE",
+                     model.output_dim, ", normalized" if model.normalize else "",
+                     "; the default of /v1/embeddings" if service is registry.default_for("embeddings") else "")
         model = registry.default.model
-        log.info("%s: ZeroMQ on tcp://%s:%d (requests) and tcp://%s:%d (replies); model %s (%s), pooling %s over "
-                 "layers %s, max_seq_len %s, %d-dim %s output; Triton %s%s",
+        log.info("%s: ZeroMQ on tcp://%s:%d (requests) and tcp://%s:%d (replies); model %s (%s), %s, max_seq_len "
+                 "%s, %d-dim %s output; Triton %s%s",
                  READY_MESSAGE, config.ip, config.port, config.ip, config.port_out, model.folder,
-                 model.manifest.source, model.pooling_strategy, list(model.pooling_layer), model.max_seq_len or "NONE",
+                 model.manifest.source, model.output, model.max_seq_len or "NONE",
                  model.output_dim, model.manifest.output_dtype, ",".join(urls),
                  f"; models {', '.join(registry.names)}" if len(registry.names) > 1 else "")
 
@@ -234,6 +233,7 @@ class Server:
             "model_name": model.name,
             "model_folder": str(model.folder),
             "model_source": model.manifest.source,
+            "model_type": model.manifest.model_type,  # the family: bert, roberta, xlm-roberta, ...
             "output_dim": model.output_dim,
             "output_dtype": model.manifest.output_dtype,
             "normalize": model.normalize,

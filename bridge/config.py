@@ -17,19 +17,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
-from bert_exporter.manifest import ExportManifest, PoolingStrategy, parse_max_seq_len
+from bert_exporter.manifest import CLASSIFY, EMBED, RERANK, SPARSE, ExportManifest, PoolingStrategy, parse_max_seq_len
+from bert_exporter.manifest import TASKS as MANIFEST_TASKS
 from bert_serving.client.protocol import SERVER_VERSION
 
 # The packaged all-MiniLM-L6-v2's name when no -model_dir is given (what /v1/models has always called it).
 PACKAGED_MODEL_NAME = "bert"
 # A model's name: a folder name in Triton's repository and a segment of /v1/models/{id}.
 MODEL_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-# What a model does; each route serves the tasks it knows (core/registry.py). Every export embeds today.
-EMBED_TASK = "embed"
-TASKS = (EMBED_TASK,)
-# The semantics a model is served with (/v1/models): the 2019 server's, or the model card's (-pooling_strategy AUTO).
+# What a model does, as its export records it; each route serves the tasks it knows (core/registry.py).
+EMBED_TASK, RERANK_TASK, CLASSIFY_TASK, SPARSE_TASK = EMBED, RERANK, CLASSIFY, SPARSE
+TASKS = MANIFEST_TASKS
+# The semantics a model is served with (/v1/models): the 2019 server's, or the model card's (-pooling_strategy AUTO,
+# a CrossEncoder's head); a head of a folder transformers saved follows transformers' conventions.
 BERT_AS_SERVICE = "bert-as-service"
 SENTENCE_TRANSFORMERS = "sentence-transformers"
+TRANSFORMERS = "transformers"
 
 # Accepted for compatibility; why each one has no effect here.
 IGNORED_FLAGS = {
@@ -164,13 +167,27 @@ class ModelSpec:
     cpu: bool
 
     @property
-    def vocab_file(self) -> Path:
-        return self.folder / self.manifest.vocab_file
+    def vocab_file(self) -> Optional[Path]:
+        """BERT's vocab.txt; None for the other families, whose vocabulary is their tokenizer.json's."""
+        return self.folder / self.manifest.vocab_file if self.manifest.vocab_file else None
 
     @property
     def tokenizer_file(self) -> Optional[Path]:
-        """The model's own tokenizer.json (AUTO exports), which then splits text instead of the original's rules."""
+        """The model's own tokenizer.json (every family but BERT, AUTO and head exports), which then splits text
+        instead of the original's rules."""
         return self.folder / self.manifest.tokenizer_file if self.manifest.tokenizer_file else None
+
+    @property
+    def template(self):
+        """The family's special tokens, pair template and token types (a tokenization.SequenceTemplate), as the
+        export recorded them."""
+        from .core.tokenization import BERT_TEMPLATE, SequenceTemplate
+
+        manifest = self.manifest
+        special = manifest.special_tokens or {}
+        return SequenceTemplate(cls=special.get("cls", BERT_TEMPLATE.cls), sep=special.get("sep", BERT_TEMPLATE.sep),
+                                unk=special.get("unk", BERT_TEMPLATE.unk), pair_separators=manifest.pair_separators,
+                                token_types=manifest.token_types)
 
     @property
     def output_dim(self) -> int:
@@ -189,10 +206,39 @@ class ModelSpec:
     @property
     def semantics(self) -> str:
         """sentence-transformers: an AUTO export served at the length it was exported with, i.e. what
-        ``SentenceTransformer(folder).encode`` gives; bert-as-service otherwise (the original's pooling, its flags)."""
+        ``SentenceTransformer(folder).encode`` gives, or a CrossEncoder's head; transformers: the head of a folder
+        transformers saved; bert-as-service otherwise (the original's pooling, its flags)."""
+        if self.manifest.head is not None:
+            return SENTENCE_TRANSFORMERS if "CrossEncoder" in self.manifest.head.get("source", "") else TRANSFORMERS
         if self.manifest.sentence_transformers is not None and self.max_seq_len == self.manifest.max_seq_len:
             return SENTENCE_TRANSFORMERS
         return BERT_AS_SERVICE
+
+    @property
+    def labels(self) -> Optional[tuple]:
+        """A classification head's labels, in the order of its scores."""
+        return self.manifest.labels
+
+    @property
+    def activation(self) -> Optional[str]:
+        """What makes scores of a classification head's logits (sigmoid, softmax, identity, tanh); None: no head."""
+        return self.manifest.activation
+
+    @property
+    def pair_truncation(self) -> str:
+        """How a pair too long for the model is cut: a head serves the model's own semantics (transformers' and
+        sentence-transformers' longest-first), an embedding the original's (_truncate_seq_pair)."""
+        return "longest_first" if self.manifest.head is not None else "original"
+
+    @property
+    def output(self) -> str:
+        """What the model gives, for the log: its pooling, or its head."""
+        head = self.manifest.head
+        if head is None:
+            return f"pooling {self.pooling_strategy} over layers {list(self.pooling_layer)}"
+        if self.task == SPARSE_TASK:
+            return f"its SPLADE head ({self.output_dim}-wide sparse vectors)"
+        return f"its classification head ({self.task}: {', '.join(self.labels)}, {self.activation} scores)"
 
     def describe(self) -> dict:
         """What /v1/models, SHOW_CONFIG and the dashboard say about the model."""
@@ -208,6 +254,7 @@ class ModelSpec:
             "output_dtype": self.manifest.output_dtype,
             "folder": str(self.folder),
             "source": self.manifest.source,
+            **({"labels": list(self.labels), "activation": self.activation} if self.labels is not None else {}),
         }
 
 
@@ -375,9 +422,11 @@ def build_parser() -> argparse.ArgumentParser:
           help="the encoder layer(s) that receive pooling; several are concatenated")
     _flag(parser, bert, "pooling_strategy", default="REDUCE_MEAN", type=str.upper,
           choices=["NONE", "REDUCE_MAX", "REDUCE_MEAN", "REDUCE_MEAN_MAX", "FIRST_TOKEN", "CLS_TOKEN", "LAST_TOKEN",
-                   "SEP_TOKEN", "CLS_POOLED", AUTO_STRATEGY],
+                   "SEP_TOKEN", "CLS_POOLED", "SPLADE", AUTO_STRATEGY],
           help="the pooling strategy for generating encoding vectors; AUTO: a sentence-transformers model's own "
-               "(pooling, last layer, max_seq_length, Normalize, tokenizer)")
+               "(pooling, last layer, max_seq_length, Normalize, tokenizer); SPLADE: a *ForMaskedLM model's SPLADE "
+               "vector. A *ForSequenceClassification (or CrossEncoder) model serves its scores unless a strategy is "
+               "given")
     _flag(parser, bert, "mask_cls_sep", action="store_true", help="mask [CLS] and [SEP] out of pooling")
     _flag(parser, bert, "no_special_token", action="store_true",
           help="no [CLS]/[SEP] around tokenized input (is_tokenized=True)")

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Optional
 
 from bert_exporter.errors import ExportError
+from bert_exporter.head_source import is_classifier
 from bert_exporter.manifest import MANIFEST_FILE, ExportManifest, PoolingStrategy, Target
 from bert_exporter.options import packaged_model_dir
 
@@ -55,12 +56,14 @@ class ServedModel:
         return self.repository / self.name
 
     @property
-    def vocab_file(self) -> Path:
-        return self.folder / self.manifest.vocab_file
+    def vocab_file(self) -> Path | None:
+        """BERT's vocab.txt; None for the other families, whose vocabulary is their tokenizer.json's."""
+        return self.folder / self.manifest.vocab_file if self.manifest.vocab_file else None
 
     @property
     def tokenizer_file(self) -> Path | None:
-        """The model's own tokenizer.json (AUTO exports), which then splits text instead of the original's rules."""
+        """The model's own tokenizer.json (every family but BERT, AUTO and head exports), which then splits text
+        instead of the original's rules."""
         return self.folder / self.manifest.tokenizer_file if self.manifest.tokenizer_file else None
 
 
@@ -68,12 +71,17 @@ def _export_arguments(config: ServerConfig, source: Path) -> list[str]:
     """bert-export flags for the settings that shape the exported model. Runtime settings stay with the bridge, and
     instances (-num_worker) are applied when the embedded Triton loads the model: changing them re-exports nothing."""
     args = ["-model_dir", str(source), "-target", "embedded",
-            "-pooling_strategy", config.pooling_strategy,
             "-max_batch_size", str(config.max_batch_size),
             "-priority_batch_size", str(config.priority_batch_size),
             "-ckpt_name", config.ckpt_name, "-config_name", config.config_name]
-    # AUTO takes the layer from the model; a -pooling_layer given with it goes along, for bert-export to refuse.
-    if config.pooling_strategy != AUTO_STRATEGY or "pooling_layer" in config.explicit:
+    # A classifier folder exports its head unless a pooling strategy is named (bert-export decides it: the default
+    # strategy is not passed). AUTO and the heads take the layer from the model; a -pooling_layer given with them
+    # goes along, for bert-export to refuse.
+    classifier_head = is_classifier(source) and "pooling_strategy" not in config.explicit
+    if not classifier_head:
+        args += ["-pooling_strategy", config.pooling_strategy]
+    model_decides_layer = classifier_head or config.pooling_strategy in (AUTO_STRATEGY, PoolingStrategy.SPLADE.name)
+    if not model_decides_layer or "pooling_layer" in config.explicit:
         args += ["-pooling_layer", *map(str, config.pooling_layer)]
     if config.tuned_model_dir:
         args += ["-tuned_model_dir", str(config.tuned_model_dir)]
@@ -175,7 +183,20 @@ def resolve_model(config: ServerConfig, source: Optional[Path] = None) -> Served
     if (source / MANIFEST_FILE).is_file():
         source = source.resolve()
         return ServedModel(repository=source.parent, name=source.name, manifest=load_manifest(source))
+    check_architecture(config, source)
     return export_on_the_fly(config, source)
+
+
+def check_architecture(config: ServerConfig, source: Path) -> None:
+    """Refuses, before exporting, a model bert-export cannot export (an unsupported model_type, a config that is no
+    encoder's) with bert-export's own one-line reason."""
+    from bert_exporter.encoder_config import read_config
+    from bert_exporter.source import config_path
+
+    try:
+        read_config(config_path(source, config.config_name))
+    except ExportError as e:
+        raise StartupError(f"cannot serve {source}: {e}") from e
 
 
 def settle_models(config: ServerConfig) -> tuple[ServerConfig, list[UnservedModel]]:
@@ -304,7 +325,10 @@ def settle_model(config: ServerConfig, model: ServedModel, *, name: Optional[str
                 "mask_cls_sep": manifest.mask_cls_sep, "max_batch_size": manifest.max_batch_size}
     flags = {flag: settings[flag] if flag in settings and flag not in config.explicit else getattr(config, flag)
              for flag in MODEL_FLAGS}
-    return ModelSpec(name=name, folder=model.folder, manifest=manifest, model_dir=model_dir,
+    if manifest.head is not None and flags["mask_cls_sep"]:
+        raise StartupError(f"{model.folder} serves its {manifest.head['kind']} head, which reads [CLS] and [SEP] as "
+                           "the model was trained: drop -mask_cls_sep")
+    return ModelSpec(name=name, task=manifest.task, folder=model.folder, manifest=manifest, model_dir=model_dir,
                      triton_name=name if config.embedded_triton else model.name, **flags)
 
 

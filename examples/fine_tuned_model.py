@@ -1,7 +1,8 @@
 """Serving a fine-tuned BERT, end to end: fine-tune, save a checkpoint, serve it with -tuned_model_dir/-ckpt_name.
 
 1. Fine-tune the packaged all-MiniLM-L6-v2 for a few steps on a toy task (which of four topics a sentence is about),
-   in TensorFlow 2 on the CPU: the encoder is the very graph bert-export exports, with a linear classifier on top.
+   in TensorFlow 2 on the CPU: the encoder is bert-export's TensorFlow BERT (exporter/graph.py, the SavedModel
+   target's; the ONNX graph it writes computes the same), with a linear classifier on top.
 2. Save a TF checkpoint laid out as Google's run_classifier.py writes one (`bert/...` variables, the classifier's
    `output_weights`/`output_bias`, `global_step`), named `model.ckpt-STEPS`.
 3. Serve it: `bert-serving-start -model_dir <packaged model> -tuned_model_dir OUTPUT -ckpt_name model.ckpt-STEPS`,

@@ -3,7 +3,7 @@
 Single-dash long options (``-model_dir``) as the original's argparse had them, double-dash forms too. ``-pooling_layer``
 and ``-device_map`` take several values like argparse's ``nargs='+'`` (``-pooling_layer -4 -3 -2 -1``), which click
 cannot express; ``main`` folds such runs of integers into one comma-separated value before click parses.
-Heavy modules (tensorflow, tf2onnx, onnx) load inside the command body, so ``--help`` is instant.
+Heavy modules (tensorflow, onnx, onnxruntime) load inside the command body, so ``--help`` is instant.
 Every user error ends as one line ``bert-export: error: ...`` and exit status 2. SIGINT, SIGTERM and SIGHUP stop an
 export cleanly: its staging folder is removed and it exits with one line and status 128 + the signal's number.
 """
@@ -89,7 +89,9 @@ def option(name: str, **kwargs):
         help="Config file in -model_dir (config.json is used when it is absent).")
 @option("pooling_strategy", default="REDUCE_MEAN", show_default=True, callback=_strategy, metavar="NAME",
         help=f"One of {', '.join(STRATEGIES)}. AUTO: what a sentence-transformers folder says (its pooling, the "
-             "last layer, its max_seq_length, Normalize, its tokenizer).")
+             "last layer, its max_seq_length, Normalize, its tokenizer). SPLADE: a *ForMaskedLM folder's "
+             "vocabulary-sized SPLADE vector. A *ForSequenceClassification (or CrossEncoder) folder exports its "
+             "classification head (scores) unless a pooling strategy is named.")
 @option("pooling_layer", default="-2", show_default=True, callback=_int_list, metavar="N [N ...]",
         help="Encoder layer(s) to pool, e.g. -pooling_layer -4 -3 -2 -1 (concatenated in that order).")
 @option("mask_cls_sep", is_flag=True, help="The bridge masks [CLS] and [SEP] out of attention and pooling.")
@@ -115,8 +117,8 @@ def option(name: str, **kwargs):
 @click.option("--trt-accelerator", "-trt_accelerator", "trt_accelerator", is_flag=True,
               help="onnx target: switch on onnxruntime's TensorRT execution accelerator with FP16.")
 @option("quantize", type=click.Choice(["int8"]), default=None,
-        help="Quantize the ONNX model (onnxruntime dynamic, per channel); refused when its worst cosine to fp32 on a "
-             "built-in multilingual set is below -quantize_min_cosine.")
+        help="Write the int8 form of the graph (int8 weights per channel, activations quantized per call); refused "
+             "when its worst cosine to fp32 on a built-in multilingual set is below -quantize_min_cosine.")
 @option("quantize_min_cosine", type=float, default=0.99, show_default=True,
         help="The accuracy -quantize must keep.")
 @option("force_quantize", is_flag=True, help="Keep the quantized model even below -quantize_min_cosine.")
@@ -134,6 +136,7 @@ def command(*, model_dir, verbose, **flags):
     if model_dir is None:
         model_dir = packaged_model_dir()
     flags["device_map"] = flags["device_map"] or ()
+    flags = _resolve_head(model_dir, flags)
     if flags["pooling_strategy"] == AUTO:
         flags = _resolve_auto(model_dir, flags)
     options = ExportOptions(model_dir=model_dir, **flags)
@@ -145,16 +148,27 @@ def command(*, model_dir, verbose, **flags):
     click.echo(str(folder))
 
 
+def _explicit(flags: dict) -> frozenset:
+    """The flags given on the command line."""
+    context = click.get_current_context()
+    return frozenset(name for name in flags
+                     if context.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE)
+
+
+def _resolve_head(model_dir: Path, flags: dict) -> dict:
+    """A classifier folder's head, or SPLADE's (head_source.py); the flags unchanged for any other export."""
+    from .head_source import resolve_head
+
+    return resolve_head(model_dir, flags, explicit=_explicit(flags))
+
+
 def _resolve_auto(model_dir: Path, flags: dict) -> dict:
-    from .bert_config import BertConfig
+    from .encoder_config import read_config
     from .sentence_transformers import resolve_auto
     from .source import config_path
 
-    context = click.get_current_context()
-    explicit = frozenset(name for name in flags
-                         if context.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE)
-    config = BertConfig.from_file(config_path(model_dir, flags["config_name"]))
-    return resolve_auto(model_dir, config, flags, explicit=explicit)
+    config = read_config(config_path(model_dir, flags["config_name"]))
+    return resolve_auto(model_dir, config, flags, explicit=_explicit(flags))
 
 
 @contextlib.contextmanager

@@ -36,7 +36,7 @@ class OptionError(ExportError):
 
 
 class ConversionError(ExportError):
-    """TensorFlow -> ONNX (or ONNX -> TensorRT) produced no usable model."""
+    """Writing the ONNX model (or the TensorRT plan, or the SavedModel) produced no usable model."""
 
 
 class QuantizationError(ExportError):
@@ -75,7 +75,7 @@ def translate_errors(stage: str, into: type[ExportError] = SourceError) -> Itera
         raise into(f"{stage}: {e}") from e
     except Exception as e:  # noqa: BLE001 - narrowed below by module of origin, re-raised otherwise
         origin = type(e).__module__.split(".")[0]
-        if origin in {"tensorflow", "safetensors", "google", "torch", "onnx", "onnxruntime", "tf2onnx", "tensorrt"}:
+        if origin in {"tensorflow", "safetensors", "google", "torch", "onnx", "onnxruntime", "tensorrt"}:
             raise into(f"{stage}: {type(e).__name__}: {_first_line(e)}") from e
         raise
 

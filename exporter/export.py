@@ -1,4 +1,5 @@
-"""Orchestrates one export: options -> source -> TF graph -> ONNX -> the target's model folder.
+"""Orchestrates one export: options -> source (config and weights of the model's family) -> ONNX -> the target's
+model folder.
 
 The folder is assembled in a hidden staging folder beside it and moved into place at the end, so a model folder
 with a manifest is always complete (the bridge treats a manifest as "already exported"); staging.py owns that folder.
@@ -12,9 +13,10 @@ import logging
 from pathlib import Path
 
 from .errors import ConversionError, OptionError, translate_errors
-from .manifest import ExportManifest, Target
+from .head_source import task_of
+from .manifest import VOCAB_FILE, ExportManifest, Target
 from .options import ExportOptions
-from .sentence_transformers import TOKENIZER_FILE
+from .tokenizer_files import TOKENIZER_CONFIG, TOKENIZER_FILE
 from .source import ModelSource, read_source
 from .staging import create_staging, move_into_place, remove_own_staging, remove_stale_staging
 
@@ -63,41 +65,45 @@ def _export_into(staging: Path, options: ExportOptions) -> Path:
     with translate_errors("reading the model"):
         source = read_source(options)
     options.check_fits(source.config)
+    if source.tokenizer and source.tokenizer.lowercases and options.cased_tokenization:
+        raise OptionError(f"-cased_tokenization: the {source.config.model_type} model's own tokenizer lower-cases "
+                          f"({TOKENIZER_CONFIG}'s do_lower_case); drop -cased_tokenization")
 
-    log.info("building the TensorFlow graph (%d layers, hidden %d, %s over layers %s)",
-             source.config.num_hidden_layers, source.config.hidden_size, options.pooling_strategy.name,
-             list(options.pooling_layer))
-    from .graph import BertEncoder
-
-    encoder = BertEncoder(config=source.config, weights=source.weights, strategy=options.pooling_strategy,
-                          pooling_layer=options.pooling_layer,
-                          use_position_embeddings=not options.no_position_embeddings, fp16=options.fp16,
-                          normalize=options.normalize,
-                          dense_activations=[layer["activation"] for layer in
-                                             (options.sentence_transformers or {}).get("dense", ())])
     manifest = build_manifest(options, source)
     targets.write_frame(staging, options=options, manifest=manifest, vocab=source.vocab)
-    log.info("converting to ONNX (opset %d) and checking it in onnxruntime", options.opset)
-    from .convert import to_onnx
+    from .build import target_form, write_onnx
 
-    with translate_errors("converting to ONNX", into=ConversionError):
-        to_onnx(encoder, targets.onnx_path(staging), opset=options.opset)
+    output = (f"its {options.head['kind']} head ({task_of(options.head)}, {options.head['width']} outputs)"
+              if options.head else f"{options.pooling_strategy.name} over layers {list(options.pooling_layer)}")
+    log.info("building the graph: %s, %d layers, hidden %d, %s", source.config.model_type,
+             source.config.num_hidden_layers, source.config.hidden_size, output)
+    log.info("converting the weights to ONNX (%s form, opset %d) and checking it in onnxruntime",
+             target_form(options).value, options.opset)
+    with translate_errors("writing the ONNX model", into=ConversionError):
+        write_onnx(source.config, source.weights, options, targets.onnx_path(staging))
     if options.quantize:
-        manifest = _quantize(staging, options, manifest)
+        manifest = _quantize(staging, options, manifest, source)
     log.info("writing the %s target", options.target.value)
     with translate_errors(f"writing the {options.target.value} target", into=ConversionError):
-        targets.write_runtime_files(staging, options=options, encoder=encoder)
+        targets.write_runtime_files(staging, options=options, source=source)
     return move_into_place(staging, options.model_folder)
 
 
-def _quantize(staging: Path, options: ExportOptions, manifest: ExportManifest) -> ExportManifest:
+def _quantize(staging: Path, options: ExportOptions, manifest: ExportManifest, source: ModelSource) -> ExportManifest:
     from . import targets
-    from .quantize import quantize_int8
+    from .build import build_onnx
+    from .encoder import Form
+    from .quantize import quantize_int8, tokenizer_json_encoder, wordpiece_encoder
 
-    log.info("quantizing to %s and checking it against fp32", options.quantize)
+    log.info("writing the int8 form and checking it against fp32")
+    if manifest.vocab_file:  # BERT: the exported vocabulary, as the bridge tokenizes by default
+        encode = wordpiece_encoder(staging / manifest.vocab_file, manifest.do_lower_case)
+    else:  # the model's own tokenizer as the bridge runs it, with the special tokens its post-processor adds
+        encode = tokenizer_json_encoder(staging / manifest.tokenizer_file)
     with translate_errors("quantizing the ONNX model", into=ConversionError):
-        worst = quantize_int8(targets.onnx_path(staging), vocab_file=staging / manifest.vocab_file,
-                              do_lower_case=manifest.do_lower_case, max_seq_len=options.max_seq_len,
+        worst = quantize_int8(targets.onnx_path(staging),
+                              build_int8=lambda: build_onnx(source.config, source.weights, options, form=Form.INT8),
+                              encode=encode, max_seq_len=options.max_seq_len,
                               min_cosine=options.quantize_min_cosine, force=options.force_quantize)
     manifest = dataclasses.replace(manifest, extra={**manifest.extra, "quantize_worst_cosine": worst,
                                                     "quantize_min_cosine": options.quantize_min_cosine})
@@ -106,12 +112,15 @@ def _quantize(staging: Path, options: ExportOptions, manifest: ExportManifest) -
 
 
 def build_manifest(options: ExportOptions, source: ModelSource) -> ExportManifest:
+    tokenizer = source.tokenizer  # the family's own (None: BERT's vocab.txt and the original's tokenization)
     return ExportManifest(
         target=options.target.value,
         pooling_strategy=options.pooling_strategy.name,
         pooling_layer=options.pooling_layer,
         max_seq_len=options.max_seq_len,
-        do_lower_case=options.do_lower_case,
+        # A family's own tokenizer lower-cases or not; AUTO set cased_tokenization as sentence-transformers does.
+        do_lower_case=(tokenizer.lowercases if tokenizer and not options.sentence_transformers
+                       else options.do_lower_case),
         mask_cls_sep=options.mask_cls_sep,
         output_dim=options.output_dim(source.config),
         output_dtype="float16" if options.fp16 else "float32",
@@ -123,12 +132,23 @@ def build_manifest(options: ExportOptions, source: ModelSource) -> ExportManifes
         no_position_embeddings=options.no_position_embeddings,
         priority_batch_size=options.priority_batch_size,
         normalize=options.normalize,
-        tokenizer_file=TOKENIZER_FILE if options.sentence_transformers else None,
+        vocab_file=VOCAB_FILE if source.vocab is not None else None,
+        # AUTO and heads serve the model's own semantics, every family but BERT its own tokenization: the model's
+        # own tokenizer
+        tokenizer_file=TOKENIZER_FILE if options.sentence_transformers or options.head or tokenizer else None,
+        special_tokens=tokenizer.special_tokens if tokenizer else None,
+        pair_separators=tokenizer.pair_separators if tokenizer else 1,
         sentence_transformers=options.sentence_transformers,
         quantize=options.quantize,
+        model_type=source.config.model_type,
+        token_types=source.config.token_types,
+        task=task_of(options.head),
+        labels=options.head["labels"] if options.head and "labels" in options.head else None,
+        activation=(options.head or {}).get("score_activation"),
+        head=options.head,
         extra={
             "config": str(source.config_path),
-            "vocab_size": len(source.vocab),
+            "vocab_size": len(source.vocab) if source.vocab is not None else tokenizer.vocab_size,
             "opset": options.opset,
             "trt_accelerator": options.trt_accelerator,
         },

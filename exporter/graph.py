@@ -1,8 +1,8 @@
-"""The TensorFlow 2 BERT encoder with the original's pooling inside the graph.
+"""The TensorFlow 2 BERT encoder with the original's pooling inside the graph: the SavedModel target's model
+(Triton <= 25.02), checked against the ONNX model of the same export (targets.py); BERT only.
 
-Pure TF2 (a ``tf.Module`` whose ``encode`` is a ``tf.function`` over ``[None, None]`` int32 inputs), written to
-convert cleanly with tf2onnx: gelu is spelled with ``erf`` (``tf.nn.gelu`` lowers to ``Erfc``, which tf2onnx cannot
-convert) and nothing is XLA-compiled (a ``jit_compile`` signature does not convert).
+Pure TF2 (a ``tf.Module`` whose ``encode`` is a ``tf.function`` over ``[None, None]`` int32 inputs); nothing is
+XLA-compiled, so Triton's TensorFlow backend runs it anywhere.
 
 Semantics follow bert-as-service 1.10 (graph.py) on Google's modeling.py: ``pooling_layer`` indexes the encoder
 layers (embeddings excluded), several layers are concatenated along the hidden axis in the given order, and the
@@ -64,8 +64,6 @@ class BertEncoder(tf.Module):
         return tf.matmul(x, self._w(f"{scope}/kernel")) + self._w(f"{scope}/bias")
 
     def _layer_norm(self, x, scope: str):
-        # Spelled as onnxruntime's LayerNormFusion expects (ReduceMean, Sub, Pow, ReduceMean, Add, Sqrt, Div, Mul, Add),
-        # so the converted graph runs one fused LayerNormalization kernel instead of nine elementwise ones.
         mean = tf.reduce_mean(x, axis=-1, keepdims=True)
         centered = x - mean
         variance = tf.reduce_mean(tf.pow(centered, 2.0), axis=-1, keepdims=True)
@@ -131,9 +129,7 @@ class BertEncoder(tf.Module):
         shape = (tf.shape(input_ids)[0], tf.shape(input_ids)[1])  # B, T
         mask = tf.cast(input_mask, tf.float32)  # [B, T]
         mask_adder = (1.0 - mask[:, tf.newaxis, tf.newaxis, :]) * ATTENTION_MASK_ADDER  # [B, 1, 1, T]
-        # Token states stay a [B*T, H] matrix between layers, as in Google's modeling.py: plain 2-D MatMuls, and
-        # layer norms over the last axis of a matrix (tf2onnx rewrites a rank-3 mean over the last axis into
-        # GlobalAveragePool, which hides the layer norm from onnxruntime's fusion).
+        # Token states stay a [B*T, H] matrix between layers, as in Google's modeling.py: plain 2-D MatMuls.
         x = self._embeddings(input_ids, segment_ids)
         count = self.config.num_hidden_layers
         # Run only as deep as the deepest layer pooled (CLS_POOLED reads the last one).

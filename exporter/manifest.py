@@ -4,8 +4,9 @@ A model folder in a Triton repository looks like::
 
     REPO/NAME/config.pbtxt
     REPO/NAME/bert_export.json     <- ExportManifest
-    REPO/NAME/vocab.txt            <- the WordPiece vocabulary the bridge tokenizes with
-    REPO/NAME/tokenizer.json       <- AUTO exports only: the model's own tokenizer, which the bridge then runs
+    REPO/NAME/vocab.txt            <- BERT only: the WordPiece vocabulary the bridge tokenizes with
+    REPO/NAME/tokenizer.json       <- the model's own tokenizer, which the bridge then runs (every family but BERT,
+                                      and BERT exported with -pooling_strategy AUTO or with a head)
     REPO/NAME/1/model.onnx         (model.py beside it for the embedded target, model.plan for tensorrt, ...)
 
 This module imports only the standard library: the bridge reads manifests without loading TensorFlow or ONNX.
@@ -26,6 +27,13 @@ FORMAT_VERSION = 1
 INPUT_NAMES = ("input_ids", "input_mask", "segment_ids")
 OUTPUT_NAME = "encodes"
 
+# What a model does (the bridge routes by it): embed (vectors, every export before heads), rerank (a classification
+# head with one label: a relevance score per pair), classify (a head with several labels), sparse (SPLADE).
+EMBED, RERANK, CLASSIFY, SPARSE = "embed", "rerank", "classify", "sparse"
+TASKS = (EMBED, RERANK, CLASSIFY, SPARSE)
+# How the bridge turns a classification head's logits into scores (unless a client asks for raw scores).
+SCORE_ACTIVATIONS = ("sigmoid", "softmax", "identity", "tanh")
+
 
 class PoolingStrategy(enum.IntEnum):
     """The original's strategies; the int values are what the original sent in server_config."""
@@ -37,6 +45,7 @@ class PoolingStrategy(enum.IntEnum):
     FIRST_TOKEN = 4
     LAST_TOKEN = 5
     CLS_POOLED = 6
+    SPLADE = 7  # not the original's: a masked-language-model head's vocabulary-sized vector (heads.py)
 
     @classmethod
     def parse(cls, name: str) -> "PoolingStrategy":
@@ -88,12 +97,24 @@ class ExportManifest:
     source: str  # where the weights came from (model_dir, or tuned_model_dir/ckpt)
     no_position_embeddings: bool = False
     priority_batch_size: int = 16
-    vocab_file: str = VOCAB_FILE
+    vocab_file: Optional[str] = VOCAB_FILE  # None: the vocabulary is tokenizer_file's (every family but BERT)
     # Added after format 1 shipped; a manifest without them means False / None.
     normalize: bool = False  # every output vector (every token's for NONE) is L2-normalized in the graph
     tokenizer_file: Optional[str] = None  # the bridge tokenizes text with this tokenizer.json instead of the original's
+    # The family's cls, sep, pad, unk, mask tokens as its tokenizer names them; None: BERT's [CLS] [SEP] [PAD] [UNK]
+    # [MASK]. pair_separators: separators between a pair's parts (1: [CLS] a [SEP] b [SEP]; 2: <s> a </s></s> b </s>).
+    special_tokens: Optional[dict] = None
+    pair_separators: int = 1
     sentence_transformers: Optional[dict] = None  # what -pooling_strategy AUTO resolved to; None without AUTO
     quantize: Optional[str] = None  # "int8": model.onnx is quantized; extra["quantize_worst_cosine"] is its check
+    model_type: str = "bert"  # config.json's model_type: the family (Google checkpoints and older manifests: bert)
+    token_types: bool = True  # segment_ids reach the model; False: the graph ignores them (the bridge sends zeros)
+    # Heads (heads.py): what the model does, and for a classification head its labels (id2label, in id order) and
+    # the activation that turns its logits (the graph's output) into scores; ``head`` describes the head in the graph.
+    task: str = EMBED
+    labels: Optional[tuple] = None
+    activation: Optional[str] = None
+    head: Optional[dict] = None
     format_version: int = FORMAT_VERSION
     extra: dict = field(default_factory=dict)
 
@@ -101,6 +122,12 @@ class ExportManifest:
         PoolingStrategy.parse(self.pooling_strategy)
         Target(self.target)
         object.__setattr__(self, "pooling_layer", tuple(int(layer) for layer in self.pooling_layer))
+        if self.labels is not None:
+            object.__setattr__(self, "labels", tuple(str(label) for label in self.labels))
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
+        if self.activation is not None and self.activation not in SCORE_ACTIVATIONS:
+            raise ValueError(f"activation must be one of {', '.join(SCORE_ACTIVATIONS)}, got {self.activation!r}")
         if self.max_seq_len is not None and self.max_seq_len <= 3:
             raise ValueError(f"max_seq_len must be > 3 or None, got {self.max_seq_len}")
 
@@ -112,6 +139,8 @@ class ExportManifest:
         path = Path(model_dir) / MANIFEST_FILE
         data = asdict(self)
         data["pooling_layer"] = list(self.pooling_layer)
+        if self.labels is not None:
+            data["labels"] = list(self.labels)
         path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
         return path
 

@@ -13,7 +13,7 @@ from .errors import OptionError
 from .manifest import PoolingStrategy, Target
 
 if TYPE_CHECKING:
-    from .bert_config import BertConfig
+    from .encoder_config import EncoderConfig
 
 DEFAULT_CKPT_NAME = "bert_model.ckpt"
 DEFAULT_CONFIG_NAME = "bert_config.json"
@@ -64,6 +64,8 @@ class ExportOptions:
     force_quantize: bool = False  # keep it anyway
     # Set by -pooling_strategy AUTO (sentence_transformers.resolve_auto): what it resolved to, recorded in the manifest.
     sentence_transformers: Optional[dict] = None
+    # The head after the encoder (head_source.resolve_head: a classifier folder's, or SPLADE's), recorded too.
+    head: Optional[dict] = None
 
     def __post_init__(self):
         # Accept plain values from Python callers; store the canonical types.
@@ -113,16 +115,41 @@ class ExportOptions:
                 raise OptionError("-quantize int8 and -fp16 exclude each other")
         if self.trt_accelerator and self.target is not Target.ONNX:
             raise OptionError("--trt-accelerator applies to -target onnx only")
+        self._check_head()
 
-    def check_fits(self, config: "BertConfig") -> None:
+    def _check_head(self) -> None:
+        """A head replaces the pooling's output: what only applies to embeddings is refused with it."""
+        if self.pooling_strategy is PoolingStrategy.SPLADE and (self.head or {}).get("kind") != "splade":
+            raise OptionError("-pooling_strategy SPLADE needs the model's masked-language-model head, which "
+                              "bert-export's command line resolves (head_source.resolve_head)")
+        if self.head is None:
+            return
+        kind = self.head["kind"]
+        refused = [flag for flag, given in (("-normalize", self.normalize), ("-quantize", self.quantize),
+                                            ("-mask_cls_sep", self.mask_cls_sep),
+                                            ("-no_position_embeddings", self.no_position_embeddings)) if given]
+        if refused:
+            raise OptionError(f"{', '.join(refused)} cannot go with the {kind} head (its output is "
+                              f"{'scores' if kind == 'classification' else 'a SPLADE vector'}, not an embedding)")
+        if self.target is Target.SAVEDMODEL:
+            raise OptionError(f"-target savedmodel exports the encoder and its pooling only, not the {kind} head: "
+                              "choose -target onnx or embedded")
+
+    def check_fits(self, config: "EncoderConfig") -> None:
         """The checks that need the model's config."""
         check_layers(config, self.pooling_layer)
+        if self.target is Target.SAVEDMODEL and config.model_type != "bert":
+            raise OptionError(f"-target savedmodel exports BERT only (its TensorFlow graph); this model is "
+                              f"{config.model_type}: choose -target onnx or embedded")
         limit = config.max_position_embeddings
         if self.max_seq_len is not None and self.max_seq_len > limit and not self.no_position_embeddings:
             raise OptionError(f"-max_seq_len {self.max_seq_len} exceeds the model's max_position_embeddings {limit}")
 
-    def output_dim(self, config: "BertConfig") -> int:
-        """Width of one pooled vector (of one token's vector for NONE); a sentence-transformers Dense layer's."""
+    def output_dim(self, config: "EncoderConfig") -> int:
+        """Width of one pooled vector (of one token's vector for NONE); a sentence-transformers Dense layer's; a
+        head's (its labels, or the vocabulary for SPLADE)."""
+        if self.head is not None:
+            return self.head["width"]
         dense = (self.sentence_transformers or {}).get("dense")
         if dense:
             return dense[-1]["out_features"]
@@ -145,7 +172,7 @@ class ExportOptions:
         return self.output / self.name
 
 
-def check_layers(config: "BertConfig", pooling_layer: Sequence[int]) -> None:
+def check_layers(config: "EncoderConfig", pooling_layer: Sequence[int]) -> None:
     """Layer indices address the encoder layers like a Python list: -L..L-1."""
     count = config.num_hidden_layers
     for layer in pooling_layer:

@@ -1,18 +1,20 @@
 """``-pooling_strategy AUTO``: the settings a sentence-transformers folder implies, read from its own files.
 
-sentence-transformers describes a model as a pipeline in ``modules.json``: a Transformer (the BERT at the folder's
-root), a Pooling module (``1_Pooling/config.json``), optionally Dense modules (a linear layer and an activation, e.g.
-``2_Dense/``) and a Normalize module. ``SentenceTransformer(folder).encode`` pools the last encoder layer, truncates
-to ``sentence_bert_config.json``'s ``max_seq_length``, applies the Dense layers and L2-normalizes when a Normalize
-module comes last. This module maps that pipeline onto the original's
-settings where an exact equivalent exists, and refuses the rest naming what it met (one ``SourceError`` line).
+sentence-transformers describes a model as a pipeline in ``modules.json``: a Transformer (the model at the folder's
+root: a BERT, RoBERTa, XLM-R, CamemBERT, DistilBERT or MPNet), a Pooling module (``1_Pooling/config.json``),
+optionally Dense modules (a linear layer and an activation, e.g. ``2_Dense/``) and a Normalize module.
+``SentenceTransformer(folder).encode`` pools the last encoder layer, truncates to ``sentence_bert_config.json``'s
+``max_seq_length``, applies the Dense layers and L2-normalizes when a Normalize module comes last. This module maps
+that pipeline onto the original's settings where an exact equivalent exists, and refuses the rest naming what it met
+(one ``SourceError`` line).
 
-Tokenization is the model's own: sentence-transformers (with transformers 5) builds a ``BertTokenizer`` from the
-WordPiece vocabulary of ``tokenizer.json`` (or ``vocab.txt``), a ``BertNormalizer`` configured by
-``tokenizer_config.json`` and ``BertPreTokenizer``, and puts a ``Lowercase`` normalizer in front when
-``sentence_bert_config.json`` says ``do_lower_case``. ``write_tokenizer`` writes exactly that tokenizer into the
-export, and the bridge runs it instead of its Python re-creation of the original's BasicTokenizer, which disagrees
-with the Rust normalizer on a few characters (Greek final sigma, unassigned code points).
+Tokenization is the model's own: sentence-transformers runs the family's transformers 5 tokenizer (a
+``BertTokenizer`` from the WordPiece vocabulary with a ``BertNormalizer`` configured by ``tokenizer_config.json``; the
+SentencePiece and byte-level BPE tokenizers of the RoBERTa family, ...), and puts a ``Lowercase`` normalizer in front
+when ``sentence_bert_config.json`` says ``do_lower_case``. The export carries exactly that tokenizer
+(tokenizer_files.py), and the bridge runs it -- for BERT instead of its Python re-creation of the original's
+BasicTokenizer, which disagrees with the Rust normalizer on a few characters (Greek final sigma, unassigned code
+points). sentence-transformers 6 keeps ``max_seq_length`` as ``tokenizer_config.json``'s ``model_max_length``.
 
 Only the standard library is imported at module level: ``tokenizers``, numpy and safetensors load where they are used.
 """
@@ -23,17 +25,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from .bert_config import BertConfig
+from .encoder_config import EncoderConfig
 from .errors import OptionError, SourceError
 from .manifest import PoolingStrategy
+from .tokenizer_files import TOKENIZER_FILE, lowercases, model_tokenizer, tokenizer_settings
 
 AUTO = "AUTO"
 MODULES_FILE = "modules.json"
 SENTENCE_BERT_CONFIG = "sentence_bert_config.json"
 POOLING_CONFIG = "config.json"
-TOKENIZER_FILE = "tokenizer.json"
-TOKENIZER_CONFIG = "tokenizer_config.json"
-VOCAB_TXT = "vocab.txt"
 LAST_LAYER = -1
 # Pooling modes with an exact equivalent among the original's strategies (same formula, same token positions).
 EQUIVALENT_STRATEGIES = {
@@ -62,11 +62,6 @@ DENSE_ACTIVATIONS = {
 }
 DEFAULT_DENSE_ACTIVATION = "torch.nn.modules.activation.Tanh"  # Dense's default when its config names none
 DENSE_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
-# sentence-transformers 6 (transformers 5) builds BERT tokenizers with these defaults when tokenizer_config.json
-# does not say otherwise.
-TOKENIZER_DEFAULTS = {"do_lower_case": True, "tokenize_chinese_chars": True, "strip_accents": None,
-                      "unk_token": "[UNK]", "model_max_length": None}
-SPECIAL_TOKENS = ("pad_token", "unk_token", "cls_token", "sep_token", "mask_token")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -78,7 +73,7 @@ class SentenceTransformersModel:
     normalize: bool  # a Normalize module follows the pooling
     max_seq_length: int
     do_lower_case: bool  # sentence_bert_config.json's: a Lowercase before the tokenizer's own normalizer
-    tokenizer_lowercases: bool  # the tokenizer as a whole lower-cases (this, or tokenizer_config.json's do_lower_case)
+    tokenizer_lowercases: bool  # the tokenizer as a whole lower-cases (this, or its own normalizer)
     dense: tuple = ()  # one dict per Dense module, in order: path, in_features, out_features, bias, activation
 
     def record(self) -> dict:
@@ -88,7 +83,7 @@ class SentenceTransformersModel:
                 "do_lower_case": self.do_lower_case, "tokenizer": TOKENIZER_FILE, "dense": list(self.dense)}
 
 
-def read_sentence_transformers(model_dir: Path, config: BertConfig) -> SentenceTransformersModel:
+def read_sentence_transformers(model_dir: Path, config: EncoderConfig) -> SentenceTransformersModel:
     """The settings of the sentence-transformers pipeline in ``model_dir``; SourceError when there is none or when
     it holds something the export cannot reproduce exactly."""
     model_dir = Path(model_dir)
@@ -107,7 +102,7 @@ def read_sentence_transformers(model_dir: Path, config: BertConfig) -> SentenceT
                           f"only, this model is {pipeline}")
     if modules[0].get("path", "") not in ("", "."):
         raise SourceError(f"{modules_file}: the Transformer lives in {modules[0]['path']}/; AUTO reads a model whose "
-                          f"BERT is at the folder's root")
+                          f"encoder is at the folder's root")
 
     pooling_mode = _pooling_mode(model_dir / modules[1].get("path", "") / POOLING_CONFIG)
     if pooling_mode not in EQUIVALENT_STRATEGIES:
@@ -117,18 +112,19 @@ def read_sentence_transformers(model_dir: Path, config: BertConfig) -> SentenceT
     st_config_file = model_dir / SENTENCE_BERT_CONFIG
     st_config = _read_json(st_config_file) if st_config_file.is_file() else {}
     do_lower_case = bool(st_config.get("do_lower_case", False))
+    tokenizer = model_tokenizer(model_dir, model_type=config.model_type, lowercase_first=do_lower_case)
     return SentenceTransformersModel(
         pooling_mode=pooling_mode,
         strategy=EQUIVALENT_STRATEGIES[pooling_mode],
         normalize=NORMALIZE in kinds,
         max_seq_length=_max_seq_length(model_dir, st_config, config),
         do_lower_case=do_lower_case,
-        tokenizer_lowercases=do_lower_case or bool(tokenizer_settings(model_dir)["do_lower_case"]),
+        tokenizer_lowercases=lowercases(tokenizer.normalizer),
         dense=_dense_layers(model_dir, [m for m, kind in zip(modules, kinds) if kind == DENSE], config.hidden_size),
     )
 
 
-def resolve_auto(model_dir: Path, config: BertConfig, flags: dict, *, explicit: frozenset) -> dict:
+def resolve_auto(model_dir: Path, config: EncoderConfig, flags: dict, *, explicit: frozenset) -> dict:
     """bert-export's flags with AUTO replaced by what the folder says. ``explicit`` names the flags given on the
     command line: -max_seq_len overrides the model's length and -normalize adds normalization; -pooling_layer and
     -cased_tokenization contradict what AUTO decides and are refused."""
@@ -144,52 +140,6 @@ def resolve_auto(model_dir: Path, config: BertConfig, flags: dict, *, explicit: 
             "max_seq_len": flags["max_seq_len"] if "max_seq_len" in explicit else model.max_seq_length,
             "cased_tokenization": not model.tokenizer_lowercases,
             "sentence_transformers": model.record()}
-
-
-def tokenizer_settings(model_dir: Path) -> dict:
-    """tokenizer_config.json over transformers' defaults for a BERT tokenizer."""
-    settings = dict(TOKENIZER_DEFAULTS)
-    if (Path(model_dir) / TOKENIZER_CONFIG).is_file():
-        settings.update(_read_json(Path(model_dir) / TOKENIZER_CONFIG))
-    return settings
-
-
-def write_tokenizer(model_dir: Path, path: Path, *, do_lower_case: bool, vocab: list[str]) -> None:
-    """The tokenizer sentence-transformers runs for this model, as a ``tokenizer.json`` the bridge loads.
-
-    The vocabulary must be the exported one: the bridge maps tokens to ids with it, the model embeds by those ids.
-    """
-    from tokenizers import Tokenizer, normalizers, pre_tokenizers
-    from tokenizers.models import WordPiece
-
-    model_dir = Path(model_dir)
-    settings = tokenizer_settings(model_dir)
-    words = {token: index for index, token in enumerate(vocab)}
-    source = model_dir / TOKENIZER_FILE
-    if source.is_file():
-        try:
-            tokenizer = Tokenizer.from_file(str(source))
-        except Exception as e:  # tokenizers raises bare Exceptions
-            raise SourceError(f"cannot read {source}: {e}") from e
-        if tokenizer.get_vocab(with_added_tokens=False) != words:
-            raise SourceError(f"{source} and the exported vocabulary ({VOCAB_TXT}) disagree; AUTO needs them equal")
-        tokenizer.no_truncation()  # the bridge truncates, to max_seq_len, after adding [CLS]/[SEP] itself
-        tokenizer.no_padding()
-    else:
-        tokenizer = Tokenizer(WordPiece(words, unk_token=str(settings["unk_token"])))
-        tokenizer.add_special_tokens([str(settings[name]) for name in SPECIAL_TOKENS if settings.get(name)])
-    # transformers 5's BertTokenizer rebuilds these from tokenizer_config.json whatever tokenizer.json says.
-    tokenizer.model = WordPiece(words, unk_token=str(settings["unk_token"]))
-    bert_normalizer = normalizers.BertNormalizer(
-        clean_text=True, handle_chinese_chars=bool(settings["tokenize_chinese_chars"]),
-        strip_accents=settings["strip_accents"], lowercase=bool(settings["do_lower_case"]))
-    # sentence-transformers' do_lower_case puts a Lowercase in front (its check looks for Lowercase, not for
-    # BertNormalizer's lowercase option, so an uncased model gets both).
-    tokenizer.normalizer = (normalizers.Sequence([normalizers.Lowercase(), bert_normalizer]) if do_lower_case
-                            else bert_normalizer)
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tokenizer.post_processor = None
-    tokenizer.save(str(path))
 
 
 def dense_weights(model_dir: Path, dense: list) -> dict:
@@ -262,12 +212,13 @@ def _pooling_mode(path: Path) -> str:
     return "+".join(modes)
 
 
-def _max_seq_length(model_dir: Path, st_config: dict, config: BertConfig) -> int:
-    """sentence_bert_config.json's, else the tokenizer's model_max_length capped at the position embeddings."""
+def _max_seq_length(model_dir: Path, st_config: dict, config: EncoderConfig) -> int:
+    """sentence_bert_config.json's, else the tokenizer's model_max_length (where sentence-transformers 6 keeps it)
+    capped at the most tokens the model takes (sentence-transformers caps at the position table's rows: 514 for
+    XLM-R, whose 514th token would fail)."""
     length: Optional[int] = st_config.get("max_seq_length")
     if length is None:
-        tokenizer_config = model_dir / TOKENIZER_CONFIG
-        declared = _read_json(tokenizer_config).get("model_max_length") if tokenizer_config.is_file() else None
+        declared = tokenizer_settings(model_dir).get("model_max_length")
         length = min(int(declared), config.max_position_embeddings) if declared else config.max_position_embeddings
     return int(length)
 

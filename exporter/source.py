@@ -1,23 +1,25 @@
-"""Resolves a model source into what the exporter needs: the config, the vocabulary and the weights.
+"""Resolves a model source into what the exporter needs: the config, the tokenizer and the weights.
 
 The original's rules: config (``-config_name``) and vocabulary come from ``-model_dir``; weights come from
 ``-tuned_model_dir`` when given, else from ``-model_dir`` (a Google checkpoint named ``-ckpt_name``, or a Hugging Face
-folder). HF folders name their config ``config.json``, which is used when ``-config_name`` is absent; a folder with
-only ``tokenizer.json`` gets its WordPiece vocabulary written out as ``vocab.txt``.
+folder). HF folders name their config ``config.json``, which is used when ``-config_name`` is absent. A BERT's
+vocabulary is ``vocab.txt`` (a folder with only ``tokenizer.json`` gets its WordPiece vocabulary written out as
+``vocab.txt``); every other family is served with its own ``tokenizer.json`` (tokenizer_files.py), which it must have.
 """
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
-from .bert_config import BertConfig
+from .encoder_config import EncoderConfig, read_config as read_config_file
 from .errors import SourceError
 from .manifest import VOCAB_FILE
 from .options import ExportOptions
-from .weights import load_weights
+from .tokenizer_files import TokenizerFacts, read_tokenizer_facts
 
 HF_CONFIG = "config.json"
 TOKENIZER_JSON = "tokenizer.json"
@@ -25,9 +27,10 @@ TOKENIZER_JSON = "tokenizer.json"
 
 @dataclass(frozen=True, kw_only=True)
 class ModelSource:
-    config: BertConfig
+    config: EncoderConfig
     config_path: Path
-    vocab: list[str]  # token per id, in id order
+    vocab: Optional[list[str]]  # BERT's WordPiece vocabulary, token per id; None for the other families
+    tokenizer: Optional[TokenizerFacts]  # the model's own tokenizer (every family but BERT)
     weights: dict[str, np.ndarray]
     weights_path: str
 
@@ -61,20 +64,32 @@ def read_vocab(model_dir: Path) -> list[str]:
     raise SourceError(f"{model_dir} has neither {VOCAB_FILE} nor {TOKENIZER_JSON}")
 
 
-def read_config(options: ExportOptions) -> tuple[BertConfig, Path]:
+def read_config(options: ExportOptions) -> tuple[EncoderConfig, Path]:
     path = config_path(options.model_dir, options.config_name)
-    return BertConfig.from_file(path), path
+    return read_config_file(path), path
 
 
 def read_source(options: ExportOptions) -> ModelSource:
     config, path = read_config(options)
-    vocab = read_vocab(options.model_dir)
-    if len(vocab) > config.vocab_size:
-        raise SourceError(f"the vocabulary has {len(vocab)} tokens but {path} says vocab_size {config.vocab_size}")
-    weights, weights_path = load_weights(options.weights_dir, config=config, ckpt_name=options.ckpt_name)
+    if config.model_type == "bert":
+        vocab, tokenizer = read_vocab(options.model_dir), None
+    else:
+        vocab, tokenizer = None, read_tokenizer_facts(options.model_dir, model_type=config.model_type)
+    size = len(vocab) if vocab is not None else tokenizer.vocab_size
+    if size > config.vocab_size:
+        raise SourceError(f"the vocabulary has {size} tokens but {path} says vocab_size {config.vocab_size}")
+    from .families import family_for
+
+    weights, weights_path = family_for(config.model_type).read_weights(options.weights_dir, config=config,
+                                                                       ckpt_name=options.ckpt_name)
     dense = (options.sentence_transformers or {}).get("dense")
     if dense:  # -pooling_strategy AUTO on a model with Dense modules after the pooling
         from .sentence_transformers import dense_weights
 
         weights.update(dense_weights(options.model_dir, dense))
-    return ModelSource(config=config, config_path=path, vocab=vocab, weights=weights, weights_path=weights_path)
+    if options.head is not None:  # a classification or SPLADE head after the encoder
+        from .head_source import head_weights
+
+        weights.update(head_weights(options.weights_dir, options.head, weights, config))
+    return ModelSource(config=config, config_path=path, vocab=vocab, tokenizer=tokenizer, weights=weights,
+                       weights_path=weights_path)

@@ -9,6 +9,9 @@
 - ``http_served``: one bridge on the packaged model with the HTTP front end, shared by the whole session (the HTTP
   tests, the documented curl commands, the examples): ``(RunningBridge, http_port)``.
 - ``hf_model``: transformers' (BertTokenizer, BertModel) for the packaged model, the numerical oracle.
+- ``head_models``: tiny random classifiers, a CrossEncoder and a masked LM (tests/head_models.py), built on first use.
+- ``head_exports``: those exported into one repository (head_models.EXPORTS) that one ``bert-serving-triton`` serves;
+  ``heads_served``: one bridge serving them all over HTTP and ZeroMQ (``--triton-url``): ``(RunningBridge, url)``.
 """
 from __future__ import annotations
 
@@ -122,3 +125,53 @@ def legacy_client():
     spec.loader.exec_module(module)
     assert module.__version__ == "1.10.0"
     return module
+
+
+@pytest.fixture(scope="session")
+def head_models(tmp_path_factory):
+    import torch
+
+    from head_models import HeadModels
+
+    torch.set_num_threads(2)
+    return HeadModels(tmp_path_factory.mktemp("heads"))
+
+
+@pytest.fixture(scope="session")
+def head_exports(head_models, tmp_path_factory):
+    from bert_exporter.cli import main as bert_export
+    from head_models import EXPORTS, HeadExports, source_of
+
+    repository = tmp_path_factory.mktemp("head-repository")
+    sources = {}
+    for name, (_, flags) in EXPORTS.items():
+        sources[name] = source_of(head_models, name)
+        status = bert_export(["-model_dir", str(sources[name]), *flags, "-output", str(repository), "-name", name])
+        assert status == 0, f"bert-export of {name} failed with {status}"
+    folder = tmp_path_factory.mktemp("head-triton")
+    ports = {"grpc": free_port(), "http": free_port(), "metrics": free_port()}
+    url = f"127.0.0.1:{ports['grpc']}"
+    command = [os.path.join(os.path.dirname(sys.executable), "bert-serving-triton"),
+               "--model-repository", str(repository), "--address", "127.0.0.1", "--cache-dir", str(folder),
+               *[f"--{kind}-port={port}" for kind, port in ports.items()]]
+    log_path = folder / "standalone.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    server = RunningBridge(process=process, port=ports["grpc"], port_out=0, log_path=log_path)
+    try:
+        wait_for_log(server, f"tritonserver ready: gRPC {url}", timeout_s=300)
+        yield HeadExports(repository, url, sources)
+    finally:
+        server.stop(timeout_s=60)
+
+
+# a request limit low enough for tests/heads to pass it with 10,000 documents
+HEADS_MAX_REQUEST_SENTENCES = 5000
+
+
+@pytest.fixture(scope="session")
+def heads_served(start_bridge, head_exports):
+    port = free_port()
+    with start_bridge("--model-repository", str(head_exports.repository), "--triton-url", head_exports.triton_url,
+                      "-http_port", str(port), "--max-request-sentences", str(HEADS_MAX_REQUEST_SENTENCES)) as bridge:
+        yield bridge, f"http://127.0.0.1:{port}"

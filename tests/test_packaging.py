@@ -10,6 +10,8 @@ import zipfile
 from harness import REPO_ROOT
 
 SOURCES = ("pyproject.toml", "README.md", "bridge", "exporter", "bench", "server")
+# Where each source folder lands in the wheel (pyproject's package-dir).
+INSTALLED_AS = {"bridge": "bert_bridge", "exporter": "bert_exporter", "bench": "bert_bench", "server": "bert_serving/server"}
 
 
 def test_the_wheel_builds_without_layout_warnings_and_carries_every_file(tmp_path):
@@ -33,3 +35,9 @@ def test_the_wheel_builds_without_layout_warnings_and_carries_every_file(tmp_pat
                  for path in (REPO_ROOT / "bridge" / "frontends" / "dashboard").iterdir()}
     assert {f"bert_bridge/{name}" for name in dashboard} <= names
     assert "bert_exporter/templates/model.py" in names
+    # Every module of every folder, subpackages included: a folder left out of pyproject's packages is a module
+    # missing from a non-editable install (bert_exporter.families once was).
+    modules = {f"{INSTALLED_AS[folder]}/{path.relative_to(REPO_ROOT / folder).as_posix()}"
+               for folder in INSTALLED_AS for path in (REPO_ROOT / folder).rglob("*.py")
+               if "__pycache__" not in path.parts}
+    assert modules - names == set()

@@ -36,13 +36,13 @@ class Admission:
         self._settle_replies: list[Callable[[], None]] = []
 
     @contextlib.contextmanager
-    def admit(self, inputs: Any) -> Iterator[None]:
+    def admit(self, inputs: Any, *, unit: str = "sentences") -> Iterator[None]:
         """Refuse ``inputs`` over a limit, else count them in flight for the duration of the ``with`` block.
 
         Inputs of the wrong shape are measured as far as they can be; the tokenizer refuses them afterwards. A request
         arriving while nothing is in flight is never refused for load, so a request within the per-request limits
-        always gets served eventually."""
-        sentences, size = self._measure(inputs)
+        always gets served eventually. ``unit`` names the inputs in a refusal (a rerank's are documents)."""
+        sentences, size = self._measure(inputs, unit)
         for settle in self._settle_replies:
             settle()
         busy = self.sentences_in_flight or self.bytes_in_flight
@@ -76,12 +76,13 @@ class Admission:
     def release_reply(self, size: int) -> None:
         self.bytes_in_flight -= size
 
-    def _measure(self, inputs: Any) -> tuple[int, int]:
-        """(sentences, bytes) of a request; RequestTooLarge when it breaks a per-request limit."""
+    def _measure(self, inputs: Any, unit: str) -> tuple[int, int]:
+        """(sentences, bytes) of a request; RequestTooLarge when it breaks a per-request limit. An explicit pair (a
+        tuple: a rerank's query and document) is one sentence; each of its texts is held to --max-sentence-chars."""
         if not isinstance(inputs, list):
             return 0, 0
         if len(inputs) > self.max_request_sentences:
-            raise RequestTooLarge(f"the request has {len(inputs)} sentences; this server accepts at most "
+            raise RequestTooLarge(f"the request has {len(inputs)} {unit}; this server accepts at most "
                                   f"{self.max_request_sentences} per request (--max-request-sentences): split it")
         total = 0
         for i, item in enumerate(inputs):
@@ -90,12 +91,15 @@ class Admission:
             elif isinstance(item, list):
                 chars = sum(len(part) if isinstance(part, str) else 1 for part in item)
                 size = sum(_utf8_length(part) if isinstance(part, str) else 8 for part in item)
+            elif isinstance(item, tuple):
+                texts = [part for part in item if isinstance(part, str)]
+                chars, size = max(map(len, texts), default=0), sum(map(_utf8_length, texts))
             else:
                 continue  # not a sentence: the tokenizer refuses it
             if chars > self.max_sentence_chars:
                 raise RequestTooLarge(
-                    f"sentence {i} has {chars} characters; this server accepts at most {self.max_sentence_chars} per "
-                    f"sentence (--max-sentence-chars); the model reads only its first max_seq_len tokens anyway")
+                    f"{unit[:-1]} {i} has {chars} characters; this server accepts at most {self.max_sentence_chars} "
+                    f"per {unit[:-1]} (--max-sentence-chars); the model reads only its first max_seq_len tokens anyway")
             total += size
         return len(inputs), total
 

@@ -2,13 +2,18 @@
 
 Front ends route through ``lookup`` and only there, so the rules hold for every protocol:
 
-- no name: the default model -- the first one served (ZeroMQ, whose protocol has no model field, and ``/encode``);
-  ``/v1/embeddings`` asks for the modern default instead: the first model served with its own (sentence-transformers)
-  semantics, else the default;
+- each route serves some tasks (``ROUTE_TASKS``): ZeroMQ every task (the 1.10 protocol returns whatever the default
+  model gives: vectors, or a classifier's scores), ``/encode`` and ``/v1/embeddings`` embed models, ``/rerank`` and
+  ``/v1/rerank`` rerank models (one score per pair), ``/predict`` rerank and classify models, ``/embed_sparse``
+  sparse (SPLADE) models;
+- no name: the default model -- the first one served (ZeroMQ, whose protocol has no model field, and ``/encode``),
+  or on a route it does not serve the first model that route serves; ``/v1/embeddings`` asks for the modern default
+  instead: the first embed model served with its own (sentence-transformers) semantics, else the first embed model;
 - one model configured: any name is that model, as before a bridge could serve several (OpenAI clients send names
   of their own);
 - several: an unknown name is ``ModelNotFound`` (HTTP 404), a model that could not be loaded ``BackendUnavailable``
-  with its reason, a model whose task the route does not serve ``InvalidRequest``.
+  with its reason;
+- a model whose task the route does not serve is ``InvalidRequest`` naming the model's task and the models that do.
 
 Built once at start (``ModelRegistry.build``) and never changed: one ``FairScheduler`` and one ``Admission`` are
 shared by all services, so clients take turns across models and the load limits hold for all of them together.
@@ -19,13 +24,24 @@ import functools
 import types
 from typing import Iterator, Mapping, Optional, Sequence
 
-from ..config import EMBED_TASK, SENTENCE_TRANSFORMERS, ServerConfig
+from ..config import (CLASSIFY_TASK, EMBED_TASK, RERANK_TASK, SENTENCE_TRANSFORMERS, SPARSE_TASK, TASKS,
+                      ServerConfig)
 from ..errors import BackendUnavailable, InvalidRequest, ModelNotFound
 from .admission import Admission
 from .scheduler import FairScheduler
 from .service import EncodingService, scheduler_capacity
 
-__all__ = ["ModelRegistry"]
+__all__ = ["ModelRegistry", "ROUTE_TASKS"]
+
+# The tasks each route serves; a route is named by its path (zmq: the ZeroMQ protocol).
+ROUTE_TASKS = {
+    "zmq": TASKS,
+    "encode": (EMBED_TASK,),
+    "embeddings": (EMBED_TASK,),
+    "rerank": (RERANK_TASK,),
+    "predict": (RERANK_TASK, CLASSIFY_TASK),
+    "embed_sparse": (SPARSE_TASK,),
+}
 
 
 class ModelRegistry:
@@ -38,7 +54,6 @@ class ModelRegistry:
         self._services: Mapping[str, EncodingService] = types.MappingProxyType({s.name: s for s in services})
         self.unserved: Mapping[str, str] = types.MappingProxyType(dict(sorted((unserved or {}).items())))
         self.default = services[0]
-        self.modern_default = next((s for s in services if s.model.semantics == SENTENCE_TRANSFORMERS), self.default)
         self.admission = self.default.admission
 
     @classmethod
@@ -74,11 +89,15 @@ class ModelRegistry:
         """Every model configured: those served, then those that could not be."""
         return [*self._services, *self.unserved]
 
-    def lookup(self, name: Optional[str], *, task: str = EMBED_TASK, modern: bool = False) -> EncodingService:
-        """The service for a request naming ``name`` (None: not naming one) on a route serving ``task``; see the
-        module's docstring for the rules."""
+    def lookup(self, name: Optional[str], *, route: str = "encode") -> EncodingService:
+        """The service for a request naming ``name`` (None: not naming one) on ``route`` (a key of ROUTE_TASKS); see
+        the module's docstring for the rules."""
+        tasks = ROUTE_TASKS[route]
         if name is None:
-            service = self.modern_default if modern else self.default
+            service = self.default_for(route)
+            if service is None:
+                raise InvalidRequest(f"no model here serves {_route_label(route)} ({' or '.join(tasks)} models); "
+                                     f"this server serves {self._served_with_tasks()}")
         elif len(self.names) == 1:
             service = self.default
         elif name in self._services:
@@ -88,10 +107,23 @@ class ModelRegistry:
         else:
             raise ModelNotFound(f"the model '{name}' does not exist here; this server serves "
                                 f"{', '.join(repr(n) for n in self._services)}")
-        if service.model.task != task:
-            raise InvalidRequest(f"model '{service.name}' is a {service.model.task} model; this route serves {task} "
-                                 f"models: {', '.join(repr(s.name) for s in self if s.model.task == task) or 'none'}")
+        if service.model.task not in tasks:
+            fitting = ", ".join(repr(s.name) for s in self if s.model.task in tasks) or "none here"
+            task = service.model.task
+            raise InvalidRequest(f"model '{service.name}' is {'an' if task[0] in 'aeiou' else 'a'} {task} model; "
+                                 f"{_route_label(route)} serves {' or '.join(tasks)} models: {fitting}")
         return service
+
+    def default_for(self, route: str) -> Optional[EncodingService]:
+        """The model a request naming none gets on ``route``, or None when no model serves it."""
+        fitting = [s for s in self if s.model.task in ROUTE_TASKS[route]]
+        if route == "embeddings":
+            return next((s for s in fitting if s.model.semantics == SENTENCE_TRANSFORMERS), fitting[0] if fitting
+                        else None)
+        return self.default if self.default in fitting else next(iter(fitting), None)
+
+    def _served_with_tasks(self) -> str:
+        return ", ".join(f"'{s.name}' ({s.model.task})" for s in self)
 
     def get(self, name: str) -> Optional[EncodingService]:
         """The service of exactly this name (no defaults), or None."""
@@ -103,7 +135,11 @@ class ModelRegistry:
         service = self._services.get(name)
         if service is None:
             return {"id": name, "task": EMBED_TASK, "ready": False, "error": self.unserved[name]}
-        defaults = [route for route, default in (("zmq", self.default), ("encode", self.default),
-                                                 ("embeddings", self.modern_default)) if default is service]
+        defaults = [route for route in ROUTE_TASKS if self.default_for(route) is service]
         ready = any(endpoint["state"] == "ready" for endpoint in service.backend.endpoint_states())
         return {"id": name, **service.model.describe(), "ready": ready, "default_for": defaults}
+
+
+def _route_label(route: str) -> str:
+    return "ZeroMQ" if route == "zmq" else {"rerank": "/rerank (and /v1/rerank)",
+                                            "embeddings": "/v1/embeddings"}.get(route, f"/{route}")

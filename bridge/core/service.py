@@ -1,7 +1,9 @@
 """The service core every front end calls: validate, tokenize, split, pad, infer on Triton, reassemble in order.
 
 One ``EncodingService`` per served model (core/registry.py holds them by name). They share one fair scheduler -- so
-clients take turns across models too -- and one admission, whose limits hold for all models together.
+clients take turns across models too -- and one admission, whose limits hold for all models together. A model exported
+with a classification head gives scores (its logits through the activation its export recorded, scores.py); a rerank
+is (query, document) pairs, encoded like sentences.
 
 Length-adaptive padding (DESIGN.md, decision 4): ``max_seq_len`` only truncates. Within a request the sentences are
 ordered by length and cut into chunks where padding costs least (chunking.py); each chunk is padded to its longest
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import time
 from dataclasses import dataclass
@@ -22,8 +25,9 @@ import numpy as np
 from .admission import Admission
 from .chunking import Chunk, plan_chunks
 from ..config import ModelSpec, ServerConfig
-from ..errors import BridgeError, InvalidRequest
+from ..errors import BridgeError, InvalidRequest, RequestTooLarge
 from .scheduler import FairScheduler
+from .scores import activate
 from .tokenization import Encoding, TokenizerSettings, WordPieceTokenizer, pad
 from ..triton.pool import TritonPool
 
@@ -74,6 +78,8 @@ class EncodingService:
             mask_cls_sep=model.mask_cls_sep,
             no_special_token=config.no_special_token,
             tokenizer_file=model.tokenizer_file,
+            template=model.template,
+            pair_truncation=model.pair_truncation,
         ))
         self._scheduler = scheduler
         # At least two chunks fit in flight per endpoint, so Triton computes one while the bridge turns the other's
@@ -86,20 +92,48 @@ class EncodingService:
     def name(self) -> str:
         return self.model.name
 
-    async def encode(self, texts: Any, *, client: Optional[Hashable] = None,
-                     dimensions: Optional[int] = None) -> EncodeResult:
+    async def encode(self, texts: Any, *, client: Optional[Hashable] = None, dimensions: Optional[int] = None,
+                     raw_scores: bool = False) -> EncodeResult:
         """Sentences (list[str], 'a ||| b' for a pair) or token lists (list[list[str]]).
 
         ``client`` names who asked (a ZeroMQ identity, an HTTP peer): chunks are interleaved round-robin between
         clients, then between one client's requests (scheduler.py); None makes the request a client of its own.
-        ``dimensions`` shortens the vectors (see check_dimensions). Cancelling the calling task drops the chunks not
-        yet sent to Triton."""
-        return await self._admitted(self.tokenizer.encode, texts, client, dimensions)
+        ``dimensions`` shortens the vectors (see check_dimensions). A classification head's model gives its scores
+        ``[N, num_labels]`` (its logits with ``raw_scores``). Cancelling the calling task drops the chunks not yet
+        sent to Triton."""
+        return await self._admitted(self.tokenizer.encode, texts, client, dimensions, raw_scores=raw_scores)
 
     async def encode_token_ids(self, token_ids: Any, *, client: Optional[Hashable] = None,
                                dimensions: Optional[int] = None) -> EncodeResult:
         """Lists of the served model's vocabulary ids (the OpenAI API's token input); see encode_token_ids there."""
         return await self._admitted(self.tokenizer.encode_token_ids, token_ids, client, dimensions)
+
+    async def encode_pairs(self, pairs: list, *, client: Optional[Hashable] = None, truncate: bool = True,
+                           raw_scores: bool = False, item: str = "input") -> EncodeResult:
+        """Explicit texts and pairs: ``(text, None)`` or ``(first, second)``, taken as they are (tokenization.py
+        encode_pairs). ``truncate`` False refuses an input longer than the model reads (RequestTooLarge) instead of
+        cutting it; ``item`` names an input in errors and limits."""
+        tokenize = functools.partial(self._tokenize_pairs, truncate=truncate, item=item)
+        return await self._admitted(tokenize, pairs, client, None, raw_scores=raw_scores, unit=f"{item}s")
+
+    async def rerank(self, query: Any, documents: Any, *, client: Optional[Hashable] = None, truncate: bool = True,
+                     raw_scores: bool = False) -> EncodeResult:
+        """A rerank model's score of each (query, document) pair, ``[N]`` in the documents' order (the result's
+        ``embeddings``). Each pair goes through the same admission (a document counts as an input), chunking and
+        scheduling as a sentence of an encode."""
+        if not isinstance(query, str) or not query:
+            raise InvalidRequest("query must be a non-empty string")
+        if not isinstance(documents, list) or not documents:
+            raise InvalidRequest("documents must be a non-empty list of texts")
+        for i, document in enumerate(documents):
+            if not isinstance(document, str) or not document:
+                raise InvalidRequest(f"document {i} is not a non-empty string")
+        if self.model.output_dim != 1:
+            raise InvalidRequest(f"model '{self.name}' gives {self.model.output_dim} scores per pair, not one "
+                                 "relevance score: it classifies (POST /predict)")
+        result = await self.encode_pairs([(query, document) for document in documents], client=client,
+                                         truncate=truncate, raw_scores=raw_scores, item="document")
+        return dataclasses.replace(result, embeddings=result.embeddings[:, 0])
 
     def check_dimensions(self, dimensions: Optional[int]) -> None:
         """InvalidRequest unless the model can give vectors of ``dimensions`` (None: its own width): its width, or --
@@ -118,12 +152,24 @@ class EncodingService:
         raise InvalidRequest(f"{available}; only a model whose vectors are normalized can shorten them (an export "
                              "with -normalize, or a sentence-transformers model with -pooling_strategy AUTO)")
 
+    def _tokenize_pairs(self, pairs: list, *, truncate: bool, item: str) -> list[Encoding]:
+        encodings = self.tokenizer.encode_pairs(pairs)
+        cut = [i for i, encoding in enumerate(encodings) if encoding.truncated]
+        if cut and not truncate:
+            which = f"{item} {cut[0]}" + (f" (and {len(cut) - 1} more)" if len(cut) > 1 else "")
+            raise RequestTooLarge(f"{which} is longer than the {self.model.max_tokens} tokens model '{self.name}' "
+                                  "reads: send \"truncate\": true to cut it to that length")
+        return encodings
+
     async def _admitted(self, tokenize: Callable[[Any], list[Encoding]], inputs: Any, client: Optional[Hashable],
-                        dimensions: Optional[int]) -> EncodeResult:
+                        dimensions: Optional[int], *, raw_scores: bool = False,
+                        unit: str = "sentences") -> EncodeResult:
         """Every encode, from either front end, passes the request limits and the load limits here first."""
         self.check_dimensions(dimensions)
-        with self.admission.admit(inputs):
+        with self.admission.admit(inputs, unit=unit):
             result = await self._encode(tokenize, inputs, client)
+        if self.model.activation is not None and not raw_scores:
+            return dataclasses.replace(result, embeddings=activate(result.embeddings, self.model.activation))
         if dimensions is None or dimensions == self.model.output_dim:
             return result
         shortened = result.embeddings[:, :dimensions].astype(np.float32)

@@ -1,24 +1,29 @@
-"""The bridge's tokenization: the original bert-as-service 1.10 server's, token for token, and fast.
+"""The bridge's tokenization: the original bert-as-service 1.10 server's, token for token, for every model family.
 
-This module owns everything between a client's sentences and the three INT32 tensors the model takes:
-Google's BERT tokenization (``FullTokenizer``: basic tokenization, then WordPiece), the ``' ||| '`` sentence pairs,
-tokenized input (``list[list[str]]``) and its ``'|||'`` token, ``[CLS]``/``[SEP]``, truncation, ``-mask_cls_sep``,
-``-no_special_token``, ``max_seq_len`` NONE, the tokens reported to the client, and padding.
+This module owns everything between a client's sentences and the three INT32 tensors the model takes: splitting text
+into the model's tokens, the ``' ||| '`` sentence pairs, tokenized input (``list[list[str]]``) and its ``'|||'``
+token, the family's special tokens around them, truncation, ``-mask_cls_sep``, ``-no_special_token``, ``max_seq_len``
+NONE, the tokens reported to the client, and padding.
 
 Reference: the original's ``extract_features.py`` (``convert_lst_to_features``, ``_truncate_seq_pair``,
 ``read_examples``, ``read_tokenized_examples``) and its ``tokenization.py``; see
 ``shared/reference/original-server-semantics.md`` section 6.
 
-Speed and exactness: the basic tokenization runs as a few C-level regular-expression passes whose character classes
-are built from Python's ``unicodedata``, exactly the tables the original's pure-Python ``BasicTokenizer`` consulted;
-WordPiece runs in Rust (HF ``tokenizers``) on the resulting words, batched. The Rust ``BertNormalizer`` and
-``BertPreTokenizer`` are deliberately not used: they disagree with the original on about 830,000 code points
+Families differ in three things only, which ``SequenceTemplate`` holds: the special tokens (BERT's [CLS]/[SEP]/[UNK],
+RoBERTa's <s>/</s>/<unk>, ...), how many separators stand between a pair's parts (``[CLS] a [SEP] b [SEP]`` against
+``<s> a </s></s> b </s>``), and whether segment ids tell the parts apart (BERT) or are all zero (the families without
+token types). Everything else -- the pair rules, truncation from the longer side with the special tokens counted in
+max_seq_len, masks, tokenized input -- is the original's, for every family.
+
+Splitting text into tokens: a Google BERT export (vocab.txt only) runs the original's ``FullTokenizer``: basic
+tokenization, then WordPiece. The basic tokenization runs as a few C-level regular-expression passes whose character
+classes are built from Python's ``unicodedata``, exactly the tables the original's pure-Python ``BasicTokenizer``
+consulted; WordPiece runs in Rust (HF ``tokenizers``) on the resulting words, batched. The Rust ``BertNormalizer`` and
+``BertPreTokenizer`` are deliberately not used there: they disagree with the original on about 830,000 code points
 (unassigned code points, which the original drops as control characters; characters whose Unicode properties
 changed after the Rust tables were made; the final-sigma rule of Python's ``str.lower``).
-
-Models exported with ``-pooling_strategy AUTO`` (sentence-transformers semantics) carry the model's own
-``tokenizer.json`` instead; text is then split into WordPieces by it, exactly as sentence-transformers does, and
-everything after that (pairs, truncation, [CLS]/[SEP], masks) stays the same.
+Every other export -- the other families, and sentence-transformers models exported with ``-pooling_strategy AUTO``
+-- carries the model's own ``tokenizer.json``, which then splits text exactly as transformers does.
 """
 from __future__ import annotations
 
@@ -35,9 +40,8 @@ from tokenizers.models import WordPiece
 
 from bert_bridge.errors import InvalidRequest, StartupError
 
-__all__ = ["TokenizerSettings", "Encoding", "WordPieceTokenizer", "pad"]
+__all__ = ["SequenceTemplate", "BERT_TEMPLATE", "TokenizerSettings", "Encoding", "WordPieceTokenizer", "pad"]
 
-CLS, SEP, UNK = "[CLS]", "[SEP]", "[UNK]"
 PAIR_TOKEN = "|||"
 # The original splits a sentence pair with this very expression, on the stripped line: greedy, so the last ' ||| '
 # wins, and '.' does not cross a newline, so a line with a newline before ' ||| ' is no pair.
@@ -54,22 +58,52 @@ ASTRAL_RE = re.compile("[\U00010000-\U0010FFFF]")
 
 
 @dataclass(frozen=True, kw_only=True)
-class TokenizerSettings:
-    """How sentences become model inputs; the original server's flags of the same names."""
+class SequenceTemplate:
+    """How a model family frames its sequences: ``cls a sep`` and ``cls a sep (sep ...) b sep``."""
 
-    vocab_file: Path
-    do_lower_case: bool = True  # False with -cased_tokenization
-    max_seq_len: int | None = 25  # None = the original's NONE (dynamic length)
-    max_position_embeddings: int = 512  # cap for NONE
-    mask_cls_sep: bool = False  # input_mask 0 at [CLS]/[SEP], exactly as the original's extract_features
-    no_special_token: bool = False  # tokenized input only: no [CLS]/[SEP] added
-    # The model's own tokenizer.json (AUTO exports): it splits text into WordPieces, do_lower_case does not apply.
-    tokenizer_file: Path | None = None
+    cls: str = "[CLS]"
+    sep: str = "[SEP]"
+    unk: str = "[UNK]"  # what tokenized input's unknown tokens become
+    pair_separators: int = 1  # separators between a pair's parts: BERT 1, RoBERTa-style 2 (<s> a </s></s> b </s>)
+    token_types: bool = True  # segment ids 0/1 for a pair's parts; all 0 for families without token types
 
     def __post_init__(self):
-        object.__setattr__(self, "vocab_file", Path(self.vocab_file))
-        if self.tokenizer_file is not None:
-            object.__setattr__(self, "tokenizer_file", Path(self.tokenizer_file))
+        if self.pair_separators < 1:
+            raise StartupError(f"a pair needs at least one separator, not {self.pair_separators}")
+
+    @property
+    def pair_special_tokens(self) -> int:
+        return 2 + self.pair_separators
+
+
+BERT_TEMPLATE = SequenceTemplate()
+
+
+@dataclass(frozen=True, kw_only=True)
+class TokenizerSettings:
+    """How sentences become model inputs; the original server's flags of the same names, and the model's files."""
+
+    # Google's vocab.txt (BERT): the ids, and the original's WordPiece when there is no tokenizer_file.
+    vocab_file: Path | None = None
+    do_lower_case: bool = True  # False with -cased_tokenization (the original's tokenization only)
+    max_seq_len: int | None = 25  # None = the original's NONE (dynamic length)
+    max_position_embeddings: int = 512  # cap for NONE: the most tokens one sequence may have
+    mask_cls_sep: bool = False  # input_mask 0 at the special tokens, exactly as the original's extract_features
+    no_special_token: bool = False  # tokenized input only: no special tokens added
+    # The model's own tokenizer.json: it splits text (do_lower_case does not apply) and, without a vocab_file,
+    # holds the vocabulary.
+    tokenizer_file: Path | None = None
+    template: SequenceTemplate = BERT_TEMPLATE
+    # How a pair too long for max_seq_len is cut: "original" (the original's _truncate_seq_pair) or "longest_first"
+    # (transformers' and sentence-transformers', which models with heads were trained and are run with).
+    pair_truncation: str = "original"
+
+    def __post_init__(self):
+        for name in ("vocab_file", "tokenizer_file"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, Path(getattr(self, name)))
+        if self.vocab_file is None and self.tokenizer_file is None:
+            raise StartupError("a tokenizer needs a vocab.txt or a tokenizer.json")
         # The original's check_max_seq_len: an int > 3 (room for [CLS] a [SEP] b [SEP]) or NONE.
         if self.max_seq_len is not None and (isinstance(self.max_seq_len, bool) or self.max_seq_len <= 3):
             raise StartupError(f"max_seq_len must be an integer > 3 or NONE, not {self.max_seq_len!r}")
@@ -93,34 +127,44 @@ class Encoding:
     input_ids: list[int]
     input_mask: list[int]
     segment_ids: list[int]
-    tokens: list[str]  # what the original reported to the client: with [CLS]/[SEP], [UNK] for OOV tokenized input
-    # How many of the tokens are [CLS]/[SEP] added here (2, 3 for a pair, 0 with -no_special_token); see batch_length.
+    tokens: list[str]  # what the original reported to the client: the special tokens too, the unknown token for OOV
+    # How many of the tokens are special tokens added here (2, 2 + the pair separators for a pair, 0 with
+    # -no_special_token); see batch_length.
     num_special_tokens: int = field(default=2, compare=False, repr=False)
     truncated: bool = field(default=False, compare=False, repr=False)  # tokens were cut to fit max_seq_len
 
 
 class WordPieceTokenizer:
-    """The original server's ``FullTokenizer`` plus ``convert_lst_to_features``, for one vocabulary and settings."""
+    """The original server's ``FullTokenizer`` plus ``convert_lst_to_features``, for one model and settings; the
+    model's own tokenizer.json replaces ``FullTokenizer`` where the export carries one (the name is the original's:
+    for the other families the pieces are theirs, SentencePiece or byte-level BPE)."""
 
     def __init__(self, settings: TokenizerSettings):
         self.settings = settings
-        self.vocab = _load_vocab(settings.vocab_file)
-        missing = [t for t in (CLS, SEP, UNK) if t not in self.vocab]
+        self.template = template = settings.template
+        self._model_tokenizer = _load_model_tokenizer(settings.tokenizer_file) if settings.tokenizer_file else None
+        if settings.vocab_file is not None:
+            self.vocab = _load_vocab(settings.vocab_file)
+        else:
+            self.vocab = self._model_tokenizer.get_vocab(with_added_tokens=True)
+        missing = [t for t in (template.cls, template.sep, template.unk) if t not in self.vocab]
         if missing:
-            raise StartupError(f"vocabulary {settings.vocab_file} lacks {', '.join(missing)}")
+            source = settings.vocab_file or settings.tokenizer_file
+            raise StartupError(f"vocabulary {source} lacks {', '.join(missing)}")
         self.vocab_size = max(self.vocab.values()) + 1
         self._token_of_id = {index: token for token, index in self.vocab.items()}
+        self._cls, self._sep, self._unk = (self.vocab[t] for t in (template.cls, template.sep, template.unk))
         self._basic = _BasicTokenizer(settings.do_lower_case)
         # WordPiece alone: the words arrive already split and normalized by _BasicTokenizer.
-        self._wordpiece = Tokenizer(WordPiece(self.vocab, unk_token=UNK,
+        self._wordpiece = Tokenizer(WordPiece(self.vocab, unk_token=template.unk,
                                               max_input_chars_per_word=MAX_INPUT_CHARS_PER_WORD))
-        self._model_tokenizer = _load_model_tokenizer(settings.tokenizer_file) if settings.tokenizer_file else None
 
     def encode(self, texts: list) -> list[Encoding]:
         """texts: list[str] (a '|||' splits a pair) or list[list[str]] (pre-tokenized; detected like the original:
         all(isinstance(el, list) for el in texts); a '|||' token splits a pair). Truncation: single sequences
         right-truncated to max_seq_len-2 content tokens; pairs truncated from the longer side (the original's
-        _truncate_seq_pair) to max_seq_len-3; with max_seq_len None, cap at max_position_embeddings."""
+        _truncate_seq_pair) until they fit with their special tokens; with max_seq_len None, cap at
+        max_position_embeddings."""
         if not isinstance(texts, list):
             raise InvalidRequest(f"expected a list of sentences or of token lists, not {type(texts).__name__}")
         if not texts:
@@ -129,9 +173,26 @@ class WordPieceTokenizer:
             return [self._assemble(a, b, tokenized=True) for a, b in self._tokenized_parts(texts)]
         return [self._assemble(a, b, tokenized=False) for a, b in self._text_parts(texts)]
 
+    def encode_pairs(self, pairs: list) -> list[Encoding]:
+        """(first, second) texts, second None for a single text: the modern routes' explicit pairs (a rerank's query
+        and document), taken as they are -- no ' ||| ' in them splits anything, nothing is stripped."""
+        if not isinstance(pairs, list) or not pairs:
+            raise InvalidRequest("expected at least one input")
+        texts = []
+        for i, pair in enumerate(pairs):
+            if not (isinstance(pair, tuple) and len(pair) == 2 and isinstance(pair[0], str)
+                    and (pair[1] is None or isinstance(pair[1], str))):
+                raise InvalidRequest(f"input {i} is not a text nor a pair of texts")
+            if not pair[0] or pair[1] == "":
+                raise InvalidRequest(f"input {i} has an empty text")
+            texts += [part for part in pair if part is not None]
+        pieces = iter(self._split(texts))
+        return [self._assemble(next(pieces), [] if second is None else next(pieces), tokenized=False)
+                for _, second in pairs]
+
     def encode_token_ids(self, token_ids: list) -> list[Encoding]:
         """Lists of vocabulary ids (the OpenAI API's token input), taken as the content of single sequences, like
-        tokenized input: no WordPiece, no pairs, right-truncated to max_seq_len-2 and wrapped in [CLS]/[SEP]
+        tokenized input: no splitting, no pairs, right-truncated to max_seq_len-2 and wrapped in the special tokens
         (both omitted with -no_special_token, as for tokenized input)."""
         if not isinstance(token_ids, list) or not token_ids:
             raise InvalidRequest("expected a non-empty list of token id lists")
@@ -149,31 +210,20 @@ class WordPieceTokenizer:
                                          "ids, and these look like another tokenizer's, such as tiktoken's that "
                                          "LangChain's OpenAIEmbeddings sends by default; send the text instead "
                                          "(LangChain: check_embedding_ctx_length=False; docs/HTTP.md)")
-            encodings.append(self._assemble_ids(ids))
+            encodings.append(self._assemble(ids, [], tokenized=True))
         return encodings
-
-    def _assemble_ids(self, ids: list[int]) -> Encoding:
-        limit = self.settings.length_limit
-        if self.settings.no_special_token:
-            truncated, ids = len(ids) > limit, ids[:limit]
-            return Encoding(ids, [1] * len(ids), [0] * len(ids), [self._token_of_id.get(i, UNK) for i in ids],
-                            num_special_tokens=0, truncated=truncated)
-        truncated, ids = len(ids) > limit - 2, ids[:limit - 2]
-        keep = int(not self.settings.mask_cls_sep)
-        input_ids = [self.vocab[CLS], *ids, self.vocab[SEP]]
-        tokens = [CLS, *(self._token_of_id.get(i, UNK) for i in ids), SEP]
-        return Encoding(input_ids, [keep, *[1] * len(ids), keep], [0] * len(input_ids), tokens, truncated=truncated)
 
     def batch_length(self, encodings: list[Encoding]) -> int:
         """The original's sequence length for a batch under max_seq_len NONE (the T of [B, T, D] with pooling NONE):
-        longest content + 3 if the batch has a pair, else + 2, capped at max_position_embeddings. It can exceed the
-        longest encoding (a batch with a pair; -no_special_token); pad to it to return what the original returned."""
+        longest content + a pair's special tokens if the batch has a pair, else + 2, capped at
+        max_position_embeddings. It can exceed the longest encoding (a batch with a pair; -no_special_token); pad
+        to it to return what the original returned."""
         longest = max(len(e.input_ids) - e.num_special_tokens for e in encodings)
-        extra = 3 if any(e.num_special_tokens == 3 for e in encodings) else 2
+        extra = self.template.pair_special_tokens if any(e.num_special_tokens > 2 for e in encodings) else 2
         return min(longest + extra, self.settings.max_position_embeddings)
 
-    def _text_parts(self, texts: list) -> list[tuple[list[str], list[str]]]:
-        """WordPiece tokens of each sentence's first and second part (the second empty when there is no pair)."""
+    def _text_parts(self, texts: list) -> list[tuple[list[int], list[int]]]:
+        """Token ids of each sentence's first and second part (the second empty when there is no pair)."""
         part_texts, owners = [], []
         for i, text in enumerate(texts):
             if not isinstance(text, str):
@@ -191,15 +241,18 @@ class WordPieceTokenizer:
             parts[owner][1 if i and owners[i - 1] == owner else 0].extend(pieces[i])
         return parts
 
-    def _split(self, texts: list[str]) -> list[list[str]]:
-        """WordPiece tokens of each text: the model's own tokenizer when it has one, else the original's."""
+    def _split(self, texts: list[str]) -> list[list[int]]:
+        """Token ids of each text: the model's own tokenizer when it has one, else the original's WordPiece."""
         if self._model_tokenizer is None:
-            return self._wordpieces([self._basic.tokenize(text) for text in texts])
+            vocab = self.vocab
+            return [[vocab[t] for t in tokens]
+                    for tokens in self._wordpieces([self._basic.tokenize(text) for text in texts])]
         try:
             encodings = self._model_tokenizer.encode_batch(texts, add_special_tokens=False)
         except Exception as e:  # tokenizers raises bare Exceptions
             raise InvalidRequest(f"the model's tokenizer failed: {e}") from e
-        return [encoding.tokens for encoding in encodings]
+        # Ids, not token strings: SentencePiece models name an unknown piece by its text, with the unknown id.
+        return [encoding.ids for encoding in encodings]
 
     def _wordpieces(self, word_lists: list[list[str]]) -> list[list[str]]:
         """WordPiece over lists of words. Most words are whole vocabulary entries, which WordPiece keeps as they are:
@@ -214,52 +267,61 @@ class WordPieceTokenizer:
         pieces = {w: e.tokens for w, e in zip(others, split)}
         return [[p for w in words for p in ((w,) if w in whole else pieces[w])] for words in word_lists]
 
-    def _tokenized_parts(self, texts: list[list]) -> list[tuple[list[str], list[str]]]:
-        """The original's read_tokenized_examples + mark_unk_tokens: no WordPiece, no lower-casing, an exact vocabulary
-        lookup per token, the first '|||' token splitting a pair."""
+    def _tokenized_parts(self, texts: list[list]) -> list[tuple[list[int], list[int]]]:
+        """The original's read_tokenized_examples + mark_unk_tokens: no splitting, no lower-casing, an exact
+        vocabulary lookup per token (the unknown token for the others), the first '|||' token splitting a pair."""
         parts = []
+        vocab, unk = self.vocab, self._unk
         for i, tokens in enumerate(texts):
             if not tokens:
                 raise InvalidRequest(f"sentence {i} is an empty token list")
             for j, token in enumerate(tokens):
                 if not isinstance(token, str):
                     raise InvalidRequest(f"sentence {i}, token {j} is not a string but {type(token).__name__}")
-            marked = [t if t in self.vocab else UNK for t in tokens]
+            ids = [vocab.get(t, unk) for t in tokens]
             if PAIR_TOKEN in tokens:
                 j = tokens.index(PAIR_TOKEN)
-                parts.append((marked[:j], marked[j + 1:]))
+                parts.append((ids[:j], ids[j + 1:]))
             else:
-                parts.append((marked, []))
+                parts.append((ids, []))
         return parts
 
-    def _assemble(self, tokens_a: list[str], tokens_b: list[str], *, tokenized: bool) -> Encoding:
-        """The original's convert_lst_to_features for one example, without the padding."""
+    def _assemble(self, ids_a: list[int], ids_b: list[int], *, tokenized: bool) -> Encoding:
+        """The original's convert_lst_to_features for one example, without the padding, in the family's template."""
         limit = self.settings.length_limit
+        template = self.template
         no_special = tokenized and self.settings.no_special_token
-        length = len(tokens_a) + len(tokens_b)
-        if tokens_b:  # an empty second part makes no pair, as in the original (`if tokens_b:`)
-            tokens_a, tokens_b = _truncate_seq_pair(tokens_a, tokens_b, limit - 3)
+        length = len(ids_a) + len(ids_b)
+        if ids_b:  # an empty second part makes no pair, as in the original (`if tokens_b:`)
+            truncate = _truncate_longest_first if self.settings.pair_truncation == "longest_first" else \
+                _truncate_seq_pair
+            ids_a, ids_b = truncate(ids_a, ids_b, limit - template.pair_special_tokens)
         elif no_special:
-            tokens_a = tokens_a[:limit]
+            ids_a = ids_a[:limit]
         else:
             # The original skipped this truncation for text input under -no_special_token, which only applies to
             # tokenized input, and then failed on long sentences; truncate as usual instead.
-            tokens_a = tokens_a[:limit - 2]
+            ids_a = ids_a[:limit - 2]
         # As in the original, "is this a pair" is asked again after truncation, which can empty the second part.
-        truncated = len(tokens_a) + len(tokens_b) < length
-        if no_special and not tokens_b:
-            return Encoding([self.vocab[t] for t in tokens_a], [1] * len(tokens_a), [0] * len(tokens_a),
-                            tokens_a, num_special_tokens=0, truncated=truncated)
+        truncated = len(ids_a) + len(ids_b) < length
+        if no_special and not ids_b:
+            return Encoding(list(ids_a), [1] * len(ids_a), [0] * len(ids_a), self._tokens(ids_a),
+                            num_special_tokens=0, truncated=truncated)
         keep = int(not self.settings.mask_cls_sep)
-        tokens = [CLS, *tokens_a, SEP]
-        input_mask = [keep, *[1] * len(tokens_a), keep]
-        segment_ids = [0] * len(tokens)
-        if tokens_b:
-            tokens += [*tokens_b, SEP]
-            input_mask += [*[1] * len(tokens_b), keep]
-            segment_ids += [1] * (len(tokens_b) + 1)
-        return Encoding([self.vocab[t] for t in tokens], input_mask, segment_ids, tokens,
-                        num_special_tokens=3 if tokens_b else 2, truncated=truncated)
+        input_ids = [self._cls, *ids_a, self._sep]
+        input_mask = [keep, *[1] * len(ids_a), keep]
+        if ids_b:
+            separators = template.pair_separators - 1  # the first one closed part a
+            input_ids += [*[self._sep] * separators, *ids_b, self._sep]
+            input_mask += [*[keep] * separators, *[1] * len(ids_b), keep]
+        second = len(ids_b) + 1 if ids_b and template.token_types else 0  # b and its closing separator
+        segment_ids = [0] * (len(input_ids) - second) + [1] * second
+        return Encoding(input_ids, input_mask, segment_ids, self._tokens(input_ids),
+                        num_special_tokens=template.pair_special_tokens if ids_b else 2, truncated=truncated)
+
+    def _tokens(self, ids: list[int]) -> list[str]:
+        token_of_id, unk = self._token_of_id, self.template.unk
+        return [token_of_id.get(i, unk) for i in ids]
 
 
 def pad(encodings: list[Encoding], length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -276,10 +338,10 @@ def pad(encodings: list[Encoding], length: int) -> tuple[np.ndarray, np.ndarray,
     return arrays[0], arrays[1], arrays[2]
 
 
-def _truncate_seq_pair(tokens_a: list[str], tokens_b: list[str], max_length: int) -> tuple[list[str], list[str]]:
+def _truncate_seq_pair(tokens_a: list, tokens_b: list, max_length: int) -> tuple[list, list]:
     """The original's _truncate_seq_pair: drop the last token of the longer part (of b on a tie) until both fit."""
     len_a, len_b = len(tokens_a), len(tokens_b)
-    while len_a + len_b > max_length:
+    while len_a + len_b > max(max_length, 0):
         if len_a > len_b:
             len_a -= 1
         else:
@@ -287,12 +349,28 @@ def _truncate_seq_pair(tokens_a: list[str], tokens_b: list[str], max_length: int
     return tokens_a[:len_a], tokens_b[:len_b]
 
 
+def _truncate_longest_first(tokens_a: list, tokens_b: list, max_length: int) -> tuple[list, list]:
+    """transformers' (the Rust tokenizers') "longest_first" for a pair: the shorter part is kept whole when the longer
+    one can make room, else both get half of ``max_length``, the longer one the odd token (the second on a tie)."""
+    len_a, len_b = len(tokens_a), len(tokens_b)
+    if len_a + len_b <= max_length:
+        return tokens_a, tokens_b
+    short = min(len_a, len_b)
+    if short <= max_length - short:
+        long_ = max_length - short
+    else:
+        short, long_ = max_length // 2, max_length // 2 + max_length % 2
+    if len_a > len_b:
+        return tokens_a[:long_], tokens_b[:short]
+    return tokens_a[:short], tokens_b[:long_]
+
+
 def _load_model_tokenizer(path: Path) -> Tokenizer:
     try:
         tokenizer = Tokenizer.from_file(str(path))
     except Exception as e:  # tokenizers raises bare Exceptions
         raise StartupError(f"cannot load the model's tokenizer {path}: {e}") from e
-    tokenizer.no_truncation()  # truncation and padding happen here, after [CLS]/[SEP]
+    tokenizer.no_truncation()  # truncation and padding happen here, after the special tokens
     tokenizer.no_padding()
     return tokenizer
 

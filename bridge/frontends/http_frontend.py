@@ -5,15 +5,16 @@ never a thread per request) and renders replies. Routes (docs/HTTP.md):
 
 - the original's ``POST /encode``, ``GET /status/server``, ``GET /status/client``;
 - OpenAI's ``POST /v1/embeddings`` (and ``/embeddings``), ``GET /v1/models``;
-
-Each encode route finds its model through the registry's one ``lookup`` (core/registry.py): ``model`` names it on
-``/v1/embeddings`` (and, optionally, on ``/encode``).
+- for models with heads: text-embeddings-inference's ``POST /rerank``, ``POST /predict`` and ``POST /embed_sparse``,
+  Cohere's and Jina's ``POST /v1/rerank``;
 - ``GET /health``, ``GET /ready``, ``GET /metrics`` (Prometheus), ``GET /status/activity`` (the dashboard's data);
 - ``GET /dashboard``, ``GET /docs`` and ``GET /openapi.json``, with every asset served from this package or
   swagger-ui-bundle-v2, never from a CDN.
 
-The bridge's closed error set becomes HTTP in one place, ``error_response``: one table of status codes, the
-original's envelope ``{"description", "type", "status"}`` on its routes and OpenAI's ``{"error": {...}}`` on /v1/*.
+Each route serving a model finds it through the registry's one ``lookup`` (core/registry.py), which knows the tasks
+each route serves: ``model`` names it (optional on ``/encode``). The bridge's closed error set becomes HTTP in one
+place, ``error_response``: one table of status codes, the original's envelope ``{"description", "type", "status"}`` on
+its routes and OpenAI's ``{"error": {...}}`` on /v1/*.
 """
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ import socket
 from pathlib import Path
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, Awaitable, Callable, Optional, Union
+import uuid
+from typing import Any, Awaitable, Callable, Literal, Optional, Union
 
 import numpy as np
 import orjson
@@ -51,6 +53,7 @@ from ..errors import (BackendError, BackendUnavailable, BridgeError, ClientGone,
                      Overloaded, RequestTooLarge, ShuttingDown, StartupError, TooManyConcurrentRequests, Unauthorized)
 from ..metrics import CONTENT_TYPE_LATEST, BridgeMetrics
 from ..core.registry import ModelRegistry
+from ..core.scores import labelled, ranking, sparse
 from ..core.service import EncodeResult
 from ..statistics import ServerStatistic
 
@@ -205,6 +208,94 @@ class EmbeddingsResponse(BaseModel):
     data: list[Embedding]
     model: str
     usage: Usage
+
+
+class RerankRequest(BaseModel):
+    """text-embeddings-inference's POST /rerank body (``model`` added: several models may be served)."""
+
+    model_config = ConfigDict(extra="ignore")
+    query: StrictStr = Field(description="what the texts are ranked for")
+    texts: list[StrictStr] = Field(min_length=1, description="the texts to rank; at least one")
+    raw_scores: StrictBool = Field(default=False, description="the logits instead of the model's scores")
+    return_text: StrictBool = Field(default=False, description="each result carries its text")
+    truncate: Optional[StrictBool] = Field(default=False, description=(
+        "cut a (query, text) pair longer than the model reads; false: such a request gets 413"))
+    truncation_direction: Literal["right", "Right"] = Field(default="right", description="only right is supported")
+    model: Optional[StrictStr] = Field(default=None, description="a rerank model of GET /v1/models; default: the "
+                                       "first one served")
+
+
+class Rank(BaseModel):
+    index: int = Field(description="the text's position in the request")
+    score: float
+    text: Optional[str] = Field(default=None, description="with return_text")
+
+
+class CohereDocument(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    text: StrictStr
+
+
+class CohereRerankRequest(BaseModel):
+    """Cohere's (and Jina's) POST /v1/rerank body."""
+
+    model_config = ConfigDict(extra="ignore")
+    model: Optional[StrictStr] = Field(default=None, description="a rerank model of GET /v1/models; absent: the "
+                                       "first one served")
+    query: StrictStr
+    documents: list[Union[StrictStr, CohereDocument]] = Field(min_length=1, description=(
+        "strings or {\"text\": ...} objects; at least one"))
+    top_n: Optional[StrictInt] = Field(default=None, ge=1, description="return the best n (default: all)")
+    return_documents: StrictBool = Field(default=False, description="each result carries {\"text\": ...}")
+
+
+class CohereResult(BaseModel):
+    index: int
+    relevance_score: float
+    document: Optional[CohereDocument] = None
+
+
+class RerankUsage(BaseModel):
+    total_tokens: int
+
+
+class CohereRerankResponse(BaseModel):
+    id: str
+    model: str
+    results: list[CohereResult]
+    usage: RerankUsage
+
+
+class PredictRequest(BaseModel):
+    """text-embeddings-inference's POST /predict body (``model`` added)."""
+
+    model_config = ConfigDict(extra="ignore")
+    inputs: Union[StrictStr, list[Union[StrictStr, list[StrictStr]]]] = Field(description=(
+        "a text; a pair [text, text]; or a list of texts and pairs, answered with one list per input"))
+    raw_scores: StrictBool = Field(default=False, description="the logits instead of the model's scores")
+    truncate: Optional[StrictBool] = Field(default=False, description=(
+        "cut an input longer than the model reads; false: such a request gets 413"))
+    model: Optional[StrictStr] = Field(default=None, description="a rerank or classify model of GET /v1/models")
+
+
+class Prediction(BaseModel):
+    label: str
+    score: float
+
+
+class EmbedSparseRequest(BaseModel):
+    """text-embeddings-inference's POST /embed_sparse body (``model`` added)."""
+
+    model_config = ConfigDict(extra="ignore")
+    inputs: Union[StrictStr, list[StrictStr]] = Field(description="a text or a list of texts")
+    truncate: Optional[StrictBool] = Field(default=False, description=(
+        "cut a text longer than the model reads; false: such a request gets 413"))
+    model: Optional[StrictStr] = Field(default=None, description="a sparse (SPLADE) model of GET /v1/models")
+
+
+class SparseValue(BaseModel):
+    index: int = Field(description="a vocabulary id")
+    value: float
 
 
 class OpenAIErrorDetail(BaseModel):
@@ -371,6 +462,18 @@ class HttpFrontend:
             app.post(path, tags=["OpenAI"], summary="Create embeddings (OpenAI-compatible)",
                      response_model=EmbeddingsResponse, responses=OPENAI_ERRORS,
                      include_in_schema=path.startswith("/v1"))(self.embeddings)
+        app.post("/rerank", tags=["rerank, classify, sparse"], summary="Rank texts for a query "
+                 "(text-embeddings-inference's shape)", response_model=list[Rank], responses=ORIGINAL_ERRORS)(
+            self.rerank)
+        app.post("/v1/rerank", tags=["rerank, classify, sparse"], summary="Rank documents for a query (Cohere's and "
+                 "Jina's shape)", response_model=CohereRerankResponse, responses=OPENAI_ERRORS)(self.cohere_rerank)
+        app.post("/predict", tags=["rerank, classify, sparse"], summary="Scores per label of texts or pairs "
+                 "(text-embeddings-inference's shape)",
+                 response_model=Union[list[Prediction], list[list[Prediction]]], responses=ORIGINAL_ERRORS)(
+            self.predict)
+        app.post("/embed_sparse", tags=["rerank, classify, sparse"], summary="SPLADE vectors, non-zero entries only "
+                 "(text-embeddings-inference's shape)", response_model=list[list[SparseValue]],
+                 responses=ORIGINAL_ERRORS)(self.embed_sparse)
         app.get("/v1/models", tags=["OpenAI"], summary="The served models")(self.models)
         app.get("/v1/models/{model_id}", tags=["OpenAI"], summary="One model",
                 responses={404: {"model": OpenAIError}})(self.model)
@@ -402,7 +505,7 @@ class HttpFrontend:
             return error_response(e, path, request_id=request_id, has_request_id=has_request_id)
         try:
             try:
-                service = self.registry.lookup(payload.model)
+                service = self.registry.lookup(payload.model, route="encode")
                 if payload.texts and payload.is_tokenized != all(isinstance(item, list) for item in payload.texts):
                     raise InvalidRequest("is_tokenized is true but texts are strings" if payload.is_tokenized
                                          else "texts are token lists: set is_tokenized to true")
@@ -440,7 +543,7 @@ class HttpFrontend:
     async def embeddings(self, body: EmbeddingsRequest, request: Request) -> Response:
         path = request.url.path
         try:
-            service = self.registry.lookup(body.model, modern=True)
+            service = self.registry.lookup(body.model, route="embeddings")
         except BridgeError as e:
             self.metrics.rejected("openai", e.kind)
             return error_response(e, path, param="model")
@@ -490,6 +593,80 @@ class HttpFrontend:
             if not text:
                 raise InvalidRequest(f"input {i} is an empty string")
         return value, service.encode
+
+    # -- heads: rerank, classify, sparse ------------------------------------------------------------------------------
+
+    async def rerank(self, body: RerankRequest, request: Request) -> Response:
+        """text-embeddings-inference's /rerank: ``[{index, score, text?}]`` from the best text to the worst."""
+        service = self._head_service(request, body.model, "rerank")
+        if isinstance(service, Response):
+            return service
+        try:
+            result = await self._encode("http", request, body.texts, functools.partial(
+                service.rerank, body.query, truncate=bool(body.truncate), raw_scores=body.raw_scores), service.name)
+        except BridgeError as e:
+            return error_response(e, request.url.path)
+        scores = result.embeddings
+        ranks = [{"index": i, "score": float(scores[i]), **({"text": body.texts[i]} if body.return_text else {})}
+                 for i in ranking(scores)]
+        return _json(ranks, headers=_result_headers(result))
+
+    async def cohere_rerank(self, body: CohereRerankRequest, request: Request) -> Response:
+        """Cohere's and Jina's /v1/rerank: ``{results: [{index, relevance_score, document?}], usage}``, best first;
+        documents longer than the model reads are cut, as those services do."""
+        service = self._head_service(request, body.model, "rerank", param="model")
+        if isinstance(service, Response):
+            return service
+        texts = [document if isinstance(document, str) else document.text for document in body.documents]
+        try:
+            result = await self._encode("http", request, texts, functools.partial(service.rerank, body.query),
+                                        service.name)
+        except BridgeError as e:
+            return error_response(e, request.url.path, param="documents" if isinstance(e, InvalidRequest) else None)
+        scores = result.embeddings
+        order = ranking(scores)[:body.top_n]
+        results = [{"index": i, "relevance_score": float(scores[i]),
+                    **({"document": {"text": texts[i]}} if body.return_documents else {})} for i in order]
+        return _json({"id": str(uuid.uuid4()), "model": service.name, "results": results,
+                      "usage": {"total_tokens": result.num_tokens}}, headers=_result_headers(result))
+
+    async def predict(self, body: PredictRequest, request: Request) -> Response:
+        """text-embeddings-inference's /predict: ``[{label, score}]`` best first, for one input; a list of those for
+        a list of inputs."""
+        service = self._head_service(request, body.model, "predict")
+        if isinstance(service, Response):
+            return service
+        try:
+            pairs, single = _predict_inputs(body.inputs)
+            result = await self._encode("http", request, pairs, functools.partial(
+                service.encode_pairs, truncate=bool(body.truncate), raw_scores=body.raw_scores), service.name)
+        except BridgeError as e:
+            return error_response(e, request.url.path)
+        predictions = labelled(result.embeddings, service.model.labels)
+        return _json(predictions[0] if single else predictions, headers=_result_headers(result))
+
+    async def embed_sparse(self, body: EmbedSparseRequest, request: Request) -> Response:
+        """text-embeddings-inference's /embed_sparse: per input, its non-zero ``[{index, value}]``."""
+        service = self._head_service(request, body.model, "embed_sparse")
+        if isinstance(service, Response):
+            return service
+        texts = [body.inputs] if isinstance(body.inputs, str) else body.inputs
+        try:
+            if not texts:
+                raise InvalidRequest("inputs must not be empty")
+            result = await self._encode("http", request, [(text, None) for text in texts], functools.partial(
+                service.encode_pairs, truncate=bool(body.truncate)), service.name)
+        except BridgeError as e:
+            return error_response(e, request.url.path)
+        return _json(sparse(result.embeddings), headers=_result_headers(result))
+
+    def _head_service(self, request: Request, name: Optional[str], route: str, *, param: Optional[str] = None):
+        """The model serving ``route`` (the registry's lookup), or the error reply saying why none does."""
+        try:
+            return self.registry.lookup(name, route=route)
+        except BridgeError as e:
+            self.metrics.rejected("http", e.kind)
+            return error_response(e, request.url.path, param=param)
 
     async def models(self) -> Response:
         return _json({"object": "list", "data": [self._model_card(name) for name in self.registry.names]})
@@ -669,6 +846,28 @@ async def _readable_id(request: Request) -> tuple[bool, Any]:
     except (ValueError, KeyError):  # not JSON (orjson.JSONDecodeError is a ValueError), or a malformed form
         return False, None
     return (True, body["id"]) if isinstance(body, dict) and "id" in body else (False, None)
+
+
+def _predict_inputs(inputs: Union[str, list]) -> tuple[list[tuple], bool]:
+    """/predict's inputs as text-embeddings-inference reads them: a text, or a list of exactly two texts, is one
+    input (the list a pair); any other list holds inputs, each a text or a [text, text] pair ([text] too). Returns
+    the explicit pairs (second None for a text) and whether the request was one input."""
+    if isinstance(inputs, str):
+        return [(inputs, None)], True
+    if len(inputs) == 2 and all(isinstance(item, str) for item in inputs):
+        return [(inputs[0], inputs[1])], True
+    if not inputs:
+        raise InvalidRequest("inputs must not be empty")
+    pairs = []
+    for i, item in enumerate(inputs):
+        if isinstance(item, str):
+            pairs.append((item, None))
+        elif len(item) in (1, 2):  # [text] too: unambiguous where a bare list of two texts reads as a pair
+            pairs.append((item[0], item[1] if len(item) == 2 else None))
+        else:
+            raise InvalidRequest(f"inputs.{i}: a list input is [text] or a pair [text, text], this one has "
+                                 f"{len(item)} texts")
+    return pairs, False
 
 
 async def _unless_disconnected(request: Request, encoding: Awaitable[EncodeResult]) -> EncodeResult:

@@ -10,7 +10,7 @@ COPY bridge bridge
 COPY exporter exporter
 COPY bench bench
 COPY client client
-# --no-deps: the server distribution declares the export side's dependencies too (TensorFlow, tf2onnx, ...).
+# --no-deps: the server distribution declares the export side's dependencies too (TensorFlow, onnx, ...).
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . ./client
 
 FROM python:3.11-slim

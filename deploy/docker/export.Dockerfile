@@ -1,4 +1,4 @@
-# The export job: bert-export with TensorFlow and tf2onnx, writing a Triton model repository into /models. It runs
+# The export job: bert-export (onnx, onnxruntime; TensorFlow for Google checkpoints), writing a Triton model repository into /models. It runs
 # once per model (a compose service that exits, a Kubernetes Job); the bridge image does not carry any of this.
 #
 #   docker build -f deploy/docker/export.Dockerfile -t bert-serving-export .

@@ -38,11 +38,19 @@ def test_smoke_benchmark_writes_tables_ratios_and_plots(tmp_path):
     assert all(100 < float(r["peak_rss_mb"]) < 4000 for r in service_rows)  # the whole tree: bridge + triton + stub
     compared = {r["value"] for r in rows if r["table"] == "compare"}
     assert {"onnxruntime in process, max_seq_len 40", "sentence-transformers encode, max_seq_len 40",
-            "service fp32, max_seq_len 40", "service, one sentence"} <= compared
+            "reference graph in process, max_seq_len 40", "service fp32, max_seq_len 40",
+            "service, one sentence"} <= compared
     summary = (output / "summary.md").read_text()
     assert summary.startswith("## Ratios")
     assert re.search(r"service fp32 / onnxruntime in process \(max_seq_len 40\): \d+\.\d\dx", summary)
     facts = json.loads((output / "facts.json").read_text())
+    # The reference graph (transformers + torch.onnx.export + onnxruntime's optimizer) computes what the export
+    # computes, so the three in-process ratios compare equal work.
+    assert re.search(r"exported fp32 graph / reference graph .* 32x40 \d+\.\d\dx .* 64x40 \d+\.\d\dx .* "
+                     r"16x128 \d+\.\d\dx", summary)
+    assert re.search(r"service fp32 / reference graph in process \(max_seq_len 40\): \d+\.\d\dx", summary)
+    assert sorted(facts["graph_vs_reference"]) == ["16x128", "32x40", "64x40"]
+    assert all(r["max_abs_difference"] < 1e-4 and r["ratio"] > 0 for r in facts["graph_vs_reference"].values())
     assert isinstance(facts["perf_analyzer"], list) and facts["perf_analyzer"][0]["inferences_per_s"] > 0
     # The same vectors as the same ONNX in process (64 sentences: three of the bridge's chunks, in flight together, so
     # Triton merges them and model.py runs them in calls of its size).

@@ -42,18 +42,18 @@ def registry(*specs: ModelSpec, unserved: dict | None = None) -> ModelRegistry:
 
 def test_with_one_model_any_name_is_that_model():
     one = registry(spec("bert"))
-    assert one.lookup(None) is one.lookup("text-embedding-3-small") is one.lookup("bert", modern=True) is one.default
+    assert one.lookup(None) is one.lookup("text-embedding-3-small") is one.lookup("bert", route="embeddings") is one.default
 
 
 def test_with_several_models_names_route_and_each_route_has_its_default():
     models = registry(spec("minilm"), spec("st", auto=True), spec("other"))
     assert models.lookup(None).name == "minilm"  # ZeroMQ, /encode: the first
-    assert models.lookup(None, modern=True).name == "st"  # /v1/embeddings: the first with its own semantics
+    assert models.lookup(None, route="embeddings").name == "st"  # /v1/embeddings: the first with its own semantics
     assert models.lookup("other").name == "other" and models.lookup("st").name == "st"
     with pytest.raises(ModelNotFound, match="'nope' does not exist here; this server serves 'minilm', 'st', 'other'"):
         models.lookup("nope")
     without_st = registry(spec("minilm"), spec("other"))
-    assert without_st.lookup(None, modern=True).name == "minilm"
+    assert without_st.lookup(None, route="embeddings").name == "minilm"
 
 
 def test_a_model_that_was_not_served_says_why_and_counts_as_configured():
@@ -69,9 +69,37 @@ def test_a_model_that_was_not_served_says_why_and_counts_as_configured():
 
 def test_a_route_serves_only_the_tasks_it_knows():
     models = registry(spec("minilm"), spec("reranker", task="rerank"))
-    with pytest.raises(InvalidRequest, match="'reranker' is a rerank model; this route serves embed models: 'minilm'"):
+    with pytest.raises(InvalidRequest, match="'reranker' is a rerank model; /encode serves embed models: 'minilm'"):
         models.lookup("reranker")
-    assert models.lookup("reranker", task="rerank").name == "reranker"
+    assert models.lookup("reranker", route="rerank").name == "reranker"
+
+
+def test_each_route_serves_its_tasks_and_by_default_the_first_model_that_fits():
+    models = registry(spec("minilm"), spec("reranker", task="rerank"), spec("nli", task="classify"),
+                      spec("splade", task="sparse"))
+    assert models.lookup(None, route="zmq").name == "minilm"  # the 1.10 protocol: the default, whatever it does
+    assert models.lookup(None, route="rerank").name == models.lookup(None, route="predict").name == "reranker"
+    assert models.lookup("nli", route="predict").name == "nli"  # /predict: rerank and classify models
+    assert models.lookup(None, route="embed_sparse").name == "splade"
+    with pytest.raises(InvalidRequest, match=r"model 'nli' is a classify model; /rerank \(and /v1/rerank\) serves "
+                                             r"rerank models: 'reranker'"):
+        models.lookup("nli", route="rerank")
+    with pytest.raises(InvalidRequest, match="model 'minilm' is an embed model; /predict serves rerank or classify "
+                                             "models: 'reranker', 'nli'"):
+        models.lookup("minilm", route="predict")
+    assert models.card("reranker")["default_for"] == ["rerank", "predict"]
+    assert models.card("minilm")["default_for"] == ["zmq", "encode", "embeddings"]
+
+
+def test_a_route_no_model_serves_says_what_is_served():
+    alone = registry(spec("reranker", task="rerank"))
+    assert alone.lookup(None, route="zmq") is alone.lookup("any name", route="rerank") is alone.default
+    with pytest.raises(InvalidRequest, match="no model here serves /encode \\(embed models\\); this server serves "
+                                             "'reranker' \\(rerank\\)"):
+        alone.lookup(None)
+    with pytest.raises(InvalidRequest, match="model 'reranker' is a rerank model; /v1/embeddings serves embed models: "
+                                             "none here"):
+        alone.lookup("text-embedding-3-small", route="embeddings")
 
 
 def test_every_service_shares_one_scheduler_and_one_admission():

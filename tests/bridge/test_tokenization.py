@@ -447,3 +447,43 @@ def test_token_ids_are_the_content_of_a_sequence(vocab_file, vocab):
     for bad in ([[len(vocab) + 5]], [[-1]], [[1, "2"]], [[True]], [[]], [], "ids"):
         with pytest.raises(InvalidRequest):
             tokenizer.encode_token_ids(bad)
+
+
+# --- explicit pairs (the modern routes: a rerank's query and document, /predict's pairs) ----------------------------
+
+@pytest.mark.parametrize("lengths", [(3, 4), (9, 9), (10, 9), (9, 10), (2, 30), (30, 2), (30, 30), (40, 1)])
+def test_explicit_pairs_are_cut_longest_first_as_transformers_cuts_them(vocab_file, oracles, lengths):
+    """Models with heads are served with their own semantics: transformers' (and sentence-transformers') pair
+    truncation, which differs from the original's on ties and near them."""
+    tokenizer = WordPieceTokenizer(TokenizerSettings(vocab_file=vocab_file, max_seq_len=20,
+                                                     pair_truncation="longest_first"))
+    first, second = " ".join(["cat"] * lengths[0]), " ".join(["dogs"] * lengths[1])
+    [encoding] = tokenizer.encode_pairs([(first, second)])
+    expected = oracles[True][0](first, second, truncation=True, max_length=20)
+    assert (encoding.input_ids, encoding.segment_ids) == (expected["input_ids"], expected["token_type_ids"])
+    assert encoding.truncated == (sum(lengths) > 17)
+    [as_text] = tokenizer.encode([f"{first} ||| {second}"])  # ZeroMQ's 'a ||| b' is cut the same way
+    assert as_text.input_ids == encoding.input_ids
+
+
+def test_explicit_pairs_are_taken_as_they_are(vocab_file, oracles):
+    tokenizer = WordPieceTokenizer(TokenizerSettings(vocab_file=vocab_file, max_seq_len=64))
+    rust = oracles[True][0]
+    texts = [("the query ||| with bars", None), ("a query", "a document ||| with bars"), ("  spaced  ", None)]
+    encodings = tokenizer.encode_pairs(texts)
+    assert [e.input_ids for e in encodings] == [rust(a, b)["input_ids"] for a, b in texts]
+    assert encodings[1].segment_ids == rust(*texts[1])["token_type_ids"]
+
+
+@pytest.mark.parametrize("pairs, fragment", [
+    ([], "expected at least one input"),
+    ("text", "expected at least one input"),
+    ([("a", "b"), ["a", "b"]], "input 1 is not a text nor a pair of texts"),
+    ([("a", 3)], "input 0 is not a text nor a pair of texts"),
+    ([("a", "")], "input 0 has an empty text"),
+    ([("", None)], "input 0 has an empty text"),
+])
+def test_bad_pairs_are_an_invalid_request_naming_the_problem(vocab_file, pairs, fragment):
+    tokenizer = WordPieceTokenizer(TokenizerSettings(vocab_file=vocab_file))
+    with pytest.raises(InvalidRequest, match=fragment):
+        tokenizer.encode_pairs(pairs)

@@ -32,6 +32,7 @@ RUN_BY = {
         "tests/bench/test_benchmark_cli.py::test_smoke_benchmark_writes_tables_ratios_and_plots",
     "python -m bert_bench.models_memory -output bench/results/models_memory":
         "tests/bench/test_models_memory.py::test_models_memory_benchmark_smoke",
+    "bert-serving-benchmark -rerank -output bench/results": "tests/bench/test_rerank_benchmark.py::test_rerank_benchmark_smoke",
     "bert-serving-start -pooling_layer -1 -max_seq_len 128":
         "tests/bridge/test_legacy_client_end_to_end.py::test_last_layer_at_128_equals_sentence_transformers_without_normalize",
     "bert-export -output model_repository -name minilm":
@@ -106,6 +107,15 @@ RUN_BY = {
     "bert-serving-start -http_port 8125 -http_max_connect 64 &": "tests/http_api/test_http_load_smoke.py::test_http_load_benchmark_smoke",
     "python -m bert_bench.http_load -port 5555 -port_out 5556 -http_port 8125 -bridge_pid $!":
         "tests/http_api/test_http_load_smoke.py::test_http_load_benchmark_smoke",
+    "bert-export -model_dir ./ms-marco-MiniLM-L6-v2 -output model_repository -name minilm-reranker":
+        "tests/heads/test_heads_serving.py::test_v1_models_says_each_models_task_labels_and_activation",
+    "bert-export -model_dir ./roberta-large-mnli -output model_repository -name nli":
+        "tests/heads/test_heads_serving.py::test_v1_models_says_each_models_task_labels_and_activation",
+    "bert-export -model_dir ./splade-cocondenser-ensembledistil -pooling_strategy SPLADE -output model_repository "
+        "-name splade":
+        "tests/heads/test_heads_serving.py::test_v1_models_says_each_models_task_labels_and_activation",
+    "bert-serving-start --model-repository model_repository -http_port 8126":
+        "tests/heads/test_heads_serving.py::test_v1_models_says_each_models_task_labels_and_activation",
     # docs/SECURITY.md
     "bert-serving-keys server -output keys":
         "tests/bridge/test_security.py::test_the_keys_command_writes_a_private_secret_and_never_overwrites",
@@ -196,12 +206,20 @@ def http_bridge_8125(http_served):
     return http_served[1]
 
 
+@pytest.fixture(scope="module")
+def http_bridge_8126(heads_served):
+    """The session's bridge serving models with heads (tests/conftest.py): docs/HTTP.md's `-http_port 8126`, whose
+    rerank, classify and sparse models it serves under the same names."""
+    return heads_served[1].rsplit(":", 1)[1]
+
+
 @pytest.mark.slow
-def test_the_documented_curl_commands_work(http_bridge_8125):
+def test_the_documented_curl_commands_work(http_bridge_8125, http_bridge_8126):
     curls = [c for c in documented_commands() if c.command.startswith("curl ")]
     assert len(curls) >= 10
     for c in curls:
-        argv = [word.replace("localhost:8125", f"localhost:{http_bridge_8125}") for word in shlex.split(c.command)]
+        argv = [word.replace("localhost:8125", f"localhost:{http_bridge_8125}")
+                .replace("localhost:8126", f"localhost:{http_bridge_8126}") for word in shlex.split(c.command)]
         result = subprocess.run([*argv, "--silent", "--show-error", "--fail", "--max-time", "60"],
                                 capture_output=True, text=True, timeout=90)
         assert result.returncode == 0, f"{c.file}:{c.line}: {c.command}\n{result.stderr}"

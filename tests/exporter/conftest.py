@@ -8,7 +8,7 @@ only a couple of times.
 Sources built from the same tiny weights:
 - ``tiny_hf``: an HF folder written by ``save_pretrained`` (safetensors, keys without ``bert.``);
 - ``tiny_google``: a genuine TF1 name-based checkpoint (``tf.compat.v1.train.Saver``) with Google's variable names,
-  ``bert_config.json`` and ``vocab.txt``; the name mapping (export_oracle.py) is written independently of the
+  ``bert_config.json`` and ``vocab.txt``; the name mapping (tests/export_oracle.py) is written independently of the
   exporter's weights.py;
 - ``tiny_tuned``: a checkpoint-only folder holding perturbed weights (plus optimizer slots and a classifier head, as
   fine-tuned checkpoints have), used as ``-tuned_model_dir`` over ``tiny_google``.

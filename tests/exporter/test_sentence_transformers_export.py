@@ -176,11 +176,12 @@ def test_the_exported_tokenizer_splits_text_as_sentence_transformers_does(tmp_pa
     from sentence_transformers import SentenceTransformer
 
     from bert_bridge.core.tokenization import TokenizerSettings, WordPieceTokenizer
-    from bert_exporter.sentence_transformers import write_tokenizer
     from bert_exporter.source import read_vocab
+    from bert_exporter.tokenizer_files import write_tokenizer
 
     packaged = packaged_model_dir()
-    write_tokenizer(packaged, tmp_path / "tokenizer.json", do_lower_case=False, vocab=read_vocab(packaged))
+    write_tokenizer(packaged, tmp_path / "tokenizer.json", model_type="bert", lowercase_first=False,
+                    vocab=read_vocab(packaged))
     settings = TokenizerSettings(vocab_file=packaged / "vocab.txt", max_seq_len=256)
     own = WordPieceTokenizer(dataclasses.replace(settings, tokenizer_file=tmp_path / "tokenizer.json"))
     original = WordPieceTokenizer(settings)

@@ -53,8 +53,8 @@ def test_dashboard_renders_the_servers_numbers(http_bridge, zmq_client, browser,
     assert int(text(browser, "num-errors")) == sum(activity["errors"].values()) >= 1
     assert text(browser, "latency-p50").endswith(" ms")
     models = [row.split() for row in text(browser, "models").splitlines()[2:]]
-    assert models == [[card["id"], card["semantics"], "384", "25", "yes", str(card["requests"]["success"]),
-                       str(card["requests"]["error"])] for card in activity["models"]]
+    assert models == [[card["id"], card["task"], card["semantics"], "384", "25", "yes",
+                       str(card["requests"]["success"]), str(card["requests"]["error"])] for card in activity["models"]]
     rows = {row.split()[0]: row.split()[1:] for row in text(browser, "frontends").splitlines()[2:]}
     for frontend in ("zmq", "http", "openai"):
         assert rows[frontend] == [str(activity["requests"][frontend]["success"]),

@@ -184,7 +184,8 @@ def test_activity_route(http_bridge):
 def test_openapi_describes_every_route(http_bridge):
     spec = call(f"{http_bridge.url}/openapi.json").json()
     assert set(spec["paths"]) >= {"/encode", "/status/server", "/status/client", "/v1/embeddings", "/v1/models",
-                                  "/health", "/ready", "/metrics", "/status/activity"}
+                                  "/health", "/ready", "/metrics", "/status/activity", "/rerank", "/v1/rerank",
+                                  "/predict", "/embed_sparse"}
 
 
 def test_docs_and_dashboard_load_without_any_cdn(http_bridge):

@@ -71,7 +71,8 @@ function renderActivity(activity, server) {
     cell.dataset.value = latency[q] ?? "";
   }
 
-  fillRows("models", activity.models.map((m) => [m.id, m.semantics ?? "–", m.dimensions ?? "–", m.max_tokens ?? "–",
+  fillRows("models", activity.models.map((m) => [m.id, m.task ?? "–", m.semantics ?? "–", m.dimensions ?? "–",
+                                                 m.max_tokens ?? "–",
                                                  m.ready ? "yes" : "no", m.requests.success, m.requests.error]));
   fillRows("frontends", Object.entries(activity.requests).map(([name, n]) => [name, n.success, n.error]));
   fillRows("errors", errors.length ? errors : [["none", ""]]);

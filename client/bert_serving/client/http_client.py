@@ -1,8 +1,9 @@
 """HTTPBertClient: BertClient's encode API over the server's HTTP API (POST /encode), for networks where the two
-ZeroMQ ports are blocked. Standard library only (urllib), so the client still installs with numpy and pyzmq alone.
+ZeroMQ ports are blocked, and ``rerank`` and ``predict`` for models with a classification head (POST /rerank,
+POST /predict). Standard library only (urllib), so the client still installs with numpy and pyzmq alone.
 
-Start the server with ``-http_port`` (docs/HTTP.md). Each ``encode`` is one or more synchronous POSTs; a list longer
-than ``batch_size`` is sent in consecutive chunks and put back together in order.
+Start the server with ``-http_port`` (docs/HTTP.md). Each call is one or more synchronous POSTs; a list longer than
+``batch_size`` is sent in consecutive chunks and put back together in order.
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import json
 import socket
 import urllib.error
 import urllib.request
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -66,6 +67,49 @@ class HTTPBertClient:
         rows = [row for part in parts for row in part]
         return rows if self.output_fmt == "list" else np.asarray(rows, dtype=np.float32)
 
+    def rerank(self, query: str, documents: Sequence[str], *, top_n: Optional[int] = None, raw_scores: bool = False,
+               return_documents: bool = False, truncate: bool = True, model: Optional[str] = None) -> List[dict]:
+        """Rank ``documents`` for ``query`` with a rerank model (a cross-encoder): ``[{"index", "score"}]`` from the
+        best document to the worst (``"text"`` too with ``return_documents``), at most ``top_n``. Scores are the
+        model's own (its activation, sigmoid for a CrossEncoder), its logits with ``raw_scores``; a pair longer than
+        the model reads is cut unless ``truncate`` is False (then the server refuses it). ``model``: a rerank model
+        of the server's (default: its first)."""
+        if not isinstance(query, str) or not query:
+            raise InputValueError("query must be a non-empty string")
+        if isinstance(documents, str) or not documents or not all(isinstance(d, str) and d for d in documents):
+            raise InputValueError("documents must be a non-empty list of non-empty strings")
+        if top_n is not None and top_n < 1:
+            raise InputValueError(f"top_n must be at least 1, got {top_n}")
+        ranks = []
+        for start in range(0, len(documents), self.batch_size):
+            self._num_request += 1
+            body = {"query": query, "texts": list(documents[start:start + self.batch_size]), "raw_scores": raw_scores,
+                    "return_text": return_documents, "truncate": truncate, **({"model": model} if model else {})}
+            ranks += [{**rank, "index": rank["index"] + start} for rank in self._call("POST", "/rerank", body)]
+        ranks.sort(key=lambda rank: (-rank["score"], rank["index"]))
+        return ranks[:top_n]
+
+    def predict(self, inputs: Sequence[Union[str, Tuple[str, str]]], *, raw_scores: bool = False,
+                truncate: bool = True, model: Optional[str] = None) -> List[List[dict]]:
+        """Scores per label of texts and ``(text, text)`` pairs with a rerank or classify model: one list per
+        input, ``[{"label", "score"}]`` from the best label to the worst. Scores are the model's own (its
+        activation), its logits with ``raw_scores``."""
+        if isinstance(inputs, (str, tuple)) or not inputs:
+            raise InputValueError("inputs must be a non-empty list of texts and (text, text) pairs")
+        items = []
+        for i, item in enumerate(inputs):
+            parts = [item] if isinstance(item, str) else list(item) if isinstance(item, (tuple, list)) else None
+            if parts is None or len(parts) not in (1, 2) or not all(isinstance(p, str) and p for p in parts):
+                raise InputValueError(f"input {i} is neither a non-empty string nor a pair of them")
+            items.append(parts)  # always a list: a bare pair of two strings would read as one input
+        predictions = []
+        for start in range(0, len(items), self.batch_size):
+            self._num_request += 1
+            body = {"inputs": items[start:start + self.batch_size], "raw_scores": raw_scores, "truncate": truncate,
+                    **({"model": model} if model else {})}
+            predictions += self._call("POST", "/predict", body)
+        return predictions
+
     @property
     def server_status(self) -> dict:
         """The server's configuration and ``statistic`` (GET /status/server)."""
@@ -96,7 +140,7 @@ class HTTPBertClient:
 
     # -- HTTP -------------------------------------------------------------------------------------------------------
 
-    def _call(self, method: str, path: str, body: Optional[dict] = None) -> Dict[str, Any]:
+    def _call(self, method: str, path: str, body: Optional[dict] = None) -> Any:
         headers = {"Accept": "application/json"}
         data = None
         if body is not None:

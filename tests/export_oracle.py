@@ -1,5 +1,6 @@
-"""Helpers shared by the exporter's tests: the oracle (transformers + the original pooling formulas in numpy),
-test batches, and writers for Google-format checkpoints. Independent of the exporter's own code on purpose.
+"""Helpers shared by the exporter's and the families' tests: the oracle (transformers + the original pooling formulas
+in numpy), test batches, and writers for Google-format checkpoints. Independent of the exporter's own code on purpose.
+A module of its own at the top of tests/, so every folder's tests import it by this name.
 """
 from __future__ import annotations
 

@@ -1,0 +1,64 @@
+"""MPNet: BERT-like post-LN layers under other names (``attention.attn.q``, ``attention.attn.o``,
+``attention.LayerNorm``; ``mpnet.`` in task models), no token types, RoBERTa's positions (from padding_idx + 1; transformers fixes
+padding_idx at 1 whatever the config says) and a relative position bias shared by every layer: a learned value per
+head for each of 32 buckets of the distance between key and query, added to the attention scores (encoder.py).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+MODEL_TYPES = ("mpnet",)
+REQUIRED_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+PADDING_IDX = 1  # MPNetEmbeddings' own
+BUCKETS = 32  # MPNetEncoder.compute_position_bias buckets distances into 32 whatever the config says
+SCOPES = {
+    "embeddings.word_embeddings": "embeddings/word_embeddings",
+    "embeddings.position_embeddings": "embeddings/position_embeddings",
+    "embeddings.LayerNorm": "embeddings/LayerNorm",
+    "encoder.layer.{i}.attention.attn.q": "encoder/layer_{i}/attention/self/query",
+    "encoder.layer.{i}.attention.attn.k": "encoder/layer_{i}/attention/self/key",
+    "encoder.layer.{i}.attention.attn.v": "encoder/layer_{i}/attention/self/value",
+    "encoder.layer.{i}.attention.attn.o": "encoder/layer_{i}/attention/output/dense",
+    "encoder.layer.{i}.attention.LayerNorm": "encoder/layer_{i}/attention/output/LayerNorm",
+    "encoder.layer.{i}.intermediate.dense": "encoder/layer_{i}/intermediate/dense",
+    "encoder.layer.{i}.output.dense": "encoder/layer_{i}/output/dense",
+    "encoder.layer.{i}.output.LayerNorm": "encoder/layer_{i}/output/LayerNorm",
+    "encoder.relative_attention_bias": "encoder/relative_attention_bias",
+    "pooler.dense": "pooler/dense",
+}
+
+
+def read_config(data: dict, path: Path):
+    from ..encoder_config import EncoderConfig, activation, require
+    from ..errors import SourceError
+
+    require(data, REQUIRED_KEYS, path)
+    buckets = int(data.get("relative_attention_num_buckets", BUCKETS))
+    if buckets != BUCKETS:
+        raise SourceError(f"{path}: relative_attention_num_buckets {buckets} is not supported (MPNet buckets "
+                          f"distances into {BUCKETS})")
+    offset = PADDING_IDX + 1
+    config = EncoderConfig(
+        model_type="mpnet",
+        vocab_size=int(data["vocab_size"]),
+        hidden_size=int(data["hidden_size"]),
+        num_hidden_layers=int(data["num_hidden_layers"]),
+        num_attention_heads=int(data["num_attention_heads"]),
+        intermediate_size=int(data["intermediate_size"]),
+        hidden_act=activation(data.get("hidden_act", "gelu"), path),
+        max_position_embeddings=int(data.get("max_position_embeddings", 514)) - offset,
+        type_vocab_size=0,
+        token_types=False,
+        layer_norm_eps=float(data.get("layer_norm_eps", 1e-12)),
+        position_offset=offset,
+        relative_attention_num_buckets=BUCKETS,
+    )
+    config.check(path)
+    return config
+
+
+def read_weights(folder: Path, *, config, ckpt_name: str) -> tuple[dict, str]:
+    from ..weights import load_hf_weights, renamed
+
+    return load_hf_weights(folder, config=config,
+                           neutral_name=lambda name: renamed(name, prefixes=("mpnet.",), scopes=SCOPES))

@@ -1,0 +1,99 @@
+"""The two forms the ONNX writer emits (exporter/encoder.py): the fused one (onnxruntime's contrib kernels, for the CPU
+targets) and the standard one (ai.onnx operators only, for TensorRT) compute the same vectors, both equal to
+transformers, and each holds only the operators its runtime knows.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from export_oracle import TINY, assert_close, make_batch, mask_cls_sep, original_pooling, reference
+
+from bert_exporter.build import build_onnx, target_form
+from bert_exporter.encoder import Form
+from bert_exporter.encoder_config import read_config
+from bert_exporter.export import ExportOptions
+from bert_exporter.families import family_for
+
+CASES = [
+    dict(pooling_strategy="REDUCE_MEAN_MAX", pooling_layer=[-4, -3, -2, -1]),
+    dict(pooling_strategy="NONE", pooling_layer=[-1], max_seq_len=None),
+    dict(pooling_strategy="LAST_TOKEN", pooling_layer=[-2], normalize=True),
+    dict(pooling_strategy="CLS_POOLED", fp16=True),
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tiny_hf):
+    config = read_config(tiny_hf.model_dir / "config.json")
+    weights, _ = family_for("bert").read_weights(tiny_hf.model_dir, config=config, ckpt_name="bert_model.ckpt")
+    return config, weights
+
+
+def run(model, feeds: dict) -> np.ndarray:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(["encodes"], feeds)[0].astype(np.float32)
+
+
+def expected(oracle, feeds: dict, options: ExportOptions) -> np.ndarray:
+    pooled = original_pooling(reference(oracle, feeds), feeds["input_mask"], options.pooling_strategy.name,
+                              list(options.pooling_layer))
+    if options.normalize:
+        pooled = pooled / np.maximum(np.linalg.norm(pooled, axis=-1, keepdims=True), 1e-12)
+    return pooled
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda case: case["pooling_strategy"])
+def test_fused_and_standard_forms_agree_with_transformers(tiny_hf, tiny_weights, case, tmp_path):
+    config, weights = tiny_weights
+    options = ExportOptions(model_dir=tiny_hf.model_dir, output=tmp_path, **case)
+    feeds = mask_cls_sep(make_batch([12, 7, 4], 12, vocab_size=TINY["vocab_size"], seed=3))
+    fused = run(build_onnx(config, weights, options, form=Form.FUSED), feeds)
+    standard = run(build_onnx(config, weights, options, form=Form.STANDARD), feeds)
+    truth = expected(tiny_hf.oracle, feeds, options)
+    tolerance = np.abs(truth).max() * 2e-3 if options.fp16 else 1e-4
+    assert_close(fused, truth, tolerance)
+    assert_close(standard, truth, tolerance)
+    assert_close(fused, standard, tolerance)
+
+
+def test_each_form_holds_only_what_its_runtime_knows(tiny_hf, tiny_weights, tmp_path):
+    config, weights = tiny_weights
+    options = ExportOptions(model_dir=tiny_hf.model_dir, output=tmp_path)
+    fused = build_onnx(config, weights, options, form=Form.FUSED)
+    standard = build_onnx(config, weights, options, form=Form.STANDARD)
+    assert {n.domain for n in standard.graph.node} == {""}, "TensorRT parses ai.onnx operators only"
+    contrib = {n.op_type for n in fused.graph.node if n.domain == "com.microsoft"}
+    assert contrib == {"EmbedLayerNormalization", "Attention", "SkipLayerNormalization", "BiasGelu"}
+    # Layers past the pooled one (-2 of 4) are not in the graph.
+    assert sum(n.op_type == "Attention" for n in fused.graph.node) == TINY["num_hidden_layers"] - 1
+    int8 = build_onnx(config, weights, options, form=Form.INT8)
+    assert not {"MatMul"} & {n.op_type for n in int8.graph.node if any("kernel_int8" in i for i in n.input)}
+    assert sum(n.op_type == "DynamicQuantizeMatMul" for n in int8.graph.node) == 3 * (TINY["num_hidden_layers"] - 1)
+    # Every graph input is read in the standard form (TensorRT drops unread inputs, Triton's config names all three).
+    read = {name for node in standard.graph.node for name in node.input}
+    assert {"input_ids", "input_mask", "segment_ids"} <= read
+
+
+@pytest.mark.parametrize(("target", "trt_accelerator", "form"), [
+    ("embedded", False, Form.FUSED), ("onnx", False, Form.FUSED), ("onnx", True, Form.STANDARD),
+    ("tensorrt", False, Form.STANDARD)])
+def test_the_target_chooses_the_form(tmp_path, target, trt_accelerator, form):
+    options = ExportOptions(model_dir=tmp_path, output=tmp_path, target=target, trt_accelerator=trt_accelerator)
+    assert target_form(options) is form
+
+
+@pytest.mark.parametrize("case", CASES[:3], ids=lambda case: case["pooling_strategy"])
+def test_the_int8_form_stays_close_to_fp32(tiny_hf, tiny_weights, case, tmp_path):
+    """Its first and last tokens in float32, the rest in int8: rows with holes (-mask_cls_sep) and padding too."""
+    config, weights = tiny_weights
+    options = ExportOptions(model_dir=tiny_hf.model_dir, output=tmp_path, **case)
+    feeds = mask_cls_sep(make_batch([12, 7, 4], 12, vocab_size=TINY["vocab_size"], seed=5))
+    fp32 = run(build_onnx(config, weights, options, form=Form.FUSED), feeds)
+    int8 = run(build_onnx(config, weights, options, form=Form.INT8), feeds)
+    assert fp32.shape == int8.shape
+    real = feeds["input_mask"].astype(bool) if fp32.ndim == 3 else slice(None)
+    a, b = fp32[real], int8[real]
+    assert ((a * b).sum(-1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)).min() >= 0.99
+    assert np.abs(a - b).max() > 1e-6
