@@ -58,8 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("-common_max_batch_size", type=int, default=256)
     common.add_argument("-common_pooling_layer", type=int, default=-2)
     extra = parser.add_argument_group("beyond the original")
-    extra.add_argument("-model", choices=["minilm", "bert-base"], default="minilm",
-                       help="the packaged MiniLM, or a BERT-base shape with random weights written here")
+    extra.add_argument("-model", choices=["minilm", "bert-base", "xlmr-base"], default="minilm",
+                       help="the packaged MiniLM, or a BERT-base shape with random weights written here; xlmr-base: "
+                            "a 12-layer, 768-wide XLM-R with random weights timed in process beside BERT-base")
     extra.add_argument("-skip", nargs="*", default=[],
                        choices=["int8", "baselines", "reference", "perf_analyzer", "padding", "tables"],
                        help="parts to leave out")
@@ -530,10 +531,26 @@ def run_running(args) -> None:
     bench.write()
 
 
+def run_family_speed(args) -> None:
+    """-model xlmr-base: XLM-R base beside BERT-base in process (bench/family_speed.py)."""
+    from . import family_speed
+    from bert_exporter.options import packaged_model_dir
+
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bert-serving" / "bench"
+    work = (args.work_dir or cache).resolve()
+    bert_base = write_bert_base(work / "bert-base-random", packaged_model_dir() / "vocab.txt")
+    summary = family_speed.run(work, args.output, rounds=max(3, 3 * args.compare_rounds), bert_base=bert_base)
+    (args.output / "summary.md").write_text(summary + "\n")
+    print(summary)
+    print(f"wrote {args.output}/summary.md and family_speed.json")
+
+
 def main(argv=None) -> None:
     args, server_flags = build_parser().parse_known_args(argv)
     if args.running:
         run_running(args)
+    elif args.model == "xlmr-base":
+        run_family_speed(args)
     else:
         Benchmark(args, server_flags).run()
 

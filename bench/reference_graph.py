@@ -28,10 +28,11 @@ def available() -> bool:
 
 
 def build_reference(model_dir: Path, folder: Path, *, pooling_layer: int) -> Path:
-    """``folder/reference.onnx`` for the BERT in ``model_dir``, mean-pooled over ``pooling_layer``; reused when there."""
+    """``folder/reference.onnx`` for the BERT in ``model_dir``, mean-pooled over ``pooling_layer`` (reused)."""
     path = folder / "reference.onnx"
     recipe = {"model_dir": str(model_dir), "pooling_layer": pooling_layer, "opset": OPSET}
-    if path.is_file() and (folder / "recipe.json").is_file() and json.loads((folder / "recipe.json").read_text()) == recipe:
+    recipe_file = folder / "recipe.json"
+    if path.is_file() and recipe_file.is_file() and json.loads(recipe_file.read_text()) == recipe:
         return path
     import torch
     import transformers
@@ -49,7 +50,8 @@ def build_reference(model_dir: Path, folder: Path, *, pooling_layer: int) -> Pat
             self.bert = bert
 
         def forward(self, input_ids, input_mask, segment_ids):
-            hidden = self.bert(input_ids=input_ids, attention_mask=input_mask, token_type_ids=segment_ids).last_hidden_state
+            hidden = self.bert(input_ids=input_ids, attention_mask=input_mask,
+                               token_type_ids=segment_ids).last_hidden_state
             mask = input_mask.unsqueeze(-1).to(hidden.dtype)
             return (hidden * mask).sum(1) / (mask.sum(1) + 1e-10)
 
@@ -64,32 +66,41 @@ def build_reference(model_dir: Path, folder: Path, *, pooling_layer: int) -> Pat
     log.info("reference graph: %s", {k: v for k, v in fused.get_fused_operator_statistics().items() if v})
     fused.save_model_to_file(str(path))
     raw.unlink()
-    (folder / "recipe.json").write_text(json.dumps(recipe))
+    recipe_file.write_text(json.dumps(recipe))
     return path
 
 
 def graph_ratios(ours: Path, reference: Path, *, rounds: int, vocab_size: int) -> dict[str, dict]:
-    """Our graph's speed over the reference's at each of SHAPES, in this process: both sessions with onnxruntime's
-    defaults, the same random full-length batch, taking turns call by call (the order alternating), median times."""
+    """Our graph's speed over the reference's at each of SHAPES, in this process (``in_process_times``)."""
+    times = in_process_times({"ours": ours, "reference": reference}, rounds=rounds, vocab_size=vocab_size)
+    return {shape: {"ratio": t["reference"]["ms"] / t["ours"]["ms"], "ours_ms": t["ours"]["ms"],
+                    "reference_ms": t["reference"]["ms"],
+                    "max_abs_difference": float(np.abs(t["ours"]["vectors"] - t["reference"]["vectors"]).max())}
+            for shape, t in times.items()}
+
+
+def in_process_times(models: dict[str, Path], *, rounds: int, vocab_size: int,
+                     shapes: tuple = SHAPES) -> dict[str, dict[str, dict]]:
+    """Median milliseconds per call of each ONNX model at each shape (rows x tokens of random ids, every token real):
+    all sessions with onnxruntime's defaults in this process, taking turns call by call (the order rotating)."""
     import onnxruntime as ort
 
     sessions = {name: ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-                for name, path in (("ours", ours), ("reference", reference))}
+                for name, path in models.items()}
     rng = np.random.default_rng(0)
     results = {}
-    for rows, tokens in SHAPES:
-        ids = rng.integers(1000, vocab_size, size=(rows, tokens)).astype(np.int32)
+    for rows, tokens in shapes:
+        ids = rng.integers(5, vocab_size, size=(rows, tokens)).astype(np.int32)
         feeds = {"input_ids": ids, "input_mask": np.ones_like(ids), "segment_ids": np.zeros_like(ids)}
         vectors = {name: session.run(None, feeds)[0] for name, session in sessions.items()}  # warm-up
         times: dict[str, list[float]] = {name: [] for name in sessions}
+        names = list(sessions)
         for round_index in range(rounds):
-            order = list(sessions) if round_index % 2 == 0 else list(reversed(sessions))
-            for name in order:
+            shift = round_index % len(names)
+            for name in names[shift:] + names[:shift]:
                 start = time.perf_counter()
                 sessions[name].run(None, feeds)
                 times[name].append(time.perf_counter() - start)
-        ours_s, reference_s = float(np.median(times["ours"])), float(np.median(times["reference"]))
-        results[f"{rows}x{tokens}"] = {
-            "ratio": reference_s / ours_s, "ours_ms": 1000 * ours_s, "reference_ms": 1000 * reference_s,
-            "max_abs_difference": float(np.abs(vectors["ours"] - vectors["reference"]).max())}
+        results[f"{rows}x{tokens}"] = {name: {"ms": 1000 * float(np.median(times[name])), "vectors": vectors[name]}
+                                       for name in sessions}
     return results

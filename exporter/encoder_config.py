@@ -33,6 +33,7 @@ class EncoderConfig:
     position_offset: int = 0  # the position table's row for the first token (RoBERTa, MPNet: padding_idx + 1)
     relative_attention_num_buckets: int = 0  # MPNet's relative position bias, shared by every layer (0: none)
     relative_attention_max_distance: int = 128
+    sinusoidal_positions: bool = False  # a fixed sin/cos position table (DistilBERT's option) when none is saved
 
     @property
     def head_size(self) -> int:
@@ -59,15 +60,22 @@ def read_json_config(path: Path) -> dict:
     return data
 
 
-def require(data: dict, keys: tuple[str, ...], path: Path, family: str) -> None:
+def require(data: dict, keys: tuple[str, ...], path: Path) -> None:
+    """The keys a family reads; one line naming the missing ones."""
     missing = [key for key in keys if key not in data]
     if missing:
-        raise SourceError(f"{path} is not a {family} config (missing {', '.join(missing)})")
+        raise SourceError(f"{path} is not a BERT-family config (model_type {data.get('model_type')!r}, missing "
+                          f"{', '.join(missing)})")
 
 
-def activation(name: str, path: Path) -> str:
+def absolute_positions(data: dict, path: Path) -> None:
+    if data.get("position_embedding_type", "absolute") != "absolute":
+        raise SourceError(f"{path}: position_embedding_type {data['position_embedding_type']!r} is not supported")
+
+
+def activation(name: str, path: Path, key: str = "hidden_act") -> str:
     if name not in ACTIVATIONS:
-        raise SourceError(f"{path}: hidden_act {name!r} is not supported (use one of {', '.join(ACTIVATIONS)})")
+        raise SourceError(f"{path}: {key} {name!r} is not supported (use one of {', '.join(ACTIVATIONS)})")
     return ACTIVATIONS[name]
 
 

@@ -99,8 +99,17 @@ def load_hf_weights(folder: Path, *, config: EncoderConfig, neutral_name: Neutra
             continue
         array = np.asarray(array, dtype=np.float32)
         weights[name] = np.ascontiguousarray(array.T) if name.endswith("/kernel") else array
+    if config.sinusoidal_positions and "embeddings/position_embeddings" not in weights:
+        weights["embeddings/position_embeddings"] = sinusoidal_positions(config.position_rows, config.hidden_size)
     check(weights, config, path)
     return weights, str(path)
+
+
+def sinusoidal_positions(rows: int, width: int) -> np.ndarray:
+    """The fixed position table of the Transformer paper: sin on even, cos on odd features (DistilBERT's option)."""
+    angles = np.arange(rows)[:, None] / np.power(10000, 2 * (np.arange(width) // 2) / width)[None, :]
+    table = np.where(np.arange(width) % 2 == 0, np.sin(angles), np.cos(angles))
+    return table.astype(np.float32)
 
 
 def check(weights: dict[str, np.ndarray], config: EncoderConfig, path: Path) -> None:
@@ -175,3 +184,31 @@ def bert_name(hf_name: str) -> str | None:
     if name.endswith("/weight"):
         return name[: -len("/weight")] + "/kernel"
     return name
+
+
+def renamed(hf_name: str, *, prefixes: tuple[str, ...], scopes: dict[str, str]) -> str | None:
+    """A family's HF tensor name -> its neutral name, by module path: ``scopes`` maps the family's module (``{i}``
+    standing for a layer number) to the neutral scope; None for anything else (task heads, buffers).
+
+    The neutral scope says what the module is: a ``LayerNorm`` keeps ``gamma``/``beta``, an embedding table
+    (``..._embeddings``, ``relative_attention_bias``) is the scope itself, any other module is linear (``kernel``,
+    ``bias``)."""
+    for prefix in prefixes:
+        if hf_name.startswith(prefix):
+            hf_name = hf_name[len(prefix):]
+            break
+    module, _, parameter = hf_name.rpartition(".")
+    layer = _LAYER_NUMBER.search(module)
+    key = _LAYER_NUMBER.sub(".{i}.", module, count=1) if layer else module
+    scope = scopes.get(key)
+    if scope is None or parameter not in ("weight", "bias"):
+        return None
+    scope = scope.format(i=layer.group(1)) if layer else scope
+    if scope.endswith("LayerNorm"):
+        return f"{scope}/{'gamma' if parameter == 'weight' else 'beta'}"
+    if scope.endswith(("_embeddings", "relative_attention_bias")):
+        return scope if parameter == "weight" else None
+    return f"{scope}/{'kernel' if parameter == 'weight' else 'bias'}"
+
+
+_LAYER_NUMBER = re.compile(r"\.(\d+)\.")

@@ -1,31 +1,36 @@
-"""RoBERTa, XLM-RoBERTa and CamemBERT: BERT's layers and weight names, under the ``roberta.`` prefix in task models.
+"""RoBERTa, XLM-RoBERTa and CamemBERT: BERT's layers and weight names (under ``roberta.`` in task models), with
 
-What differs from BERT: positions are numbered from ``pad_token_id + 1`` (transformers counts the tokens that are not
-padding, and the bridge pads on the right, so a real token at position p reads row pad_token_id + 1 + p), which
-costs the table that many rows: XLM-R's 514 hold 512 tokens. The token type table has one row, added to every
-token: segment_ids are ignored. The pooler exists only where the checkpoint saved one (RobertaModel does, task models
-do not), and CLS_POOLED is refused without it.
+- positions counted from ``pad_token_id + 1``: transformers numbers the tokens that are not padding from there, and
+  the bridge pads on the right, so a real token at position p reads row pad_token_id + 1 + p and a 514-row table
+  holds 512 tokens;
+- a token type table (one row in the published checkpoints) whose row 0 is added to every token: segment ids are
+  ignored (the fused form folds the row into the word table);
+- a pooler only in some checkpoints (RobertaModel saves one, task models do not): CLS_POOLED where it is saved.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from ..encoder_config import EncoderConfig, activation, require, tokens_held
-from ..errors import SourceError
-
 MODEL_TYPES = ("roberta", "xlm-roberta", "camembert")
 REQUIRED_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
-TASK_PREFIX = "roberta."  # the base model inside RobertaFor*, XLMRobertaFor*, CamembertFor*
+PREFIXES = ("roberta.",)  # the base model inside RobertaFor*, XLMRobertaFor*, CamembertFor*
 
 
-def read_config(data: dict, path: Path) -> EncoderConfig:
-    model_type = data["model_type"]
-    require(data, REQUIRED_KEYS, path, model_type)
+def read_config(data: dict, path: Path):
+    from ..encoder_config import EncoderConfig, absolute_positions, activation, require, tokens_held
+    from ..errors import SourceError
+
+    require(data, REQUIRED_KEYS, path)
+    absolute_positions(data, path)
+    model_type = str(data["model_type"])
     if data.get("is_decoder"):
         raise SourceError(f"{path}: this {model_type} is a decoder (is_decoder true); bert-export exports encoders")
-    if data.get("position_embedding_type", "absolute") != "absolute":
-        raise SourceError(f"{path}: position_embedding_type {data['position_embedding_type']!r} is not supported")
-    offset = int(data.get("pad_token_id", 1)) + 1
+    pad_token_id = data.get("pad_token_id", 1)
+    if not isinstance(pad_token_id, int) or pad_token_id < 0:
+        raise SourceError(f"{path}: pad_token_id {pad_token_id!r} is not a token id ({model_type} numbers its "
+                          "positions from it)")
+    offset = pad_token_id + 1
+    # Defaults are transformers' own (RobertaConfig's), for configs that leave a key out.
     config = EncoderConfig(
         model_type=model_type,
         vocab_size=int(data["vocab_size"]),
@@ -35,22 +40,22 @@ def read_config(data: dict, path: Path) -> EncoderConfig:
         intermediate_size=int(data["intermediate_size"]),
         hidden_act=activation(data.get("hidden_act", "gelu"), path),
         max_position_embeddings=tokens_held(int(data.get("max_position_embeddings", 512)), offset, path),
-        position_offset=offset,
         type_vocab_size=int(data.get("type_vocab_size", 2)),
         token_types=False,
         layer_norm_eps=float(data.get("layer_norm_eps", 1e-12)),
+        position_offset=offset,
     )
     config.check(path)
     return config
 
 
-def neutral_name(hf_name: str) -> str | None:
-    from ..weights import bert_name
+def read_weights(folder: Path, *, config, ckpt_name: str) -> tuple[dict, str]:
+    from ..weights import bert_name, load_hf_weights
 
-    return bert_name(hf_name.removeprefix(TASK_PREFIX))
-
-
-def read_weights(folder: Path, *, config: EncoderConfig, ckpt_name: str) -> tuple[dict, str]:
-    from ..weights import load_hf_weights
+    def neutral_name(hf_name: str) -> str | None:
+        for prefix in PREFIXES:
+            if hf_name.startswith(prefix):
+                hf_name = hf_name[len(prefix):]
+        return bert_name(hf_name)
 
     return load_hf_weights(folder, config=config, neutral_name=neutral_name)

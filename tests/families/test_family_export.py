@@ -1,21 +1,23 @@
 """Each family's graph as bert-export writes it (exporter/families/roberta.py, distilbert.py, mpnet.py over the shared
-encoder), in process, against the family's own transformers class: RobertaModel, XLMRobertaModel, CamembertModel,
-DistilBertModel and MPNetModel with random weights (tests/family_models.py).
+encoder), in process, against the family's own transformers class -- RobertaModel, XLMRobertaModel, CamembertModel,
+DistilBertModel and MPNetModel with random weights -- fed what the family's own trained tokenizer makes of real text
+(tests/family_models.py; tests/exporter/test_export_families.py covers the options on random ids).
 
 Both forms of the writer (fused for the CPU targets, standard operators for TensorRT) on one padded batch per family:
 multilingual sentences and pairs whose second part carries segment id 1 (which these families ignore), a row at the
 model's full 64 tokens, padding with zeros as the bridge pads (transformers gets the family's pad id, from which it
-numbers its positions). Then what ``bert-export`` makes of the folders -- targets, the manifest, the refusals -- of the
-task models' prefixed weights, and of sentence-transformers folders with AUTO.
+numbers its positions). Then the one-line refusal past the family's tokens, task models' prefixed weights,
+sentence-transformers folders with AUTO, and int8 rows against transformers' fp32.
 """
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from export_oracle import Reference, assert_close, original_pooling
-from family_models import CORPUS, FAMILIES, HELD_OUT, POSITIONS
+from family_models import CORPUS, HELD_OUT, POSITIONS
 
 from bert_exporter.build import build_onnx
+from bert_exporter.encoder import Form
 from bert_exporter.encoder_config import read_config
 from bert_exporter.errors import OptionError
 from bert_exporter.export import ExportOptions, export_model
@@ -124,8 +126,8 @@ def test_both_forms_equal_the_familys_transformers_class(family_folders, oracles
             feeds["input_mask"] = np.where(oracle.special, 0, feeds["input_mask"]).astype(np.int32)
         truth = oracle.expected(options, feeds["input_mask"])
         tolerance = np.abs(truth).max() * 2e-3 if options.fp16 else 1e-4
-        fused = build_onnx(config, weights, options, fused=True)
-        standard = build_onnx(config, weights, options, fused=False)
+        fused = build_onnx(config, weights, options, form=Form.FUSED)
+        standard = build_onnx(config, weights, options, form=Form.STANDARD)
         for form, model in (("fused", fused), ("standard", standard)):
             vectors = run(model, feeds)
             try:
@@ -134,41 +136,11 @@ def test_both_forms_equal_the_familys_transformers_class(family_folders, oracles
                 assert_close(run(model, {**feeds, "segment_ids": np.zeros_like(feeds["segment_ids"])}), vectors, 0.0)
             except AssertionError as e:
                 raise AssertionError(f"{family} {name}, {form} form: {e}") from None
+    int8 = build_onnx(config, weights, ExportOptions(model_dir=folder, output=tmp_path), form=Form.INT8)
+    assert_close(run(int8, feeds), run(int8, {**feeds, "segment_ids": np.zeros_like(feeds["segment_ids"])}), 0.0)
     # What TensorRT needs of the standard form: ai.onnx operators only, and every input read (it drops unread ones).
     assert {node.domain for node in standard.graph.node} == {""}
     assert {"input_ids", "input_mask", "segment_ids"} <= {name for node in standard.graph.node for name in node.input}
-
-
-def test_mpnet_buckets_distances_as_transformers_does():
-    import torch
-    from transformers.models.mpnet.modeling_mpnet import MPNetEncoder
-
-    from bert_exporter.encoder import relative_position_buckets
-
-    distances = np.arange(-1100, 1101)
-    expected = MPNetEncoder.relative_position_bucket(torch.from_numpy(distances)).numpy()
-    assert (relative_position_buckets(distances, 32, 128) == expected).all()
-    # every bucket, exact and logarithmic, both directions (16 would be a distance of +0, which counts as -0)
-    assert set(expected.tolist()) == set(range(32)) - {16}
-
-
-@pytest.mark.parametrize(("target", "trt_accelerator"), [("embedded", False), ("onnx", True)])
-def test_bert_export_writes_each_family(family_folders, oracles, family, tmp_path, target, trt_accelerator):
-    """The embedded target (fused form) and the onnx target for TensorRT (standard form), at the model's full
-    length, with the manifest the bridge reads."""
-    from export_oracle import run_onnx
-
-    options = ExportOptions(model_dir=family_folders.model(family), output=tmp_path, name=family, target=target,
-                            trt_accelerator=trt_accelerator, max_seq_len=TOKENS,
-                            pooling_strategy="REDUCE_MEAN_MAX", pooling_layer=[-1, -2])
-    folder = export_model(options)
-    oracle = oracles(family)
-    vectors = run_onnx(folder / "1" / "model.onnx", oracle.feeds)
-    assert_close(vectors, oracle.expected(options, oracle.feeds["input_mask"]))
-    manifest = ExportManifest.load(folder)
-    assert (manifest.model_type, manifest.token_types) == (family, False)
-    assert manifest.max_position_embeddings == TOKENS  # the most tokens a sequence may have
-    assert manifest.output_dim == 4 * 48
 
 
 def test_max_seq_len_past_the_familys_tokens_is_refused_in_one_line(family_folders, tmp_path):
@@ -181,19 +153,6 @@ def test_max_seq_len_past_the_familys_tokens_is_refused_in_one_line(family_folde
         with pytest.raises(OptionError) as refused:
             export_model(options)
         assert expected in str(refused.value) and "\n" not in str(refused.value)
-    assert not (tmp_path / "repository").exists()
-
-
-@pytest.mark.parametrize(("family", "flags", "expected"), [
-    ("roberta", dict(target="savedmodel"), "-target savedmodel exports BERT only (its TensorFlow graph); this model is "
-                                           "roberta: choose -target onnx or embedded"),
-    ("distilbert", dict(pooling_strategy="CLS_POOLED"), "-pooling_strategy CLS_POOLED needs the pooler weights"),
-])
-def test_what_a_family_cannot_do_is_refused_in_one_line(family_folders, tmp_path, family, flags, expected):
-    options = ExportOptions(model_dir=family_folders.model(family), output=tmp_path / "repository", **flags)
-    with pytest.raises(OptionError) as refused:
-        export_model(options)
-    assert str(refused.value).startswith(expected) and "\n" not in str(refused.value)
     assert not (tmp_path / "repository").exists()
 
 
@@ -236,41 +195,11 @@ def test_task_models_are_read_under_their_prefix(family_folders, tmp_path, famil
                                               attention_mask=torch.from_numpy(mask.astype(np.int64)))
     truth = original_pooling(Reference(layers=[hidden.last_hidden_state.numpy()], pooled=None), mask, "REDUCE_MEAN",
                              [-1])
-    assert_close(run(build_onnx(config, read, options, fused=True), feeds), truth)
+    assert_close(run(build_onnx(config, read, options, form=Form.FUSED), feeds), truth)
     if family in HAS_POOLER:
         with pytest.raises(OptionError, match="CLS_POOLED needs the pooler weights"):
             build_onnx(config, read, ExportOptions(model_dir=tmp_path, output=tmp_path, pooling_strategy="CLS_POOLED"),
-                       fused=True)
-
-
-def test_distilbert_with_sinusoidal_positions(tmp_path):
-    """sinusoidal_pos_embds: transformers saves the fixed table with the weights and reads it back, so does the
-    export."""
-    import torch
-    import transformers
-
-    from export_oracle import run_onnx
-
-    config = transformers.DistilBertConfig(vocab_size=60, dim=16, n_layers=2, n_heads=2, hidden_dim=24,
-                                           max_position_embeddings=20, sinusoidal_pos_embds=True)
-    torch.manual_seed(0)
-    model = transformers.DistilBertModel(config).eval()
-    model.save_pretrained(tmp_path / "model")
-    from transformers.models.distilbert.modeling_distilbert import create_sinusoidal_embeddings
-
-    table = create_sinusoidal_embeddings(20, 16, torch.empty(20, 16))
-    assert torch.allclose(model.embeddings.position_embeddings.weight, table)
-    source = tmp_path / "model"
-    config_read = read_config(source / "config.json")
-    weights, _ = family_for("distilbert").read_weights(source, config=config_read, ckpt_name="unused")
-    options = ExportOptions(model_dir=source, output=tmp_path, pooling_strategy="NONE", pooling_layer=[-1],
-                            max_seq_len=None)
-    ids = np.array([[3, 14, 15, 9, 26, 5, 35, 8, 9, 7, 9, 3, 2, 3, 8, 4, 6, 2, 6, 4]], np.int32)
-    feeds = {"input_ids": ids, "input_mask": np.ones_like(ids), "segment_ids": np.zeros_like(ids)}
-    with torch.no_grad():
-        hidden = model(input_ids=torch.from_numpy(ids.astype(np.int64))).last_hidden_state.numpy()
-    for fused in (True, False):
-        assert_close(run(build_onnx(config_read, weights, options, fused=fused), feeds), hidden)
+                       form=Form.FUSED)
 
 
 def test_sentence_transformers_folders_with_auto(family_folders, family, tmp_path):
@@ -300,13 +229,14 @@ def test_sentence_transformers_folders_with_auto(family_folders, family, tmp_pat
 
 @pytest.mark.parametrize("family", ["xlm-roberta", "mpnet"])
 def test_int8_keeps_every_check_sentence_against_transformers(family_folders, oracles, family, tmp_path):
-    """-quantize int8 really quantizes these families' graphs, and every sentence of the export's own multilingual
-    check set (exporter/quantize.py), tokenized as the export tokenizes it, keeps a cosine of at least 0.99 to
-    transformers' fp32 vector (the export refuses a model that does not: tests/families/test_family_quantize.py)."""
+    """-quantize int8 (the writer's int8 form) on these families: every sentence of the export's own multilingual
+    check set (exporter/quantize.py), and its one-word sentences padded beside long ones, tokenized with the export's
+    tokenizer.json, keeps a cosine of at least 0.99 to transformers' fp32 vector (held-out sentences, and the export's
+    refusal when it does not: tests/families/test_family_quantize.py)."""
     import onnx
     from export_oracle import run_onnx
 
-    from bert_exporter.quantize import CHECK_SENTENCES, check_inputs
+    from bert_exporter.quantize import check_batches, tokenizer_json_encoder
 
     options = ExportOptions(model_dir=family_folders.model(family), output=tmp_path, name=family, target="onnx",
                             quantize="int8", max_seq_len=TOKENS)
@@ -314,18 +244,16 @@ def test_int8_keeps_every_check_sentence_against_transformers(family_folders, or
     manifest = ExportManifest.load(folder)
     assert manifest.quantize == "int8" and manifest.extra["quantize_worst_cosine"] >= 0.99
     model = onnx.load(str(folder / "1" / "model.onnx"))
-    # layer -2 of 3: two layers written, each with its attention output, intermediate and output projections
-    assert sum(node.op_type == "MatMulInteger" for node in model.graph.node) == 2 * 3
-    feeds = check_inputs(folder, manifest, TOKENS)
-    assert len(feeds["input_ids"]) == len(CHECK_SENTENCES)
-    quantized = run_onnx(folder / "1" / "model.onnx", feeds)
+    assert any(node.op_type == "DynamicQuantizeMatMul" for node in model.graph.node)  # int8 for real
     oracle = oracles(family)
-    ids = np.where(feeds["input_mask"] == 1, feeds["input_ids"], oracle.pad_id)
-    with oracle.torch.no_grad():
-        out = oracle.model(input_ids=oracle.torch.from_numpy(ids.astype(np.int64)),
-                           attention_mask=oracle.torch.from_numpy(feeds["input_mask"].astype(np.int64)),
-                           output_hidden_states=True)
-    reference = original_pooling(Reference(layers=[h.numpy() for h in out.hidden_states[1:]], pooled=None),
-                                 feeds["input_mask"], "REDUCE_MEAN", [-2])
-    cosines = (quantized * reference).sum(1) / np.linalg.norm(quantized, axis=1) / np.linalg.norm(reference, axis=1)
-    assert cosines.min() >= 0.99, cosines
+    for feeds in check_batches(tokenizer_json_encoder(folder / manifest.tokenizer_file), TOKENS):
+        quantized = run_onnx(folder / "1" / "model.onnx", feeds)
+        ids = np.where(feeds["input_mask"] == 1, feeds["input_ids"], oracle.pad_id)
+        with oracle.torch.no_grad():
+            out = oracle.model(input_ids=oracle.torch.from_numpy(ids.astype(np.int64)),
+                               attention_mask=oracle.torch.from_numpy(feeds["input_mask"].astype(np.int64)),
+                               output_hidden_states=True)
+        reference = original_pooling(Reference(layers=[h.numpy() for h in out.hidden_states[1:]], pooled=None),
+                                     feeds["input_mask"], "REDUCE_MEAN", [-2])
+        cosines = (quantized * reference).sum(1) / np.linalg.norm(quantized, axis=1) / np.linalg.norm(reference, axis=1)
+        assert cosines.min() >= 0.99, cosines
