@@ -8,7 +8,7 @@ One module, one job::
     staging.py        the hidden staging folder (owned by host + pid), stale ones removed, the move into place
     encoder_config.py EncoderConfig: the architecture numbers every family maps its config onto
     bert_config.py    BertConfig read from bert_config.json / config.json
-    families/         one module per model family (bert, roberta, distilbert, mpnet): config and weight names
+    families/         one module per model family (bert, roberta, distilbert, mpnet): its config and weight names
     source.py         which files make the model: config, vocabulary, weights
     sentence_transformers.py  -pooling_strategy AUTO: a sentence-transformers folder's pooling, length, Normalize
     weights.py        weights from Google checkpoints / safetensors / pytorch_model.bin into one neutral dict

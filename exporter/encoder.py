@@ -104,6 +104,8 @@ class EncoderWriter:
                         domain=MICROSOFT, epsilon=c.layer_norm_eps, name="embeddings", outputs=2)[0]
         x = g.op("Gather", g.weight(words, "word_embeddings"), input_ids, name="word_embedding")
         if types is not None:
+            if not c.token_types:  # every token reads row 0, whatever segment ids a client sent (a pair's 1s)
+                segment_ids = g.op("Min", segment_ids, g.constant(0, np.int32), name="ignored_segment_ids")
             x = g.op("Add", x, g.op("Gather", g.weight(types, "token_type_embeddings"), segment_ids,
                                     name="token_type_embedding"))
         if positions is not None:

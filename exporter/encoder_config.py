@@ -86,3 +86,12 @@ def read_config(path: Path) -> EncoderConfig:
     data = read_json_config(path)
     family = families.family_for(str(data.get("model_type", "bert")))
     return family.read_config(data, Path(path))
+
+
+def tokens_held(position_rows: int, offset: int, path: Path) -> int:
+    """The most tokens one sequence may have when its first token reads row ``offset`` of a table of
+    ``position_rows`` (RoBERTa-style tables keep the rows up to padding_idx for no token: XLM-R's 514 hold 512)."""
+    if position_rows <= offset:
+        raise SourceError(f"{path}: max_position_embeddings {position_rows} leaves no position for a token "
+                          f"(the first token reads row {offset})")
+    return position_rows - offset

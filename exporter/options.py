@@ -143,6 +143,10 @@ class ExportOptions:
                               f"{config.model_type}: choose -target onnx or embedded")
         limit = config.max_position_embeddings
         if self.max_seq_len is not None and self.max_seq_len > limit and not self.no_position_embeddings:
+            if config.position_offset:  # RoBERTa-style tables: config.json's number counts rows no token reads
+                raise OptionError(f"-max_seq_len {self.max_seq_len} exceeds the {limit} tokens this "
+                                  f"{config.model_type} takes (max_position_embeddings {config.position_rows}, the "
+                                  f"first token at row {config.position_offset})")
             raise OptionError(f"-max_seq_len {self.max_seq_len} exceeds the model's max_position_embeddings {limit}")
 
     def output_dim(self, config: "EncoderConfig") -> int:

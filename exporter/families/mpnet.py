@@ -1,7 +1,9 @@
 """MPNet: BERT-like post-LN layers under other names (``attention.attn.q``, ``attention.attn.o``,
-``attention.LayerNorm``; ``mpnet.`` in task models), no token types, RoBERTa's positions (from padding_idx + 1; transformers fixes
-padding_idx at 1 whatever the config says) and a relative position bias shared by every layer: a learned value per
-head for each of 32 buckets of the distance between key and query, added to the attention scores (encoder.py).
+``attention.LayerNorm``; ``mpnet.`` in task models), no token types, RoBERTa's positions (from padding_idx + 1 = 2:
+transformers fixes padding_idx at 1 whatever the config says, so 514 rows hold 512 tokens) and a relative position
+bias shared by every layer: a learned value per head for each bucket of the distance between key and query --
+bidirectional, 32 buckets, exact up to 8 tokens each way, logarithmic up to 128, as transformers' MPNetEncoder --
+added to the attention scores (encoder.py). A pooler where the checkpoint saved one (MPNetModel does).
 """
 from __future__ import annotations
 
@@ -29,14 +31,14 @@ SCOPES = {
 
 
 def read_config(data: dict, path: Path):
-    from ..encoder_config import EncoderConfig, activation, require
+    from ..encoder_config import EncoderConfig, activation, require, tokens_held
     from ..errors import SourceError
 
     require(data, REQUIRED_KEYS, path)
     buckets = int(data.get("relative_attention_num_buckets", BUCKETS))
     if buckets != BUCKETS:
-        raise SourceError(f"{path}: relative_attention_num_buckets {buckets} is not supported (MPNet buckets "
-                          f"distances into {BUCKETS})")
+        raise SourceError(f"{path}: relative_attention_num_buckets {buckets} is not supported (transformers' MPNet "
+                          f"buckets distances into {BUCKETS} whatever the config says)")
     offset = PADDING_IDX + 1
     config = EncoderConfig(
         model_type="mpnet",
@@ -46,7 +48,7 @@ def read_config(data: dict, path: Path):
         num_attention_heads=int(data["num_attention_heads"]),
         intermediate_size=int(data["intermediate_size"]),
         hidden_act=activation(data.get("hidden_act", "gelu"), path),
-        max_position_embeddings=int(data.get("max_position_embeddings", 514)) - offset,
+        max_position_embeddings=tokens_held(int(data.get("max_position_embeddings", 512)), offset, path),
         type_vocab_size=0,
         token_types=False,
         layer_norm_eps=float(data.get("layer_norm_eps", 1e-12)),

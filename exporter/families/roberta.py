@@ -1,9 +1,11 @@
 """RoBERTa, XLM-RoBERTa and CamemBERT: BERT's layers and weight names (under ``roberta.`` in task models), with
 
-- positions counted from ``pad_token_id + 1`` (fairseq's convention: the table's first rows are never used), so a
-  514-row table holds 512 tokens;
-- a token type table of one row (added to every token: the graph folds it into the word table) and no segments;
-- a pooler only in some checkpoints (CLS_POOLED where it is saved).
+- positions counted from ``pad_token_id + 1``: transformers numbers the tokens that are not padding from there, and
+  the bridge pads on the right, so a real token at position p reads row pad_token_id + 1 + p and a 514-row table
+  holds 512 tokens;
+- a token type table (one row in the published checkpoints) whose row 0 is added to every token: segment ids are
+  ignored (the fused form folds the row into the word table);
+- a pooler only in some checkpoints (RobertaModel saves one, task models do not): CLS_POOLED where it is saved.
 """
 from __future__ import annotations
 
@@ -11,25 +13,34 @@ from pathlib import Path
 
 MODEL_TYPES = ("roberta", "xlm-roberta", "camembert")
 REQUIRED_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
-PREFIXES = ("roberta.",)
+PREFIXES = ("roberta.",)  # the base model inside RobertaFor*, XLMRobertaFor*, CamembertFor*
 
 
 def read_config(data: dict, path: Path):
-    from ..encoder_config import EncoderConfig, absolute_positions, activation, require
+    from ..encoder_config import EncoderConfig, absolute_positions, activation, require, tokens_held
+    from ..errors import SourceError
 
     require(data, REQUIRED_KEYS, path)
     absolute_positions(data, path)
-    offset = int(data.get("pad_token_id", 1)) + 1
+    model_type = str(data["model_type"])
+    if data.get("is_decoder"):
+        raise SourceError(f"{path}: this {model_type} is a decoder (is_decoder true); bert-export exports encoders")
+    pad_token_id = data.get("pad_token_id", 1)
+    if not isinstance(pad_token_id, int) or pad_token_id < 0:
+        raise SourceError(f"{path}: pad_token_id {pad_token_id!r} is not a token id ({model_type} numbers its "
+                          "positions from it)")
+    offset = pad_token_id + 1
+    # Defaults are transformers' own (RobertaConfig's), for configs that leave a key out.
     config = EncoderConfig(
-        model_type=str(data["model_type"]),
+        model_type=model_type,
         vocab_size=int(data["vocab_size"]),
         hidden_size=int(data["hidden_size"]),
         num_hidden_layers=int(data["num_hidden_layers"]),
         num_attention_heads=int(data["num_attention_heads"]),
         intermediate_size=int(data["intermediate_size"]),
         hidden_act=activation(data.get("hidden_act", "gelu"), path),
-        max_position_embeddings=int(data.get("max_position_embeddings", 514)) - offset,
-        type_vocab_size=int(data.get("type_vocab_size", 1)),
+        max_position_embeddings=tokens_held(int(data.get("max_position_embeddings", 512)), offset, path),
+        type_vocab_size=int(data.get("type_vocab_size", 2)),
         token_types=False,
         layer_norm_eps=float(data.get("layer_norm_eps", 1e-12)),
         position_offset=offset,
