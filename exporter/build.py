@@ -46,9 +46,9 @@ def build_onnx(config: EncoderConfig, weights: dict[str, np.ndarray], options: E
 
     g = GraphBuilder(opset=options.opset)
     input_ids, input_mask, segment_ids = INPUT_NAMES
-    encoder = EncoderWriter(g, config, weights, fused=fused,
-                            use_position_embeddings=not options.no_position_embeddings,
-                            max_length=options.max_seq_len)
+    encoder = writer_class(config)(g, config, weights, fused=fused,
+                                   use_position_embeddings=not options.no_position_embeddings,
+                                   max_length=options.max_seq_len)
     layers = encoder.write(input_ids, input_mask, segment_ids, depth=depth)
     if strategy is PoolingStrategy.CLS_POOLED:
         pooled = bert_pooler(g, layers[-1], weights)
@@ -66,6 +66,14 @@ def build_onnx(config: EncoderConfig, weights: dict[str, np.ndarray], options: E
                    outputs=[tensor(OUTPUT_NAME, FLOAT16 if options.fp16 else FLOAT, dims)],
                    doc=f"{config.model_type} encoder + {strategy.name} over layers {list(options.pooling_layer)}, "
                        f"{'fused' if fused else 'standard'} form, written by bert-export")
+
+
+def writer_class(config: EncoderConfig) -> type[EncoderWriter]:
+    """The shared writer, or its subclass for the encoders with rotary positions (rotary_encoder.py)."""
+    from .rotary_config import RotaryEncoderConfig
+    from .rotary_encoder import RotaryEncoderWriter
+
+    return RotaryEncoderWriter if isinstance(config, RotaryEncoderConfig) else EncoderWriter
 
 
 def write_onnx(config: EncoderConfig, weights: dict[str, np.ndarray], options: ExportOptions, path: Path, *,
