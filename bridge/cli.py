@@ -203,6 +203,7 @@ class Server:
             "bridge_version": package_version(),
             "model_folder": str(self.model.folder),
             "model_source": manifest.source,
+            "model_type": manifest.model_type,  # the family: bert, roberta, xlm-roberta, ...
             "output_dim": manifest.output_dim,
             "output_dtype": manifest.output_dtype,
             "normalize": manifest.normalize,

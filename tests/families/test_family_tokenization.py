@@ -15,8 +15,8 @@ from bert_bridge.errors import InvalidRequest
 from bert_exporter.errors import SourceError
 from bert_exporter.tokenizer_files import read_tokenizer_facts, write_tokenizer
 
-ODD = ["", "   ", "HELLO World, MiXeD CaSe", "a <mask> in the text", "emoji 🎉👍🏽 and ❤️", "tabs\tand\nnewlines",
-       "Ελληνικά ΚΑΙ ΣΟΦΙΑ", "naïve café", "x"]
+ODD = ["", "   ", "HELLO World, MiXeD CaSe", "a <mask> in the text", "emoji 🎉👍🏽 and ❤️",
+       "tabs\tand\nnewlines", "Ελληνικά ΚΑΙ ΣΟΦΙΑ", "naïve café", "x"]
 TEXTS = CORPUS[:8] + HELD_OUT + ODD
 
 
