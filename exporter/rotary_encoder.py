@@ -67,10 +67,10 @@ class RotaryEncoderWriter(EncoderWriter):
         layers = []
         for index in range(depth):
             scope = f"encoder/layer_{index}"
-            _, x = self._add_norm(self._attention(x, index), x, f"{scope}/attention/output",
+            _, x = self._add_norm(self._attention(x, index), x, self._output_bias(index, "attention"),
                                   f"{scope}/attention/output/LayerNorm", f"layer{index}_attention")
-            _, x = self._add_norm(self._mlp(x, index), x, f"{scope}/output", f"{scope}/output/LayerNorm",
-                                  f"layer{index}_output")
+            _, x = self._add_norm(self._mlp(x, index), x, self._output_bias(index, "mlp"),
+                                  f"{scope}/output/LayerNorm", f"layer{index}_output")
             layers.append(x)
         return layers
 
@@ -81,34 +81,34 @@ class RotaryEncoderWriter(EncoderWriter):
         normed = x  # the first layer's attention reads the normalized embeddings as they are
         layers = []
         for index in range(depth):
-            scope = f"encoder/layer_{index}"
-            x, normed = self._add_norm(self._attention(normed, index), x, f"{scope}/attention/output",
-                                       f"{scope}/intermediate/LayerNorm", f"layer{index}_attention")
-            mlp = self._mlp(normed, index)
+            x, normed = self._add_norm(self._attention(normed, index), x, self._output_bias(index, "attention"),
+                                       f"encoder/layer_{index}/intermediate/LayerNorm", f"layer{index}_attention")
+            mlp, bias = self._mlp(normed, index), self._output_bias(index, "mlp")
             if index + 1 == count:  # transformers' last hidden state is the final norm's
-                _, last = self._add_norm(mlp, x, f"{scope}/output", "encoder/LayerNorm", "final")
-                layers.append(last)
-            elif index + 1 < depth:
-                x, normed = self._add_norm(mlp, x, f"{scope}/output", f"encoder/layer_{index + 1}/attention/LayerNorm",
+                layers.append(self._add_norm(mlp, x, bias, "encoder/LayerNorm", "final")[1])
+            elif index + 1 < depth:  # the next layer's attention norm
+                x, normed = self._add_norm(mlp, x, bias, f"encoder/layer_{index + 1}/attention/LayerNorm",
                                            f"layer{index}_output")
                 layers.append(x)
             else:  # the deepest layer pooled: its residual sum, no norm after it
-                layers.append(self._add(mlp, x, f"{scope}/output", f"layer{index}_output"))
+                layers.append(self.g.op("Add", self.g.op("Add", mlp, bias) if bias else mlp, x,
+                                        name=f"layer{index}_output_sum"))
         return layers
 
     # --- blocks --------------------------------------------------------------------------------------------------
 
-    def _bias(self, scope: str, kind: str, name: str) -> str | None:
-        """``scope``'s bias as a graph weight, or None where the family's layers have none."""
+    def _output_bias(self, index: int, block: str) -> str | None:
+        """The bias of the projection that closes ``block`` ("attention" or "mlp") in layer ``index``, as a graph
+        weight; None where the family's layers have none."""
+        scope, kind = {"attention": ("attention/output/dense", "attention_output"),
+                       "mlp": ("output/dense", "mlp_out")}[block]
         if kind not in self.config.biases:
             return None
-        return self.g.weight(self._w(f"{scope}/bias"), name)
+        return self.g.weight(self._w(f"encoder/layer_{index}/{scope}/bias"), f"layer{index}_{block}_out_bias")
 
-    def _add_norm(self, x: str, residual: str, dense_scope: str, norm_scope: str, name: str) -> tuple[str, str]:
-        """(x + bias + residual, LayerNorm of it); the bias is ``dense_scope``'s (the projection that made x)."""
+    def _add_norm(self, x: str, residual: str, bias: str | None, norm_scope: str, name: str) -> tuple[str, str]:
+        """(x + bias + residual, its LayerNorm with ``norm_scope``'s weights)."""
         g = self.g
-        kind = "attention_output" if dense_scope.endswith("attention/output") else "mlp_out"
-        bias = self._bias(f"{dense_scope}/dense", kind, f"{name}_bias")
         gamma, beta = self._w(f"{norm_scope}/gamma"), self._w(f"{norm_scope}/beta")
         if self.fused:
             outputs = g.op("SkipLayerNormalization", x, residual, g.weight(gamma, f"{name}_ln_gamma"),
@@ -117,11 +117,6 @@ class RotaryEncoderWriter(EncoderWriter):
             return outputs[3], outputs[0]
         total = g.op("Add", g.op("Add", x, bias) if bias else x, residual, name=f"{name}_sum")
         return total, self._layer_norm(total, gamma, beta, f"{name}_ln")
-
-    def _add(self, x: str, residual: str, dense_scope: str, name: str) -> str:
-        kind = "attention_output" if dense_scope.endswith("attention/output") else "mlp_out"
-        bias = self._bias(f"{dense_scope}/dense", kind, f"{name}_bias")
-        return self.g.op("Add", self.g.op("Add", x, bias) if bias else x, residual, name=f"{name}_sum")
 
     def _mlp(self, x: str, index: int) -> str:
         """act(x @ dense) * (x @ linear) @ output, the output bias left to the residual sum: both input projections
@@ -173,8 +168,8 @@ class RotaryEncoderWriter(EncoderWriter):
             context = self._flash_attention(query, key, value)
         else:
             context = self._full_attention(query, key, g.op("Reshape", value, heads))
-        out = w(f"encoder/layer_{index}/attention/output/dense/kernel")
-        return g.op("MatMul", context, g.weight(out, f"layer{index}_attention_out_kernel"), name=f"layer{index}_context")
+        out = g.weight(w(f"encoder/layer_{index}/attention/output/dense/kernel"), f"layer{index}_attention_out_kernel")
+        return g.op("MatMul", context, out, name=f"layer{index}_context")
 
     def _rotation(self, rotary: Rotary) -> tuple[str, str]:
         """cos and sin [1, T, 1, d] for the call's length, from tables of the longest length."""

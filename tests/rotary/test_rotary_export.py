@@ -149,6 +149,15 @@ def test_cls_pooled_reads_the_classification_models_pooler(kind, tmp_path):
     np.testing.assert_allclose(standard, expected, rtol=0, atol=1e-4)
 
 
+def test_fp16_output_is_the_float32_vectors_rounded(tmp_path):
+    model = tiny_model("gte", tmp_path)
+    feeds = batch(token_types=False)
+    expected = original_pooling(transformers_reference(model, feeds), feeds["input_mask"], "REDUCE_MEAN", [-1])
+    for form in both_forms(tmp_path, "REDUCE_MEAN", [-1], feeds, fp16=True):
+        assert np.array_equal(form, form.astype(np.float16).astype(np.float32))  # float16 values, widened by run()
+        assert np.abs(form - expected).max() <= 2e-3 * np.abs(expected).max()
+
+
 # --- the hub's custom-code layouts ---------------------------------------------------------------------------------
 
 def rewrite_config(folder, drop: tuple[str, ...], add: dict) -> None:
