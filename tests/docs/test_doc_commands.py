@@ -30,6 +30,9 @@ RUN_BY = {
     "make install": THE_SUITE_ITSELF,  # make test installs first
     "bert-serving-benchmark -output docs/performance":
         "tests/bench/test_benchmark_cli.py::test_smoke_benchmark_writes_tables_ratios_and_plots",
+    "bert-serving-benchmark -model modernbert-base -output docs/performance":
+        "tests/rotary/test_long_context_benchmark.py::"
+        "test_long_context_benchmark_writes_speeds_and_the_long_requests_peak_rss",
     "bert-serving-start -pooling_layer -1 -max_seq_len 128":
         "tests/bridge/test_legacy_client_end_to_end.py::test_last_layer_at_128_equals_sentence_transformers_without_normalize",
     "bert-export -output model_repository -name minilm":
