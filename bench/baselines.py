@@ -2,7 +2,8 @@
 
 - ``OnnxRuntimeBaseline``: onnxruntime on the very ONNX file the service runs, with the same thread setting, the same
   tokenizer and the service's chunks of length-sorted sentences, padded as the service pads them: the model's own
-  ceiling, without any serving.
+  ceiling, without any serving. Given another ONNX file (the reference graph, reference_graph.py), the same calls
+  through that graph.
 - ``SentenceTransformersBaseline``: ``SentenceTransformer.encode`` (torch), what most users would write.
 ``encode`` of each takes its turn beside the service (bench/paired.py).
 """
@@ -18,7 +19,8 @@ ST_BATCH_SIZE = 32  # sentence-transformers' own default: what a user gets
 
 
 class OnnxRuntimeBaseline:
-    def __init__(self, model_folder: Path, *, max_seq_len: int | None, threads: int = 0):
+    def __init__(self, model_folder: Path, *, max_seq_len: int | None, threads: int = 0,
+                 onnx_file: Path | None = None):
         import onnxruntime as ort
 
         from bert_bridge.core.tokenization import TokenizerSettings, WordPieceTokenizer
@@ -27,7 +29,7 @@ class OnnxRuntimeBaseline:
         manifest = ExportManifest.load(model_folder)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads  # the embedded model.py's default (0: onnxruntime decides)
-        self.session = ort.InferenceSession(str(model_folder / "1" / "model.onnx"), sess_options=options,
+        self.session = ort.InferenceSession(str(onnx_file or model_folder / "1" / "model.onnx"), sess_options=options,
                                             providers=["CPUExecutionProvider"])
         self.tokenizer = WordPieceTokenizer(TokenizerSettings(
             vocab_file=model_folder / manifest.vocab_file, do_lower_case=manifest.do_lower_case,

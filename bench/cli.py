@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "(bench/long_context.py)")
     long_context.add_arguments(extra)
     extra.add_argument("-skip", nargs="*", default=[],
-                       choices=["int8", "baselines", "perf_analyzer", "padding", "tables"],
+                       choices=["int8", "baselines", "reference", "perf_analyzer", "padding", "tables"],
                        help="parts to leave out")
     extra.add_argument("-running", action="store_true",
                        help="measure the server at -ip/-port/-port_out (client tables only) instead of starting one")
@@ -190,14 +190,18 @@ class Benchmark:
         server_tables = sum(len([v for v in values if v != common_value]) for values, common_value in (
             (a.test_max_seq_len, a.common_max_seq_len), (a.test_max_batch_size, a.common_max_batch_size),
             (a.test_pooling_layer, a.common_pooling_layer)))
+        reference = None if "reference" in skip else self._reference_graph()
         steps = 2 + (0 if "tables" in skip else server_tables) + (0 if "padding" in skip else 2) \
-            + sum(part not in skip for part in ("int8", "perf_analyzer"))
+            + sum(part not in skip for part in ("int8", "perf_analyzer")) + (reference is not None)
         progress = Progress(steps)
         common, length = a.common_client_batch_size, a.common_max_seq_len
         fp32 = self.export(f"fp32_l{layer}", "-pooling_layer", layer)
         compare = self.maker.sentences(common, COMPARE_TOKENS)
         base = ["-max_batch_size", str(a.common_max_batch_size)]
         try:
+            if reference is not None:
+                progress.step("the exported graph beside the reference graph in process")
+                self._graph_ratios(fp32, reference)
             with ExitStack() as servers:
                 # The common server: the client-side tables, then every comparison, paired (bench/paired.py).
                 progress.step("common setting: client_batch_size and num_client tables")
@@ -206,7 +210,7 @@ class Benchmark:
                     self._client_tables(server)
                 service = (servers.enter_context(service_encoder(server, self.args.ip)), server)
                 progress.step("service beside onnxruntime and sentence-transformers in process")
-                self._baselines(fp32, compare, service, with_baselines="baselines" not in skip)
+                self._baselines(fp32, compare, service, with_baselines="baselines" not in skip, reference=reference)
                 if "int8" not in skip:
                     progress.step("int8 export, service beside fp32")
                     self._int8(servers, compare, service)
@@ -261,7 +265,27 @@ class Benchmark:
             with self.serve(folder, "-max_seq_len", str(a.common_max_seq_len), *base) as server:
                 self.measure(server, "pooling_layer", layer, sentences)
 
-    def _baselines(self, fp32: Path, compare: list[str], service, *, with_baselines: bool) -> None:
+    def _reference_graph(self) -> Path | None:
+        """The reference graph for the fp32 export's pooling (bench/reference_graph.py), or None without torch."""
+        from . import reference_graph
+
+        if not reference_graph.available():
+            self.facts["reference"] = "not measured: torch and transformers are not installed (the test extras)"
+            return None
+        layer = self.args.common_pooling_layer
+        return reference_graph.build_reference(self.source, self.work / "reference" / f"mean_l{layer}",
+                                               pooling_layer=layer)
+
+    def _graph_ratios(self, fp32: Path, reference: Path) -> None:
+        from . import reference_graph
+        from bert_exporter.manifest import ExportManifest
+
+        vocab_size = ExportManifest.load(fp32).extra.get("vocab_size", 20000)
+        self.facts["graph_vs_reference"] = reference_graph.graph_ratios(
+            fp32 / "1" / "model.onnx", reference, rounds=max(3, 3 * self.args.compare_rounds), vocab_size=vocab_size)
+
+    def _baselines(self, fp32: Path, compare: list[str], service, *, with_baselines: bool,
+                   reference: Path | None = None) -> None:
         from .baselines import OnnxRuntimeBaseline, SentenceTransformersBaseline
 
         length = self.args.common_max_seq_len
@@ -271,10 +295,14 @@ class Benchmark:
             return
         ort = OnnxRuntimeBaseline(fp32, max_seq_len=length)
         st = SentenceTransformersBaseline(self.source, max_seq_len=length, threads=os.cpu_count() or 1)
+        contenders = {f"service fp32, max_seq_len {length}": service,
+                      f"onnxruntime in process, max_seq_len {length}": (ort.encode, None)}
+        if reference is not None:  # the same tokens and chunks through the reference graph
+            contenders[f"reference graph in process, max_seq_len {length}"] = (
+                OnnxRuntimeBaseline(fp32, max_seq_len=length, onnx_file=reference).encode, None)
         # sentence-transformers' vectors differ by design (its own pooling layer and Normalize): speed only.
-        results = self.compare({f"service fp32, max_seq_len {length}": service,
-                                f"onnxruntime in process, max_seq_len {length}": (ort.encode, None),
-                                f"sentence-transformers encode, max_seq_len {length}": (st.encode, None)}, compare)
+        contenders[f"sentence-transformers encode, max_seq_len {length}"] = (st.encode, None)
+        results = self.compare(contenders, compare)
         self.compare({"service, one sentence": service,
                       "onnxruntime in process, one sentence": (ort.encode, None)}, compare[:1], rounds=100)
         self.facts["service_vs_onnxruntime_max_abs"] = float(np.abs(
@@ -393,8 +421,15 @@ class Benchmark:
             return "not measured"
 
         f = self.facts
+        graph = f.get("graph_vs_reference")
         lines = [
             "## Ratios (measured in this run; each pair took turns on the same sentences: bench/paired.py)", "",
+            "- exported fp32 graph / reference graph (transformers + torch.onnx.export + onnxruntime's transformer "
+            "optimizer), in process: " + (", ".join(
+                f"{shape} {r['ratio']:.2f}x ({r['reference_ms']:.1f} / {r['ours_ms']:.1f} ms)"
+                for shape, r in graph.items()) if graph else str(f.get("reference", "not measured"))),
+            f"- service fp32 / reference graph in process (max_seq_len {length}): "
+            + ratio(f"service fp32, max_seq_len {length}", f"reference graph in process, max_seq_len {length}"),
             f"- service fp32 / onnxruntime in process (max_seq_len {length}): "
             + ratio(f"service fp32, max_seq_len {length}", f"onnxruntime in process, max_seq_len {length}"),
             f"- service fp32 / sentence-transformers in process: "

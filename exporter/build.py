@@ -1,7 +1,8 @@
 """An export's ``model.onnx``, written straight from the weights: the family's encoder, the pooling and the heads.
 
 The form follows the target (encoder.py): the CPU targets get onnxruntime's fused kernels, TensorRT (``-target
-tensorrt`` and the onnx target's ``--trt-accelerator``) gets standard operators only. Layers deeper than the deepest
+tensorrt`` and the onnx target's ``--trt-accelerator``) gets standard operators only; ``-quantize int8`` replaces the
+fused model by the int8 form (quantize.py). Layers deeper than the deepest
 pooled one are left out. The written file is loaded in onnxruntime and run on a probe batch before the export goes on.
 """
 from __future__ import annotations
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .encoder import EncoderWriter
+from .encoder import EncoderWriter, Form
 from .encoder_config import EncoderConfig
 from .errors import ConversionError, OptionError
 from .manifest import INPUT_NAMES, OUTPUT_NAME, PoolingStrategy, Target
@@ -24,12 +25,12 @@ MIN_OPSET = 17  # LayerNormalization
 EXTERNAL_DATA_BYTES = 1_500_000_000
 
 
-def fused_form(options: ExportOptions) -> bool:
-    """onnxruntime's fused kernels, unless TensorRT builds from the file."""
-    return options.target is not Target.TENSORRT and not options.trt_accelerator
+def target_form(options: ExportOptions) -> Form:
+    """onnxruntime's fused kernels, unless TensorRT builds from the file (-quantize int8 rewrites the fused one)."""
+    return Form.STANDARD if options.target is Target.TENSORRT or options.trt_accelerator else Form.FUSED
 
 
-def build_onnx(config: EncoderConfig, weights: dict[str, np.ndarray], options: ExportOptions, *, fused: bool):
+def build_onnx(config: EncoderConfig, weights: dict[str, np.ndarray], options: ExportOptions, *, form: Form):
     """The export's graph as an ``onnx.ModelProto``."""
     from .onnx_builder import FLOAT, FLOAT16, INT32, GraphBuilder, tensor
     from .pooling import Pooler, bert_pooler, dense_module, l2_normalize, output
@@ -46,7 +47,7 @@ def build_onnx(config: EncoderConfig, weights: dict[str, np.ndarray], options: E
 
     g = GraphBuilder(opset=options.opset)
     input_ids, input_mask, segment_ids = INPUT_NAMES
-    encoder = writer_class(config)(g, config, weights, fused=fused,
+    encoder = writer_class(config)(g, config, weights, form=form,
                                    use_position_embeddings=not options.no_position_embeddings,
                                    max_length=options.max_seq_len)
     layers = encoder.write(input_ids, input_mask, segment_ids, depth=depth)
@@ -65,7 +66,7 @@ def build_onnx(config: EncoderConfig, weights: dict[str, np.ndarray], options: E
     return g.model(inputs=[tensor(name, INT32, ["batch", "sequence"]) for name in INPUT_NAMES],
                    outputs=[tensor(OUTPUT_NAME, FLOAT16 if options.fp16 else FLOAT, dims)],
                    doc=f"{config.model_type} encoder + {strategy.name} over layers {list(options.pooling_layer)}, "
-                       f"{'fused' if fused else 'standard'} form, written by bert-export")
+                       f"{Form(form).value} form, written by bert-export")
 
 
 def writer_class(config: EncoderConfig) -> type[EncoderWriter]:
@@ -77,12 +78,11 @@ def writer_class(config: EncoderConfig) -> type[EncoderWriter]:
 
 
 def write_onnx(config: EncoderConfig, weights: dict[str, np.ndarray], options: ExportOptions, path: Path, *,
-               fused: bool | None = None) -> Path:
-    """Builds the graph, saves it to ``path`` and checks it in onnxruntime."""
+               form: Form | None = None) -> Path:
+    """Builds the graph (in the target's form unless told), saves it to ``path`` and checks it in onnxruntime."""
     import onnx
 
-    fused = fused_form(options) if fused is None else fused
-    model = build_onnx(config, weights, options, fused=fused)
+    model = build_onnx(config, weights, options, form=form or target_form(options))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     big = sum(len(t.raw_data) for t in model.graph.initializer) > EXTERNAL_DATA_BYTES

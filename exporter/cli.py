@@ -115,8 +115,8 @@ def option(name: str, **kwargs):
 @click.option("--trt-accelerator", "-trt_accelerator", "trt_accelerator", is_flag=True,
               help="onnx target: switch on onnxruntime's TensorRT execution accelerator with FP16.")
 @option("quantize", type=click.Choice(["int8"]), default=None,
-        help="Quantize the ONNX model (onnxruntime dynamic, per channel); refused when its worst cosine to fp32 on a "
-             "built-in multilingual set is below -quantize_min_cosine.")
+        help="Write the int8 form of the graph (int8 weights per channel, activations quantized per call); refused "
+             "when its worst cosine to fp32 on a built-in multilingual set is below -quantize_min_cosine.")
 @option("quantize_min_cosine", type=float, default=0.99, show_default=True,
         help="The accuracy -quantize must keep.")
 @option("force_quantize", is_flag=True, help="Keep the quantized model even below -quantize_min_cosine.")

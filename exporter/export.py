@@ -70,32 +70,39 @@ def _export_into(staging: Path, options: ExportOptions) -> Path:
 
     manifest = build_manifest(options, source)
     targets.write_frame(staging, options=options, manifest=manifest, vocab=source.vocab)
-    from .build import fused_form, write_onnx
+    from .build import target_form, write_onnx
 
     log.info("building the graph: %s, %d layers, hidden %d, %s over layers %s", source.config.model_type,
              source.config.num_hidden_layers, source.config.hidden_size, options.pooling_strategy.name,
              list(options.pooling_layer))
     log.info("converting the weights to ONNX (%s form, opset %d) and checking it in onnxruntime",
-             "fused" if fused_form(options) else "standard", options.opset)
+             target_form(options).value, options.opset)
     with translate_errors("writing the ONNX model", into=ConversionError):
         write_onnx(source.config, source.weights, options, targets.onnx_path(staging))
     if options.quantize:
-        manifest = _quantize(staging, options, manifest)
+        manifest = _quantize(staging, options, manifest, source)
     log.info("writing the %s target", options.target.value)
     with translate_errors(f"writing the {options.target.value} target", into=ConversionError):
         targets.write_runtime_files(staging, options=options, source=source)
     return move_into_place(staging, options.model_folder)
 
 
-def _quantize(staging: Path, options: ExportOptions, manifest: ExportManifest) -> ExportManifest:
+def _quantize(staging: Path, options: ExportOptions, manifest: ExportManifest, source: ModelSource) -> ExportManifest:
     from . import targets
-    from .quantize import quantize_int8
+    from .build import build_onnx
+    from .encoder import Form
+    from .quantize import quantize_int8, tokenizer_json_encoder, wordpiece_encoder
 
-    log.info("quantizing to %s and checking it against fp32", options.quantize)
+    log.info("writing the int8 form and checking it against fp32")
+    if manifest.vocab_file:  # BERT: the exported vocabulary, as the bridge tokenizes by default
+        encode = wordpiece_encoder(staging / manifest.vocab_file, manifest.do_lower_case)
+    else:
+        encode = tokenizer_json_encoder(staging / manifest.tokenizer_file)
     with translate_errors("quantizing the ONNX model", into=ConversionError):
-        worst = quantize_int8(targets.onnx_path(staging), folder=staging, manifest=manifest,
-                              max_seq_len=options.max_seq_len, min_cosine=options.quantize_min_cosine,
-                              force=options.force_quantize)
+        worst = quantize_int8(targets.onnx_path(staging),
+                              build_int8=lambda: build_onnx(source.config, source.weights, options, form=Form.INT8),
+                              encode=encode, max_seq_len=options.max_seq_len,
+                              min_cosine=options.quantize_min_cosine, force=options.force_quantize)
     manifest = dataclasses.replace(manifest, extra={**manifest.extra, "quantize_worst_cosine": worst,
                                                     "quantize_min_cosine": options.quantize_min_cosine})
     manifest.save(staging)

@@ -13,6 +13,10 @@ Attention in three shapes, chosen per layer so that memory grows linearly with t
   keys around it (one Gather of overlapping windows), with a constant band bias for |query - key| <= w: linear in the
   length, exact, and the same for every target.
 
+The int8 form (-quantize int8) is the fused one with int8 projections, as the shared writer makes it: the query/key/
+value and the MLP blocks quantize each call's input without its padding and each row's first and last token (run in
+float32 beside), the attention output projection quantizes all of it; attention itself stays float32.
+
 Queries and keys are rotated as transformers' ``apply_rotary_pos_emb`` does (x cos + rotate_half(x) sin), from cos
 and sin tables of the model's maximum length computed here once (Rotary.tables).
 """
@@ -23,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .encoder import EncoderWriter, activation
+from .encoder import EncoderWriter, Form, _Int8Rows, activation
 from .errors import OptionError
 from .onnx_builder import FLOAT, MICROSOFT, GraphBuilder
 from .rotary_config import Rotary, RotaryEncoderConfig
@@ -41,11 +45,11 @@ class RotaryEncoderWriter(EncoderWriter):
     config: RotaryEncoderConfig
 
     def __init__(self, graph: GraphBuilder, config: RotaryEncoderConfig, weights: dict[str, np.ndarray], *,
-                 fused: bool, use_position_embeddings: bool = True, max_length: int | None = None):
+                 form: Form, use_position_embeddings: bool = True, max_length: int | None = None):
         if not use_position_embeddings:
             raise OptionError(f"-no_position_embeddings: a {config.model_type} model has rotary positions, not a "
                               f"position table to leave out")
-        super().__init__(graph, config, weights, fused=fused, use_position_embeddings=False, max_length=max_length)
+        super().__init__(graph, config, weights, form=form, use_position_embeddings=False, max_length=max_length)
         self._rotations: dict[Rotary, tuple[str, str]] = {}
         self._windows: dict[int, WindowLayout] = {}
         self._key_component: str | None = None
@@ -57,6 +61,8 @@ class RotaryEncoderWriter(EncoderWriter):
         # (1 - mask) * -10000 per key, [B, T]: every attention shape adds it in its own layout.
         mask = g.op("Cast", input_mask, to=FLOAT, name="mask_float")
         self._key_bias = g.op("Mul", g.op("Sub", g.constant(1.0), mask), g.constant(MASKED), name="key_bias")
+        if self.int8:
+            self.rows = _Int8Rows(g, input_mask)  # the shared writer's int8 row split, as its write() makes it
         x = self._embeddings(input_ids, segment_ids)
         return self._pre_norm_layers(x, depth) if c.pre_norm else self._post_norm_layers(x, depth)
 
@@ -123,17 +129,36 @@ class RotaryEncoderWriter(EncoderWriter):
         as one product, split after it."""
         g, c, w = self.g, self.config, self._w
         scope = f"encoder/layer_{index}"
-        kernel = np.concatenate([w(f"{scope}/intermediate/dense/kernel"), w(f"{scope}/intermediate/linear/kernel")],
-                                axis=1)
-        h = g.op("MatMul", x, g.weight(kernel, f"layer{index}_mlp_in_kernel"))
+        kernel_in = np.concatenate([w(f"{scope}/intermediate/dense/kernel"),
+                                    w(f"{scope}/intermediate/linear/kernel")], axis=1)
+        bias_in = None
         if "mlp_in" in c.biases:
-            bias = np.concatenate([w(f"{scope}/intermediate/dense/bias"), w(f"{scope}/intermediate/linear/bias")])
-            h = g.op("Add", h, g.weight(bias, f"layer{index}_mlp_in_bias"))
-        inner = c.intermediate_size
-        activated, linear = g.op("Split", h, g.constant([inner, inner], np.int64), axis=-1, outputs=2,
-                                 name=f"layer{index}_glu")
-        gated = g.op("Mul", self._activation(activated), linear)
-        return g.op("MatMul", gated, g.weight(w(f"{scope}/output/dense/kernel"), f"layer{index}_mlp_out_kernel"))
+            bias_in = g.weight(np.concatenate([w(f"{scope}/intermediate/dense/bias"),
+                                               w(f"{scope}/intermediate/linear/bias")]), f"layer{index}_mlp_in_bias")
+        kernel_out, inner = w(f"{scope}/output/dense/kernel"), c.intermediate_size
+
+        def block(h: str, quantized: bool) -> str:
+            h = self._matmul(h, kernel_in, f"layer{index}_mlp_in", quantized)
+            h = g.op("Add", h, bias_in) if bias_in else h
+            activated, linear = g.op("Split", h, g.constant([inner, inner], np.int64), axis=-1, outputs=2,
+                                     name=f"layer{index}_glu")
+            return self._matmul(g.op("Mul", self._activation(activated), linear), kernel_out,
+                                f"layer{index}_mlp_out", quantized)
+
+        return self._outlier_rows_apart(x, block, f"layer{index}_mlp")
+
+    def _matmul(self, x: str, kernel: np.ndarray, name: str, quantized: bool) -> str:
+        if quantized:
+            return self._int8_matmul(x, kernel, name)
+        return self.g.op("MatMul", x, self.g.weight(kernel, f"{name}_kernel"))
+
+    def _outlier_rows_apart(self, x: str, block, name: str) -> str:
+        """``block(x, quantized)``; in the int8 form its int8 version over the rows but each row's first and last
+        token (and padding), whose outlier channels would stretch the call's range, and its float32 version over
+        those two (the shared writer's _int8_with_special_rows)."""
+        if not self.int8:
+            return block(x, False)
+        return self._int8_with_special_rows(x, lambda bulk: block(bulk, True), lambda rows: block(rows, False), name)
 
     def _activation(self, x: str) -> str:
         kind = self.config.hidden_act
@@ -150,7 +175,8 @@ class RotaryEncoderWriter(EncoderWriter):
         scope = f"encoder/layer_{index}/attention/self"
         names = ("query", "key", "value")
         kernel = np.concatenate([w(f"{scope}/{n}/kernel") for n in names], axis=1)  # [H, 3H]
-        qkv = g.op("MatMul", x, g.weight(kernel, f"layer{index}_qkv_kernel"))
+        qkv = self._outlier_rows_apart(
+            x, lambda h, quantized: self._matmul(h, kernel, f"layer{index}_qkv", quantized), f"layer{index}_qkv")
         if "qkv" in c.biases:
             qkv = g.op("Add", qkv, g.weight(np.concatenate([w(f"{scope}/{n}/bias") for n in names]),
                                             f"layer{index}_qkv_bias"))
@@ -168,8 +194,9 @@ class RotaryEncoderWriter(EncoderWriter):
             context = self._flash_attention(query, key, value)
         else:
             context = self._full_attention(query, key, g.op("Reshape", value, heads))
-        out = g.weight(w(f"encoder/layer_{index}/attention/output/dense/kernel"), f"layer{index}_attention_out_kernel")
-        return g.op("MatMul", context, out, name=f"layer{index}_context")
+        # Its inputs have no outlier rows: int8 throughout in the int8 form, as the shared writer's.
+        return self._matmul(context, w(f"encoder/layer_{index}/attention/output/dense/kernel"),
+                            f"layer{index}_attention_out", self.int8)
 
     def _rotation(self, rotary: Rotary) -> tuple[str, str]:
         """cos and sin [1, T, 1, d] for the call's length, from tables of the longest length."""

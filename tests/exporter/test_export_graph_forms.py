@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from export_oracle import TINY, assert_close, make_batch, mask_cls_sep, original_pooling, reference
 
-from bert_exporter.build import build_onnx, fused_form
+from bert_exporter.build import build_onnx, target_form
+from bert_exporter.encoder import Form
 from bert_exporter.encoder_config import read_config
 from bert_exporter.export import ExportOptions
 from bert_exporter.families import family_for
@@ -48,8 +49,8 @@ def test_fused_and_standard_forms_agree_with_transformers(tiny_hf, tiny_weights,
     config, weights = tiny_weights
     options = ExportOptions(model_dir=tiny_hf.model_dir, output=tmp_path, **case)
     feeds = mask_cls_sep(make_batch([12, 7, 4], 12, vocab_size=TINY["vocab_size"], seed=3))
-    fused = run(build_onnx(config, weights, options, fused=True), feeds)
-    standard = run(build_onnx(config, weights, options, fused=False), feeds)
+    fused = run(build_onnx(config, weights, options, form=Form.FUSED), feeds)
+    standard = run(build_onnx(config, weights, options, form=Form.STANDARD), feeds)
     truth = expected(tiny_hf.oracle, feeds, options)
     tolerance = np.abs(truth).max() * 2e-3 if options.fp16 else 1e-4
     assert_close(fused, truth, tolerance)
@@ -60,20 +61,39 @@ def test_fused_and_standard_forms_agree_with_transformers(tiny_hf, tiny_weights,
 def test_each_form_holds_only_what_its_runtime_knows(tiny_hf, tiny_weights, tmp_path):
     config, weights = tiny_weights
     options = ExportOptions(model_dir=tiny_hf.model_dir, output=tmp_path)
-    fused = build_onnx(config, weights, options, fused=True)
-    standard = build_onnx(config, weights, options, fused=False)
+    fused = build_onnx(config, weights, options, form=Form.FUSED)
+    standard = build_onnx(config, weights, options, form=Form.STANDARD)
     assert {n.domain for n in standard.graph.node} == {""}, "TensorRT parses ai.onnx operators only"
     contrib = {n.op_type for n in fused.graph.node if n.domain == "com.microsoft"}
     assert contrib == {"EmbedLayerNormalization", "Attention", "SkipLayerNormalization", "BiasGelu"}
     # Layers past the pooled one (-2 of 4) are not in the graph.
     assert sum(n.op_type == "Attention" for n in fused.graph.node) == TINY["num_hidden_layers"] - 1
+    int8 = build_onnx(config, weights, options, form=Form.INT8)
+    assert not {"MatMul"} & {n.op_type for n in int8.graph.node if any("kernel_int8" in i for i in n.input)}
+    assert sum(n.op_type == "DynamicQuantizeMatMul" for n in int8.graph.node) == 3 * (TINY["num_hidden_layers"] - 1)
     # Every graph input is read in the standard form (TensorRT drops unread inputs, Triton's config names all three).
     read = {name for node in standard.graph.node for name in node.input}
     assert {"input_ids", "input_mask", "segment_ids"} <= read
 
 
-@pytest.mark.parametrize(("target", "trt_accelerator", "fused"), [
-    ("embedded", False, True), ("onnx", False, True), ("onnx", True, False), ("tensorrt", False, False)])
-def test_the_target_chooses_the_form(tmp_path, target, trt_accelerator, fused):
+@pytest.mark.parametrize(("target", "trt_accelerator", "form"), [
+    ("embedded", False, Form.FUSED), ("onnx", False, Form.FUSED), ("onnx", True, Form.STANDARD),
+    ("tensorrt", False, Form.STANDARD)])
+def test_the_target_chooses_the_form(tmp_path, target, trt_accelerator, form):
     options = ExportOptions(model_dir=tmp_path, output=tmp_path, target=target, trt_accelerator=trt_accelerator)
-    assert fused_form(options) is fused
+    assert target_form(options) is form
+
+
+@pytest.mark.parametrize("case", CASES[:3], ids=lambda case: case["pooling_strategy"])
+def test_the_int8_form_stays_close_to_fp32(tiny_hf, tiny_weights, case, tmp_path):
+    """Its first and last tokens in float32, the rest in int8: rows with holes (-mask_cls_sep) and padding too."""
+    config, weights = tiny_weights
+    options = ExportOptions(model_dir=tiny_hf.model_dir, output=tmp_path, **case)
+    feeds = mask_cls_sep(make_batch([12, 7, 4], 12, vocab_size=TINY["vocab_size"], seed=5))
+    fp32 = run(build_onnx(config, weights, options, form=Form.FUSED), feeds)
+    int8 = run(build_onnx(config, weights, options, form=Form.INT8), feeds)
+    assert fp32.shape == int8.shape
+    real = feeds["input_mask"].astype(bool) if fp32.ndim == 3 else slice(None)
+    a, b = fp32[real], int8[real]
+    assert ((a * b).sum(-1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)).min() >= 0.99
+    assert np.abs(a - b).max() > 1e-6

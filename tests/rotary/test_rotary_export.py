@@ -12,6 +12,7 @@ from export_oracle import Reference, original_pooling
 from family_models import HELD_OUT
 
 from bert_exporter.build import build_onnx
+from bert_exporter.encoder import Form
 from bert_exporter.encoder_config import read_config
 from bert_exporter.errors import OptionError, SourceError
 from bert_exporter.export import ExportOptions, export_model
@@ -86,8 +87,8 @@ def both_forms(folder, strategy: str, layers: list[int], feeds: dict, **options)
     weights, _ = family_for(config.model_type).read_weights(folder, config=config, ckpt_name="unused")
     export = ExportOptions(model_dir=folder, output=folder, pooling_strategy=strategy, pooling_layer=layers,
                            max_seq_len=None, **options)
-    return run(build_onnx(config, weights, export, fused=True), feeds), \
-        run(build_onnx(config, weights, export, fused=False), feeds)
+    return run(build_onnx(config, weights, export, form=Form.FUSED), feeds), \
+        run(build_onnx(config, weights, export, form=Form.STANDARD), feeds)
 
 
 def assert_equal_to_transformers(model, folder, *, token_types: bool, cases=(("NONE", [-1]), ("REDUCE_MEAN", [-2]))):
@@ -264,13 +265,13 @@ def test_each_form_holds_what_its_runtime_knows_and_no_full_score_matrix(rotary_
     config = read_config(folder / "config.json")
     weights, _ = family_for("modernbert").read_weights(folder, config=config, ckpt_name="unused")
     options = ExportOptions(model_dir=folder, output=tmp_path, pooling_layer=[-1])
-    fused = build_onnx(config, weights, options, fused=True)
+    fused = build_onnx(config, weights, options, form=Form.FUSED)
     attention = [n for n in fused.graph.node if n.op_type == "MultiHeadAttention"]
     assert len(attention) == sum(window == 0 for window in config.attention_windows) > 0
     assert all(len([i for i in n.input if i]) == 3 for n in attention)
     softmax_inputs = {n.input[0] for n in fused.graph.node if n.op_type == "Softmax"}
     assert len(softmax_inputs) == sum(window > 0 for window in config.attention_windows) > 0
-    standard = build_onnx(config, weights, options, fused=False)
+    standard = build_onnx(config, weights, options, form=Form.STANDARD)
     assert {n.domain for n in standard.graph.node} == {""}
 
 
