@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import report
+from . import long_context, report
 from .client_load import LoadResult, run_load
 from .paired import service_encoder, take_turns
 from .process_memory import PeakRss
@@ -62,9 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("-common_max_batch_size", type=int, default=256)
     common.add_argument("-common_pooling_layer", type=int, default=-2)
     extra = parser.add_argument_group("beyond the original")
-    extra.add_argument("-model", choices=["minilm", "bert-base", "xlmr-base"], default="minilm",
+    extra.add_argument("-model", choices=["minilm", "bert-base", "xlmr-base", "modernbert-base"], default="minilm",
                        help="the packaged MiniLM, or a BERT-base shape with random weights written here; xlmr-base: "
-                            "a 12-layer, 768-wide XLM-R with random weights timed in process beside BERT-base")
+                            "a 12-layer, 768-wide XLM-R with random weights timed in process beside BERT-base; "
+                            "modernbert-base: a ModernBERT-base shape at 512 to 8,192 tokens instead of the tables "
+                            "(bench/long_context.py)")
+    long_context.add_arguments(extra)
     extra.add_argument("-skip", nargs="*", default=[],
                        choices=["int8", "baselines", "reference", "perf_analyzer", "padding", "tables"],
                        help="parts to leave out")
@@ -106,8 +109,7 @@ class Benchmark:
     def __init__(self, args, server_flags: list[str]):
         self.args = args
         self.server_flags = server_flags
-        cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bert-serving" / "bench"
-        self.work = (args.work_dir or cache).resolve()
+        self.work = work_dir(args)
         self.models = self.work / "models"
         self.output = args.output
         self.output.mkdir(parents=True, exist_ok=True)
@@ -523,6 +525,12 @@ def wait_for_grpc(url: str, model: str, process: subprocess.Popen, timeout_s: fl
     raise RuntimeError(f"tritonserver for perf_analyzer not ready within {timeout_s:.0f}s")
 
 
+def work_dir(args) -> Path:
+    """Exports and logs: -work_dir, or $XDG_CACHE_HOME/bert-serving/bench."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bert-serving" / "bench"
+    return (args.work_dir or cache).resolve()
+
+
 def write_bert_base(folder: Path, vocab_file: Path) -> Path:
     """A BERT-base shape (12 layers, 768 wide) with random weights, as a Hugging Face folder."""
     if (folder / "config.json").is_file():
@@ -580,6 +588,8 @@ def main(argv=None) -> None:
         run_running(args)
     elif args.model == "xlmr-base":
         run_family_speed(args)
+    elif args.model == "modernbert-base":
+        long_context.LongContextBenchmark(args, server_flags, work_dir(args)).run()
     else:
         Benchmark(args, server_flags).run()
 

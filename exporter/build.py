@@ -52,9 +52,9 @@ def build_onnx(config: EncoderConfig, weights: dict[str, np.ndarray], options: E
 
     g = GraphBuilder(opset=options.opset)
     input_ids, input_mask, segment_ids = INPUT_NAMES
-    encoder = EncoderWriter(g, config, weights, form=form,
-                            use_position_embeddings=not options.no_position_embeddings,
-                            max_length=options.max_seq_len)
+    encoder = writer_class(config)(g, config, weights, form=form,
+                                   use_position_embeddings=not options.no_position_embeddings,
+                                   max_length=options.max_seq_len)
     layers = encoder.write(input_ids, input_mask, segment_ids, depth=depth)
     if head is not None:
         pooled = write_head(g, head, layers[-1], input_mask, weights)
@@ -75,6 +75,14 @@ def build_onnx(config: EncoderConfig, weights: dict[str, np.ndarray], options: E
     return g.model(inputs=[tensor(name, INT32, ["batch", "sequence"]) for name in INPUT_NAMES],
                    outputs=[tensor(OUTPUT_NAME, FLOAT16 if options.fp16 else FLOAT, dims)],
                    doc=f"{config.model_type} encoder + {output_of}, {Form(form).value} form, written by bert-export")
+
+
+def writer_class(config: EncoderConfig) -> type[EncoderWriter]:
+    """The shared writer, or its subclass for the encoders with rotary positions (rotary_encoder.py)."""
+    from .rotary_config import RotaryEncoderConfig
+    from .rotary_encoder import RotaryEncoderWriter
+
+    return RotaryEncoderWriter if isinstance(config, RotaryEncoderConfig) else EncoderWriter
 
 
 def write_onnx(config: EncoderConfig, weights: dict[str, np.ndarray], options: ExportOptions, path: Path, *,

@@ -287,7 +287,7 @@ class EncoderWriter:
 
 
 def activation(g: GraphBuilder, x: str, kind: str) -> str:
-    """gelu (erf), gelu_tanh, relu, tanh, sigmoid or identity, in ai.onnx operators."""
+    """gelu (erf), gelu_tanh, silu, relu, tanh, sigmoid or identity, in ai.onnx operators."""
     if kind == "gelu":
         erf = g.op("Erf", g.op("Mul", x, g.constant(1.0 / math.sqrt(2.0))))
         return g.op("Mul", g.op("Mul", x, g.constant(0.5)), g.op("Add", erf, g.constant(1.0)))
@@ -296,6 +296,8 @@ def activation(g: GraphBuilder, x: str, kind: str) -> str:
         inner = g.op("Mul", g.op("Add", x, g.op("Mul", cube, g.constant(0.044715))),
                      g.constant(math.sqrt(2.0 / math.pi)))
         return g.op("Mul", g.op("Mul", x, g.constant(0.5)), g.op("Add", g.op("Tanh", inner), g.constant(1.0)))
+    if kind == "silu":
+        return g.op("Mul", x, g.op("Sigmoid", x))
     if kind == "relu":
         return g.op("Relu", x)
     if kind == "tanh":

@@ -7,7 +7,8 @@ merges, and a SentencePiece charsmap) of ``tokenizer.json`` but rebuild the norm
 ``tokenizer_config.json``; a file that says otherwise (sentence-transformers 6 saves its ``do_lower_case`` as a
 Lowercase there, which a CamemBERT or XLM-R class drops again on loading) is run the way transformers runs it.
 The rebuild follows the tokenizer model: WordPiece as BertTokenizer (DistilBERT's and MPNet's classes are the same),
-Unigram as the SentencePiece classes (XLM-R, CamemBERT), byte-level BPE as RobertaTokenizer.
+Unigram as the SentencePiece classes (XLM-R, CamemBERT), byte-level BPE as RobertaTokenizer; ModernBERT's file runs as
+written (transformers gives it the generic TokenizersBackend).
 
 What the bridge needs besides the file goes into the manifest (``TokenizerFacts``): the family's special tokens and
 how many separators stand between a pair's parts, both read from the tokenizer's post-processor
@@ -32,6 +33,9 @@ SPECIAL_TOKENS_MAP = "special_tokens_map.json"
 # transformers 5 builds WordPiece tokenizers with these defaults when tokenizer_config.json does not say otherwise.
 WORDPIECE_DEFAULTS = {"do_lower_case": True, "tokenize_chinese_chars": True, "strip_accents": None,
                       "unk_token": "[UNK]"}
+# Families whose transformers tokenizer is TokenizersBackend: tokenizer.json runs exactly as written, whatever its
+# model (ModernBERT's byte-level BPE keeps its own normalizer and pre-tokenizer).
+AS_WRITTEN = {"modernbert"}
 # Whether a word gets the leading space marker: the SentencePiece classes say yes, RobertaTokenizer no.
 ADD_PREFIX_SPACE_DEFAULTS = {"Unigram": True, "BPE": False}
 
@@ -95,7 +99,9 @@ def model_tokenizer(model_dir: Path, *, model_type: str, lowercase_first: bool,
     else:
         raise SourceError(f"{model_dir} has no {TOKENIZER_FILE}: a {model_type} model is served with its own "
                           f"tokenizer (save it with the model's transformers tokenizer, save_pretrained)")
-    if kind == "WordPiece":
+    if model_type in AS_WRITTEN and tokenizer is not None:
+        pass  # transformers runs the file as it is (TokenizersBackend)
+    elif kind == "WordPiece":
         tokenizer = _wordpiece(tokenizer, settings, vocab, path)
     elif kind == "Unigram":
         _sentencepiece(tokenizer, settings, kind)

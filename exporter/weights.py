@@ -32,6 +32,8 @@ TORCH_FILE = "pytorch_model.bin"
 
 def expected_shapes(config: EncoderConfig) -> dict[str, tuple[int, ...]]:
     """Every encoder tensor and its shape (the pooler is optional: only CLS_POOLED needs it)."""
+    if hasattr(config, "weight_shapes"):  # layouts beyond BERT's list their own (rotary_config.py)
+        return config.weight_shapes()
     hidden, inner = config.hidden_size, config.intermediate_size
     shapes = {
         "embeddings/word_embeddings": (config.vocab_size, hidden),
@@ -81,17 +83,7 @@ def load_hf_weights(folder: Path, *, config: EncoderConfig, neutral_name: Neutra
                     also_expected: str = "") -> tuple[dict[str, np.ndarray], str]:
     """The tensors of an HF folder under their neutral names (``neutral_name`` maps one HF name, or None to skip
     it); torch linear weights ``[out, in]`` become kernels ``[in, out]``."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise SourceError(f"model folder {folder} does not exist")
-    if (folder / SAFETENSORS_FILE).is_file() or (folder / SAFETENSORS_INDEX).is_file():
-        path = folder / SAFETENSORS_FILE
-        tensors = _read_safetensors(folder)
-    elif (folder / TORCH_FILE).is_file():
-        path = folder / TORCH_FILE
-        tensors = _read_torch_bin(path)
-    else:
-        raise SourceError(f"no weights in {folder}: expected {also_expected}{SAFETENSORS_FILE} or {TORCH_FILE}")
+    tensors, path = read_hf_tensors(folder, also_expected=also_expected)
     weights = {}
     for hf_name, array in tensors.items():
         name = neutral_name(hf_name)
@@ -110,6 +102,19 @@ def sinusoidal_positions(rows: int, width: int) -> np.ndarray:
     angles = np.arange(rows)[:, None] / np.power(10000, 2 * (np.arange(width) // 2) / width)[None, :]
     table = np.where(np.arange(width) % 2 == 0, np.sin(angles), np.cos(angles))
     return table.astype(np.float32)
+
+
+def read_hf_tensors(folder: Path, *, also_expected: str = "") -> tuple[dict[str, np.ndarray], Path]:
+    """Every tensor of an HF folder under its own name (model.safetensors, sharded or not, or pytorch_model.bin),
+    with the file they came from."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise SourceError(f"model folder {folder} does not exist")
+    if (folder / SAFETENSORS_FILE).is_file() or (folder / SAFETENSORS_INDEX).is_file():
+        return _read_safetensors(folder), folder / SAFETENSORS_FILE
+    if (folder / TORCH_FILE).is_file():
+        return _read_torch_bin(folder / TORCH_FILE), folder / TORCH_FILE
+    raise SourceError(f"no weights in {folder}: expected {also_expected}{SAFETENSORS_FILE} or {TORCH_FILE}")
 
 
 def check(weights: dict[str, np.ndarray], config: EncoderConfig, path: Path) -> None:

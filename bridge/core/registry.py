@@ -29,7 +29,8 @@ from ..config import (CLASSIFY_TASK, EMBED_TASK, RERANK_TASK, SENTENCE_TRANSFORM
 from ..errors import BackendUnavailable, InvalidRequest, ModelNotFound
 from .admission import Admission
 from .scheduler import FairScheduler
-from .service import EncodingService, scheduler_capacity
+from .chunking import CHUNK_POSITIONS
+from .service import INFLIGHT_CHUNK_POSITIONS, EncodingService, scheduler_capacity
 
 __all__ = ["ModelRegistry", "ROUTE_TASKS"]
 
@@ -62,15 +63,16 @@ class ModelRegistry:
         """One service per model of ``config.models`` that is not ``unserved``, on its backend (model name -> Triton
         pool), all sharing one scheduler and one admission."""
         served = [model for model in config.models if model.name not in (unserved or {})]
-        per_endpoint = scheduler_capacity(served)
-        scheduler = FairScheduler(capacity=per_endpoint)
+        per_endpoint, positions_per_endpoint = scheduler_capacity(served), INFLIGHT_CHUNK_POSITIONS * CHUNK_POSITIONS
+        scheduler = FairScheduler(capacity=per_endpoint, position_capacity=positions_per_endpoint)
         # N replicas up keep N times the work in flight, as the pools see them (one out gives its share back). Every
         # model's pool watches the same endpoints; the one that sees the most up speaks for them.
         endpoints_up = {}
 
         def endpoints_changed(name: str, up: int) -> None:
             endpoints_up[name] = up
-            scheduler.resize(per_endpoint * max(1, *endpoints_up.values()))
+            replicas = max(1, *endpoints_up.values())
+            scheduler.resize(per_endpoint * replicas, positions_per_endpoint * replicas)
 
         for model in served:
             backends[model.name].watch_endpoints_up(functools.partial(endpoints_changed, model.name))

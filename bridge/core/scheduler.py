@@ -24,6 +24,12 @@ most ``-priority_batch_size`` sentences are urgent, as the original's priority m
 every client's turn, so they wait only for the chunks already in flight (``C / s``). Few chunks are kept in flight
 for that reason; Triton has no priority levels (they stalled its batcher: exporter/triton_config.py).
 
+Long documents. A chunk holds one sentence when that sentence alone fills more than a chunk's positions (a long
+context model's 8,192 tokens); counting sentences, ``C`` such chunks -- hundreds of chunk times -- could be in flight
+ahead of a newcomer. ``position_capacity`` bounds the token positions in flight as well (the service sets it to
+16 chunks' worth), so ``C / s`` above stays about 16 chunk times whatever the lengths; short sentences fill the
+sentence budget first and are not affected.
+
 Cancellation: a chunk waiting for its slot whose task is cancelled (the client left, the HTTP connection closed,
 shutdown gave up) leaves the queue at once and never reaches Triton. A chunk already sent keeps its slot until
 Triton answers (the service core lets such calls finish: see service.py), so ``capacity`` stays what Triton really
@@ -33,7 +39,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict, deque
-from typing import Hashable
+from typing import Hashable, Optional
 
 __all__ = ["FairScheduler"]
 
@@ -41,17 +47,19 @@ _URGENT = object()  # the lane of urgent chunks: always served first
 
 
 class FairScheduler:
-    """Grants chunks a slot, at most ``capacity`` sentences at a time; a chunk larger than the whole capacity still
-    goes alone. ``await acquire(...)`` waits for the chunk's turn; ``release(sentences)`` once Triton answered it.
-    Not thread-safe: the bridge has one event loop."""
+    """Grants chunks a slot, at most ``capacity`` sentences and ``position_capacity`` token positions at a time; a
+    chunk larger than the whole capacity still goes alone. ``await acquire(...)`` waits for the chunk's turn;
+    ``release(sentences, positions)`` once Triton answered it. Not thread-safe: the bridge has one event loop."""
 
-    def __init__(self, *, capacity: int):
+    def __init__(self, *, capacity: int, position_capacity: Optional[int] = None):
         if capacity < 1:
             raise ValueError(f"capacity must be at least 1, not {capacity}")
         self.capacity = capacity
+        self.position_capacity = position_capacity  # None: sentences alone count
         self.in_flight = 0
-        # client -> request -> chunks waiting (future, sentences), each level in turn order: served from the front,
-        # moved to the back after its turn.
+        self.positions_in_flight = 0
+        # client -> request -> chunks waiting (future, sentences, positions), each level in turn order: served from the
+        # front, moved to the back after its turn.
         self._waiting: OrderedDict[Hashable, OrderedDict[Hashable, deque]] = OrderedDict()
 
     @property
@@ -59,51 +67,61 @@ class FairScheduler:
         """Chunks waiting for a slot."""
         return sum(len(chunks) for requests in self._waiting.values() for chunks in requests.values())
 
-    async def acquire(self, *, client: Hashable, request: Hashable, sentences: int, urgent: bool = False) -> None:
-        """Wait for this chunk's turn; its sentences count as in flight until ``release``. Cancelled while waiting,
-        the chunk leaves the queue and holds nothing. An ``urgent`` chunk (a request of at most -priority_batch_size
-        sentences: the original's priority) goes before every client's turn."""
+    async def acquire(self, *, client: Hashable, request: Hashable, sentences: int, positions: int = 0,
+                      urgent: bool = False) -> None:
+        """Wait for this chunk's turn; its sentences and positions count as in flight until ``release``. Cancelled
+        while waiting, the chunk leaves the queue and holds nothing. An ``urgent`` chunk (a request of at most
+        -priority_batch_size sentences: the original's priority) goes before every client's turn."""
         if urgent:
             client = _URGENT
-        if self._fits(sentences) and (not self._waiting or (urgent and _URGENT not in self._waiting)):
-            self.in_flight += sentences
+        if self._fits(sentences, positions) and (not self._waiting or (urgent and _URGENT not in self._waiting)):
+            self._take(sentences, positions)
             return
         granted = asyncio.get_running_loop().create_future()
-        self._waiting.setdefault(client, OrderedDict()).setdefault(request, deque()).append((granted, sentences))
+        self._waiting.setdefault(client, OrderedDict()).setdefault(request, deque()).append(
+            (granted, sentences, positions))
         if urgent:
             self._waiting.move_to_end(_URGENT, last=False)
         try:
             await granted
         except asyncio.CancelledError:
             if granted.done() and not granted.cancelled():  # its turn came, but the task was cancelled meanwhile
-                self.release(sentences)
+                self.release(sentences, positions)
             else:
                 self._forget(client, request, granted)
             raise
 
-    def release(self, sentences: int) -> None:
+    def release(self, sentences: int, positions: int = 0) -> None:
         self.in_flight -= sentences
+        self.positions_in_flight -= positions
         self._grant()
 
-    def resize(self, capacity: int) -> None:
-        """A new capacity (the Triton endpoints that are up changed): more room is granted at once to the waiting
+    def resize(self, capacity: int, position_capacity: Optional[int] = None) -> None:
+        """New capacities (the Triton endpoints that are up changed): more room is granted at once to the waiting
         chunks, in turn; less takes effect as the chunks in flight are answered (none is taken back)."""
-        if capacity < 1:
-            raise ValueError(f"capacity must be at least 1, not {capacity}")
-        self.capacity = capacity
+        if capacity < 1 or (position_capacity is not None and position_capacity < 1):
+            raise ValueError(f"capacities must be at least 1, not {capacity} and {position_capacity}")
+        self.capacity, self.position_capacity = capacity, position_capacity
         self._grant()
 
-    def _fits(self, sentences: int) -> bool:
-        return self.in_flight == 0 or self.in_flight + sentences <= self.capacity
+    def _take(self, sentences: int, positions: int) -> None:
+        self.in_flight += sentences
+        self.positions_in_flight += positions
+
+    def _fits(self, sentences: int, positions: int) -> bool:
+        if self.in_flight == 0 and self.positions_in_flight == 0:
+            return True
+        return self.in_flight + sentences <= self.capacity and (
+            self.position_capacity is None or self.positions_in_flight + positions <= self.position_capacity)
 
     def _grant(self) -> None:
         """Hand freed capacity to the waiting chunks, strictly in turn."""
         while self._waiting:
             client, requests = next(iter(self._waiting.items()))
             request, chunks = next(iter(requests.items()))
-            granted, sentences = chunks[0]
+            granted, sentences, positions = chunks[0]
             cancelled = granted.done()  # its waiter was cancelled and has not left the queue yet: skip it
-            if not cancelled and not self._fits(sentences):
+            if not cancelled and not self._fits(sentences, positions):
                 return
             chunks.popleft()
             if chunks:
@@ -116,7 +134,7 @@ class FairScheduler:
                 self._waiting.move_to_end(client)
             if cancelled:
                 continue
-            self.in_flight += sentences
+            self._take(sentences, positions)
             granted.set_result(None)
 
     def _forget(self, client: Hashable, request: Hashable, granted: asyncio.Future) -> None:

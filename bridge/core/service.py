@@ -23,7 +23,7 @@ from typing import Any, Callable, Hashable, Optional
 import numpy as np
 
 from .admission import Admission
-from .chunking import Chunk, plan_chunks
+from .chunking import CHUNK_POSITIONS, Chunk, plan_chunks
 from ..config import ModelSpec, ServerConfig
 from ..errors import BridgeError, InvalidRequest, RequestTooLarge
 from .scheduler import FairScheduler
@@ -38,6 +38,10 @@ log = logging.getLogger("bert_bridge.service")
 # an urgent or newly arrived chunk waits behind little work: Triton's queue has no priorities (scheduler.py states
 # the bound) and a chunk never waits there past the call's deadline.
 INFLIGHT_BATCHES = 1
+# Token positions in flight to Triton at once, in chunks' worth (scheduler.py, "Long documents"): a few long documents
+# at a time, never hundreds queued in Triton ahead of a newcomer; at most 16 chunks' worth of short sentences (256
+# sentences of 64 tokens) when the sentence budget would allow more.
+INFLIGHT_CHUNK_POSITIONS = 16
 
 
 @dataclass(frozen=True)
@@ -238,25 +242,26 @@ class EncodingService:
     async def _infer(self, chunk: list[Encoding], length: int, high_priority: bool, turns: dict) -> np.ndarray:
         # Every chunk waits for its turn here (padded only then, so a huge request's waiting chunks cost no arrays);
         # a small request's (high_priority) chunks go first (scheduler.py).
-        await self._scheduler.acquire(sentences=len(chunk), urgent=high_priority, **turns)
+        positions = len(chunk) * length
+        await self._scheduler.acquire(sentences=len(chunk), positions=positions, urgent=high_priority, **turns)
         try:
             input_ids, input_mask, segment_ids = pad(chunk, length)
             call = asyncio.ensure_future(self.backend.infer(input_ids, input_mask, segment_ids,
                                                             high_priority=high_priority))
         except BaseException:
-            self._scheduler.release(len(chunk))
+            self._scheduler.release(len(chunk), positions)
             raise
         self._calls.add(call)
-        call.add_done_callback(lambda done: self._call_finished(done, len(chunk)))
+        call.add_done_callback(lambda done: self._call_finished(done, len(chunk), positions))
         # A call in flight is never cancelled, only no longer awaited: cancelling calls in flight made the embedded
         # tritonserver (2.51) abort in its python backend in our test runs (and Triton's gRPC server had crashes on
         # client cancellation before 24.12: triton-inference-server/server#7368). The chunk keeps its slot until
         # Triton has answered, so the scheduler's capacity stays what Triton really has in hand.
         return await asyncio.shield(call)
 
-    def _call_finished(self, call: asyncio.Task, sentences: int) -> None:
+    def _call_finished(self, call: asyncio.Task, sentences: int, positions: int) -> None:
         self._calls.discard(call)
-        self._scheduler.release(sentences)
+        self._scheduler.release(sentences, positions)
         if not call.cancelled():
             call.exception()  # retrieved: a call nobody awaits any more must not log "exception never retrieved"
 

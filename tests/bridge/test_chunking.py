@@ -54,3 +54,15 @@ def test_mixed_lengths_waste_little_padding_and_equal_ones_fill_whole_chunks():
     assert {c.length for c in plan} == {40}
     plan = plan_chunks([128] * 20, cap=128, max_rows=4)  # -max_batch_size bounds a chunk's rows
     assert [c.rows for c in plan] == [4] * 5
+
+
+def test_long_documents_go_one_per_chunk_measured_in_positions():
+    """A request of 64 documents of ~8,000 tokens (a long-context model's) beside short sentences: no chunk holds two
+    documents, and the short sentences still share chunks."""
+    lengths = sorted([5, 9, 12, 40, 41, 100] + [7_990 + i for i in range(64)])
+    chunks = plan_chunks(lengths, cap=8_192, max_rows=128)
+    assert [c.stop for c in chunks[:-1]] == [c.start for c in chunks[1:]] and chunks[-1].stop == len(lengths)
+    long_chunks = [c for c in chunks if c.length > CHUNK_POSITIONS]
+    assert len(long_chunks) == 64 and all(c.rows == 1 for c in long_chunks)
+    assert len(chunks) < len(lengths)  # the short ones were grouped
+    assert all(c.rows * c.length <= CHUNK_POSITIONS for c in chunks if c.rows > 1)

@@ -17,15 +17,17 @@ class Recorder:
         self.started: list[str] = []
         self._running: list[asyncio.Event] = []
 
-    async def chunk(self, client, request, name: str, sentences: int = 1, urgent: bool = False) -> None:
-        await self.scheduler.acquire(client=client, request=request, sentences=sentences, urgent=urgent)
+    async def chunk(self, client, request, name: str, sentences: int = 1, urgent: bool = False,
+                    positions: int = 0) -> None:
+        await self.scheduler.acquire(client=client, request=request, sentences=sentences, positions=positions,
+                                     urgent=urgent)
         try:
             self.started.append(name)
             done = asyncio.Event()
             self._running.append(done)
             await done.wait()
         finally:
-            self.scheduler.release(sentences)
+            self.scheduler.release(sentences, positions)
 
     async def finish_one(self) -> None:
         self._running.pop(0).set()
@@ -187,5 +189,41 @@ def test_a_larger_capacity_starts_waiting_chunks_in_turn_and_a_smaller_one_takes
         for task in big + small:
             task.cancel()
         await asyncio.gather(*big, *small, return_exceptions=True)
+
+    asyncio.run(scenario())
+
+
+def test_long_documents_count_in_positions_not_only_sentences():
+    """Chunks of one 8,000-token document each would fit the sentence budget by the hundred; the position budget
+    keeps two in flight, so a newcomer's chunk waits for those two, not for all of them."""
+    async def scenario():
+        scheduler = FairScheduler(capacity=256, position_capacity=16_384)
+        recorder = Recorder(scheduler)
+        long = [asyncio.ensure_future(recorder.chunk("big", "r", f"doc{i}", positions=8_000)) for i in range(6)]
+        await settle()
+        assert recorder.started == ["doc0", "doc1"]
+        short = asyncio.ensure_future(recorder.chunk("small", "s", "short", sentences=25, positions=1_000))
+        await settle()
+        await recorder.finish_one()  # doc0 answered: the big client's turn came first
+        assert recorder.started == ["doc0", "doc1", "doc2"]
+        await recorder.finish_one()  # doc1 answered: now the newcomer's
+        assert recorder.started == ["doc0", "doc1", "doc2", "short"]
+        while not all(task.done() for task in long + [short]):
+            await recorder.finish_one()
+        assert scheduler.in_flight == 0 and scheduler.positions_in_flight == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_document_longer_than_the_position_budget_still_goes_alone():
+    async def scenario():
+        scheduler = FairScheduler(capacity=256, position_capacity=1_024)
+        recorder = Recorder(scheduler)
+        tasks = [asyncio.ensure_future(recorder.chunk("c", "r", name, positions=8_000)) for name in ("a", "b")]
+        await settle()
+        assert recorder.started == ["a"]
+        while not all(task.done() for task in tasks):
+            await recorder.finish_one()
+        assert recorder.started == ["a", "b"]
 
     asyncio.run(scenario())

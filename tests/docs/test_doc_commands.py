@@ -33,6 +33,9 @@ RUN_BY = {
     "python -m bert_bench.models_memory -output bench/results/models_memory":
         "tests/bench/test_models_memory.py::test_models_memory_benchmark_smoke",
     "bert-serving-benchmark -rerank -output bench/results": "tests/bench/test_rerank_benchmark.py::test_rerank_benchmark_smoke",
+    "bert-serving-benchmark -model modernbert-base -output docs/performance":
+        "tests/rotary/test_long_context_benchmark.py::"
+        "test_long_context_benchmark_writes_speeds_and_the_long_requests_peak_rss",
     "bert-serving-start -pooling_layer -1 -max_seq_len 128":
         "tests/bridge/test_legacy_client_end_to_end.py::test_last_layer_at_128_equals_sentence_transformers_without_normalize",
     "bert-export -output model_repository -name minilm":

@@ -153,7 +153,7 @@ def test_auto_serves_what_sentence_transformers_encodes(family_exports, family_f
     assert config["max_seq_len"] == model.max_seq_length
 
 
-@pytest.mark.parametrize("architecture", ["modernbert", "gpt2"])
+@pytest.mark.parametrize("architecture", ["deberta-v2", "gpt2"])
 def test_an_unsupported_architecture_is_refused_in_one_line_at_export_and_at_start(tmp_path, architecture):
     from transformers import AutoConfig
 
