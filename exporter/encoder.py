@@ -9,8 +9,8 @@ One writer, three forms of the same arithmetic (``Form``):
 - ``standard``: ai.onnx operators only (MatMul, Softmax, LayerNormalization, Erf...), for TensorRT (-target tensorrt
   and the onnx target's --trt-accelerator), which does its own fusions and knows no com.microsoft operator.
 - ``int8`` (-quantize int8): the fused form with every encoder projection an int8 matrix product (one scale per output
-  channel; activations quantized per call by onnxruntime's DynamicQuantizeMatMul/QAttention). A call's range is one
-  number for the whole activation tensor, so the writer keeps out of it what would stretch it for everyone:
+  channel; activations quantized per call by onnxruntime's DynamicQuantizeMatMul and MatMulIntegerToFloat; the
+  attention itself stays float32). A call's range is one number for the whole activation tensor, so the writer keeps out of it what would stretch it for everyone:
   padding rows (masked everywhere, so zeroed before the query/key/value and the feed-forward projections) and the
   first and last real token of each row ([CLS]/<s> and [SEP]/</s>, whose states carry values ten times the others'
   in a few channels). Those two rows go through the query/key/value projection and the feed-forward block in float32
@@ -25,11 +25,10 @@ states stay ``[B, T, H]`` throughout; the attention mask is the ``input_mask`` t
 """
 from __future__ import annotations
 
+import enum
 import math
 
 import numpy as np
-
-import enum
 
 from .encoder_config import EncoderConfig
 from .onnx_builder import FLOAT, INT64, MICROSOFT, GraphBuilder
@@ -161,14 +160,11 @@ class EncoderWriter:
     def _self_attention(self, x: str, mask: str, attention_bias: str | None, scope: str, index: int) -> str:
         """The heads' context vectors, merged back to [B, T, H] (before the output projection)."""
         g, c, w = self.g, self.config, self._w
-        names = ("query", "key", "value")
-        if self.int8:
-            kernel = np.concatenate([w(f"{scope}/{n}/kernel") for n in names], axis=1)
-            bias = np.concatenate([w(f"{scope}/{n}/bias") for n in names])
-            return self._int8_attention(x, kernel, bias, mask, attention_bias, index)
-        if self.fused:
-            kernel = np.concatenate([w(f"{scope}/{n}/kernel") for n in names], axis=1)  # [H, 3H]
-            bias = np.concatenate([w(f"{scope}/{n}/bias") for n in names])
+        if self.fused:  # query, key and value packed: [H, 3H]
+            kernel = np.concatenate([w(f"{scope}/{n}/kernel") for n in ("query", "key", "value")], axis=1)
+            bias = np.concatenate([w(f"{scope}/{n}/bias") for n in ("query", "key", "value")])
+            if self.int8:
+                return self._int8_attention(x, kernel, bias, mask, attention_bias, index)
             return g.op("Attention", x, g.weight(kernel, f"layer{index}_qkv_kernel"),
                         g.weight(bias, f"layer{index}_qkv_bias"), mask, None, attention_bias,
                         domain=MICROSOFT, num_heads=c.num_attention_heads, mask_filter_value=ATTENTION_MASK_ADDER,
@@ -256,6 +252,7 @@ class EncoderWriter:
                     name=f"layer{index}_attention")
 
     def _int8_feed_forward(self, x: str, scope: str, index: int) -> str:
+        """LayerNorm(x + FFN(x)): int8 for the bulk of the tokens, float32 for each row's first and last."""
         g, w = self.g, self._w
         name = f"layer{index}"
         inner, output = f"{scope}/intermediate/dense", f"{scope}/output/dense"
