@@ -188,23 +188,25 @@ class EncoderWriter:
     def _residual_norm(self, x: str, residual: str, scope: str, name: str) -> str:
         """LayerNorm(x @ kernel + bias + residual) with ``scope``'s dense and LayerNorm weights."""
         g, w = self.g, self._w
-        if self.int8:
-            projected = self._int8_matmul(x, w(f"{scope}/dense/kernel"), name)
-        else:
-            projected = g.op("MatMul", x, g.weight(w(f"{scope}/dense/kernel"), f"{name}_kernel"))
+        if self.int8:  # the bias added by the int8 product itself
+            projected = self._int8_matmul(x, w(f"{scope}/dense/kernel"), name, bias=w(f"{scope}/dense/bias"))
+            return self._add_norm([projected, residual], scope, name)
+        projected = g.op("MatMul", x, g.weight(w(f"{scope}/dense/kernel"), f"{name}_kernel"))
         bias = g.weight(w(f"{scope}/dense/bias"), f"{name}_bias")
-        return self._add_norm(projected, bias, residual, scope, name)
+        return self._add_norm([projected, bias, residual], scope, name)
 
-    def _add_norm(self, projected: str, bias: str, residual: str, scope: str, name: str) -> str:
-        """LayerNorm(projected + bias + residual). The fused forms add with one Sum: onnxruntime would fuse an
-        Add before a LayerNormalization into SkipLayerNormalization, whose CPU kernel took 3.5 ms where Sum and
-        LayerNormalization took 1.0 ms (MiniLM, 2,000 x 384, one thread)."""
+    def _add_norm(self, terms: list[str], scope: str, name: str) -> str:
+        """LayerNorm(sum of terms). The fused forms add with one Sum: onnxruntime would fuse an Add before a
+        LayerNormalization into SkipLayerNormalization, whose CPU kernel took 3.5 ms where Sum and LayerNormalization
+        took 1.0 ms (MiniLM, 2,000 x 384, one thread)."""
         g, w = self.g, self._w
         gamma, beta = w(f"{scope}/LayerNorm/gamma"), w(f"{scope}/LayerNorm/beta")
         if self.fused:
-            return self._layer_norm(g.op("Sum", projected, bias, residual, name=f"{name}_sum"), gamma, beta,
-                                    f"{name}_ln")
-        return self._layer_norm(g.op("Add", g.op("Add", projected, bias), residual), gamma, beta, f"{name}_ln")
+            return self._layer_norm(g.op("Sum", *terms, name=f"{name}_sum"), gamma, beta, f"{name}_ln")
+        total = terms[0]
+        for term in terms[1:]:
+            total = g.op("Add", total, term)
+        return self._layer_norm(total, gamma, beta, f"{name}_ln")
 
     def _dense_activation(self, x: str, scope: str, name: str, *, kernel: str | None = None) -> str:
         """activation(x @ kernel + bias); ``kernel`` replaces the MatMul's weight tensor (the int8 projection)."""
@@ -223,13 +225,14 @@ class EncoderWriter:
 
     # --- int8 ----------------------------------------------------------------------------------------------------
 
-    def _int8_matmul(self, x: str, kernel: np.ndarray, name: str) -> str:
-        """x @ kernel with int8 weights, one scale per output channel; x quantized per call."""
+    def _int8_matmul(self, x: str, kernel: np.ndarray, name: str, *, bias: np.ndarray | None = None) -> str:
+        """x @ kernel (+ bias) with int8 weights, one scale per output channel; x quantized per call."""
         g = self.g
         quantized, scales = quantize_columns(kernel)
         return g.op("DynamicQuantizeMatMul", x, g.weight(quantized, f"{name}_kernel_int8"),
                     g.weight(scales, f"{name}_kernel_scale"),
-                    g.weight(np.zeros(kernel.shape[1], np.int8), f"{name}_kernel_zero_point"), domain=MICROSOFT,
+                    g.weight(np.zeros(kernel.shape[1], np.int8), f"{name}_kernel_zero_point"),
+                    g.weight(bias, f"{name}_bias") if bias is not None else None, domain=MICROSOFT,
                     name=f"{name}_int8")
 
     def _int8_attention(self, x: str, kernel: np.ndarray, bias: np.ndarray, mask: str, attention_bias: str | None,
@@ -267,15 +270,15 @@ class EncoderWriter:
         def int8(bulk: str) -> str:
             hidden = self._int8_matmul(bulk, w(f"{inner}/kernel"), f"{name}_intermediate")
             hidden = self._dense_activation(None, inner, f"{name}_intermediate", kernel=hidden)
-            return self._int8_matmul(hidden, w(f"{output}/kernel"), f"{name}_output")
+            return self._int8_matmul(hidden, w(f"{output}/kernel"), f"{name}_output", bias=w(f"{output}/bias"))
 
         def fp32(rows: str) -> str:
             hidden = self._dense_activation(rows, inner, f"{name}_special_intermediate")
-            return g.op("MatMul", hidden, g.weight(w(f"{output}/kernel"), f"{name}_output_kernel"))
+            hidden = g.op("MatMul", hidden, g.weight(w(f"{output}/kernel"), f"{name}_output_kernel"))
+            return g.op("Add", hidden, g.weight(w(f"{output}/bias"), f"{name}_output_bias"))
 
         out = self._int8_with_special_rows(x, int8, fp32, f"{name}_feed_forward")
-        return self._add_norm(out, g.weight(w(f"{output}/bias"), f"{name}_output_bias"), x, f"{scope}/output",
-                              f"{name}_output")
+        return self._add_norm([out, x], f"{scope}/output", f"{name}_output")
 
     def _int8_with_special_rows(self, x: str, int8, fp32, name: str) -> str:
         """``int8`` over x with padding, first and last token zeroed (out of the ranges), its rows for those two tokens
