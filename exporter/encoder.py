@@ -6,7 +6,7 @@ One writer, three forms of the same arithmetic (``Form``):
   with the query, key and value projections packed into one matrix, BiasGelu/FastGelu -- the kernels onnxruntime's
   transformer optimizer rewrites a traced BERT into (the fastest CPU graph known for these models), written directly,
   so nothing depends on a pattern being recognised -- except where a standard kernel is faster: each residual and its
-  bias are added by one Sum before a LayerNormalization, not by SkipLayerNormalization (``_add_norm``).
+  bias are added by one Sum before a LayerNormalization, not by SkipLayerNormalization (``_sum_norm``).
 - ``standard``: ai.onnx operators only (MatMul, Softmax, LayerNormalization, Erf...), for TensorRT (-target tensorrt
   and the onnx target's --trt-accelerator), which does its own fusions and knows no com.microsoft operator.
 - ``int8`` (-quantize int8): the fused form with every encoder projection an int8 matrix product (one scale per output
@@ -190,12 +190,12 @@ class EncoderWriter:
         g, w = self.g, self._w
         if self.int8:  # the bias added by the int8 product itself
             projected = self._int8_matmul(x, w(f"{scope}/dense/kernel"), name, bias=w(f"{scope}/dense/bias"))
-            return self._add_norm([projected, residual], scope, name)
+            return self._sum_norm([projected, residual], scope, name)
         projected = g.op("MatMul", x, g.weight(w(f"{scope}/dense/kernel"), f"{name}_kernel"))
         bias = g.weight(w(f"{scope}/dense/bias"), f"{name}_bias")
-        return self._add_norm([projected, bias, residual], scope, name)
+        return self._sum_norm([projected, bias, residual], scope, name)
 
-    def _add_norm(self, terms: list[str], scope: str, name: str) -> str:
+    def _sum_norm(self, terms: list[str], scope: str, name: str) -> str:
         """LayerNorm(sum of terms). The fused forms add with one Sum: onnxruntime would fuse an Add before a
         LayerNormalization into SkipLayerNormalization, whose CPU kernel took 3.5 ms where Sum and LayerNormalization
         took 1.0 ms (MiniLM, 2,000 x 384, one thread)."""
@@ -278,7 +278,7 @@ class EncoderWriter:
             return g.op("Add", hidden, g.weight(w(f"{output}/bias"), f"{name}_output_bias"))
 
         out = self._int8_with_special_rows(x, int8, fp32, f"{name}_feed_forward")
-        return self._add_norm([out, x], f"{scope}/output", f"{name}_output")
+        return self._sum_norm([out, x], f"{scope}/output", f"{name}_output")
 
     def _int8_with_special_rows(self, x: str, int8, fp32, name: str) -> str:
         """``int8`` over x with padding, first and last token zeroed (out of the ranges), its rows for those two tokens
