@@ -3,14 +3,15 @@
 One writer, three forms of the same arithmetic (``Form``):
 
 - ``fused``: onnxruntime's contrib kernels for the CPU targets (embedded, onnx): EmbedLayerNormalization, Attention
-  with the query, key and value projections packed into one matrix, SkipLayerNormalization with the bias folded in,
-  BiasGelu/FastGelu. These are the kernels onnxruntime's transformer optimizer rewrites a traced BERT into (the fastest
-  CPU graph known for these models); written directly, nothing depends on a pattern being recognised.
+  with the query, key and value projections packed into one matrix, BiasGelu/FastGelu -- the kernels onnxruntime's
+  transformer optimizer rewrites a traced BERT into (the fastest CPU graph known for these models), written directly,
+  so nothing depends on a pattern being recognised -- except where a standard kernel is faster: each residual and its
+  bias are added by one Sum before a LayerNormalization, not by SkipLayerNormalization (``_sum_norm``).
 - ``standard``: ai.onnx operators only (MatMul, Softmax, LayerNormalization, Erf...), for TensorRT (-target tensorrt
   and the onnx target's --trt-accelerator), which does its own fusions and knows no com.microsoft operator.
 - ``int8`` (-quantize int8): the fused form with every encoder projection an int8 matrix product (one scale per output
-  channel; activations quantized per call by onnxruntime's DynamicQuantizeMatMul/QAttention). A call's range is one
-  number for the whole activation tensor, so the writer keeps out of it what would stretch it for everyone:
+  channel; activations quantized per call by onnxruntime's DynamicQuantizeMatMul and MatMulIntegerToFloat; the
+  attention itself stays float32). A call's range is one number for the whole activation tensor, so the writer keeps out of it what would stretch it for everyone:
   padding rows (masked everywhere, so zeroed before the query/key/value and the feed-forward projections) and the
   first and last real token of each row ([CLS]/<s> and [SEP]/</s>, whose states carry values ten times the others'
   in a few channels). Those two rows go through the query/key/value projection and the feed-forward block in float32
@@ -25,11 +26,10 @@ states stay ``[B, T, H]`` throughout; the attention mask is the ``input_mask`` t
 """
 from __future__ import annotations
 
+import enum
 import math
 
 import numpy as np
-
-import enum
 
 from .encoder_config import EncoderConfig
 from .onnx_builder import FLOAT, INT64, MICROSOFT, GraphBuilder
@@ -163,14 +163,11 @@ class EncoderWriter:
     def _self_attention(self, x: str, mask: str, attention_bias: str | None, scope: str, index: int) -> str:
         """The heads' context vectors, merged back to [B, T, H] (before the output projection)."""
         g, c, w = self.g, self.config, self._w
-        names = ("query", "key", "value")
-        if self.int8:
-            kernel = np.concatenate([w(f"{scope}/{n}/kernel") for n in names], axis=1)
-            bias = np.concatenate([w(f"{scope}/{n}/bias") for n in names])
-            return self._int8_attention(x, kernel, bias, mask, attention_bias, index)
-        if self.fused:
-            kernel = np.concatenate([w(f"{scope}/{n}/kernel") for n in names], axis=1)  # [H, 3H]
-            bias = np.concatenate([w(f"{scope}/{n}/bias") for n in names])
+        if self.fused:  # query, key and value packed: [H, 3H]
+            kernel = np.concatenate([w(f"{scope}/{n}/kernel") for n in ("query", "key", "value")], axis=1)
+            bias = np.concatenate([w(f"{scope}/{n}/bias") for n in ("query", "key", "value")])
+            if self.int8:
+                return self._int8_attention(x, kernel, bias, mask, attention_bias, index)
             return g.op("Attention", x, g.weight(kernel, f"layer{index}_qkv_kernel"),
                         g.weight(bias, f"layer{index}_qkv_bias"), mask, None, attention_bias,
                         domain=MICROSOFT, num_heads=c.num_attention_heads, mask_filter_value=ATTENTION_MASK_ADDER,
@@ -193,17 +190,25 @@ class EncoderWriter:
     def _residual_norm(self, x: str, residual: str, scope: str, name: str) -> str:
         """LayerNorm(x @ kernel + bias + residual) with ``scope``'s dense and LayerNorm weights."""
         g, w = self.g, self._w
-        if self.int8:
-            projected = self._int8_matmul(x, w(f"{scope}/dense/kernel"), name)
-        else:
-            projected = g.op("MatMul", x, g.weight(w(f"{scope}/dense/kernel"), f"{name}_kernel"))
+        if self.int8:  # the bias added by the int8 product itself
+            projected = self._int8_matmul(x, w(f"{scope}/dense/kernel"), name, bias=w(f"{scope}/dense/bias"))
+            return self._sum_norm([projected, residual], scope, name)
+        projected = g.op("MatMul", x, g.weight(w(f"{scope}/dense/kernel"), f"{name}_kernel"))
         bias = g.weight(w(f"{scope}/dense/bias"), f"{name}_bias")
+        return self._sum_norm([projected, bias, residual], scope, name)
+
+    def _sum_norm(self, terms: list[str], scope: str, name: str) -> str:
+        """LayerNorm(sum of terms). The fused forms add with one Sum: onnxruntime would fuse an Add before a
+        LayerNormalization into SkipLayerNormalization, whose CPU kernel took 3.5 ms where Sum and LayerNormalization
+        took 1.0 ms (MiniLM, 2,000 x 384, one thread)."""
+        g, w = self.g, self._w
         gamma, beta = w(f"{scope}/LayerNorm/gamma"), w(f"{scope}/LayerNorm/beta")
         if self.fused:
-            return g.op("SkipLayerNormalization", projected, residual, g.weight(gamma, f"{name}_ln_gamma"),
-                        g.weight(beta, f"{name}_ln_beta"), bias, domain=MICROSOFT,
-                        epsilon=self.config.layer_norm_eps, name=f"{name}_ln")
-        return self._layer_norm(g.op("Add", g.op("Add", projected, bias), residual), gamma, beta, f"{name}_ln")
+            return self._layer_norm(g.op("Sum", *terms, name=f"{name}_sum"), gamma, beta, f"{name}_ln")
+        total = terms[0]
+        for term in terms[1:]:
+            total = g.op("Add", total, term)
+        return self._layer_norm(total, gamma, beta, f"{name}_ln")
 
     def _dense_activation(self, x: str, scope: str, name: str, *, kernel: str | None = None) -> str:
         """activation(x @ kernel + bias); ``kernel`` replaces the MatMul's weight tensor (the int8 projection)."""
@@ -222,13 +227,14 @@ class EncoderWriter:
 
     # --- int8 ----------------------------------------------------------------------------------------------------
 
-    def _int8_matmul(self, x: str, kernel: np.ndarray, name: str) -> str:
-        """x @ kernel with int8 weights, one scale per output channel; x quantized per call."""
+    def _int8_matmul(self, x: str, kernel: np.ndarray, name: str, *, bias: np.ndarray | None = None) -> str:
+        """x @ kernel (+ bias) with int8 weights, one scale per output channel; x quantized per call."""
         g = self.g
         quantized, scales = quantize_columns(kernel)
         return g.op("DynamicQuantizeMatMul", x, g.weight(quantized, f"{name}_kernel_int8"),
                     g.weight(scales, f"{name}_kernel_scale"),
-                    g.weight(np.zeros(kernel.shape[1], np.int8), f"{name}_kernel_zero_point"), domain=MICROSOFT,
+                    g.weight(np.zeros(kernel.shape[1], np.int8), f"{name}_kernel_zero_point"),
+                    g.weight(bias, f"{name}_bias") if bias is not None else None, domain=MICROSOFT,
                     name=f"{name}_int8")
 
     def _int8_attention(self, x: str, kernel: np.ndarray, bias: np.ndarray, mask: str, attention_bias: str | None,
@@ -258,6 +264,7 @@ class EncoderWriter:
                     name=f"layer{index}_attention")
 
     def _int8_feed_forward(self, x: str, scope: str, index: int) -> str:
+        """LayerNorm(x + FFN(x)): int8 for the bulk of the tokens, float32 for each row's first and last."""
         g, w = self.g, self._w
         name = f"layer{index}"
         inner, output = f"{scope}/intermediate/dense", f"{scope}/output/dense"
@@ -265,17 +272,15 @@ class EncoderWriter:
         def int8(bulk: str) -> str:
             hidden = self._int8_matmul(bulk, w(f"{inner}/kernel"), f"{name}_intermediate")
             hidden = self._dense_activation(None, inner, f"{name}_intermediate", kernel=hidden)
-            return self._int8_matmul(hidden, w(f"{output}/kernel"), f"{name}_output")
+            return self._int8_matmul(hidden, w(f"{output}/kernel"), f"{name}_output", bias=w(f"{output}/bias"))
 
         def fp32(rows: str) -> str:
             hidden = self._dense_activation(rows, inner, f"{name}_special_intermediate")
-            return g.op("MatMul", hidden, g.weight(w(f"{output}/kernel"), f"{name}_output_kernel"))
+            hidden = g.op("MatMul", hidden, g.weight(w(f"{output}/kernel"), f"{name}_output_kernel"))
+            return g.op("Add", hidden, g.weight(w(f"{output}/bias"), f"{name}_output_bias"))
 
         out = self._int8_with_special_rows(x, int8, fp32, f"{name}_feed_forward")
-        gamma, beta = w(f"{scope}/output/LayerNorm/gamma"), w(f"{scope}/output/LayerNorm/beta")
-        return g.op("SkipLayerNormalization", out, x, g.weight(gamma, f"{name}_output_ln_gamma"),
-                    g.weight(beta, f"{name}_output_ln_beta"), g.weight(w(f"{output}/bias"), f"{name}_output_bias"),
-                    domain=MICROSOFT, epsilon=self.config.layer_norm_eps, name=f"{name}_output_ln")
+        return self._sum_norm([out, x], f"{scope}/output", f"{name}_output")
 
     def _int8_with_special_rows(self, x: str, int8, fp32, name: str) -> str:
         """``int8`` over x with padding, first and last token zeroed (out of the ranges), its rows for those two tokens

@@ -18,7 +18,7 @@ from .manifest import VOCAB_FILE, ExportManifest, Target
 from .options import ExportOptions
 from .tokenizer_files import TOKENIZER_CONFIG, TOKENIZER_FILE
 from .source import ModelSource, read_source
-from .staging import create_staging, move_into_place, remove_own_staging, remove_stale_staging
+from .staging import create_staging, move_into_place, remove_own_staging, remove_stale_staging, signals_held
 
 __all__ = ["ExportOptions", "export_model", "build_manifest"]
 
@@ -61,6 +61,7 @@ def _prepare_output(options: ExportOptions) -> Path:
 def _export_into(staging: Path, options: ExportOptions) -> Path:
     from . import targets
 
+    _import_extension_modules(options)
     log.info("reading %s (weights from %s)", options.model_dir, options.weights_dir)
     with translate_errors("reading the model"):
         source = read_source(options)
@@ -87,6 +88,22 @@ def _export_into(staging: Path, options: ExportOptions) -> Path:
     with translate_errors(f"writing the {options.target.value} target", into=ConversionError):
         targets.write_runtime_files(staging, options=options, source=source)
     return move_into_place(staging, options.model_folder)
+
+
+def _import_extension_modules(options: ExportOptions) -> None:
+    """The compiled modules this export uses load with interrupting signals held (delivered right after): a signal
+    that lands while an extension module initializes can abort the process (onnx's nanobind) or come out as that
+    module's ImportError, instead of unwinding the export and removing its staging folder."""
+    from .weights import checkpoint_exists
+
+    with signals_held():
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+        import safetensors.numpy  # noqa: F401
+        import tokenizers  # noqa: F401
+
+        if options.target is Target.SAVEDMODEL or checkpoint_exists(options.weights_dir, options.ckpt_name):
+            import tensorflow  # noqa: F401
 
 
 def _quantize(staging: Path, options: ExportOptions, manifest: ExportManifest, source: ModelSource) -> ExportManifest:

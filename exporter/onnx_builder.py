@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-MICROSOFT = "com.microsoft"  # onnxruntime's contrib operators (Attention, SkipLayerNormalization, ...)
+MICROSOFT = "com.microsoft"  # onnxruntime's contrib operators (Attention, BiasGelu, DynamicQuantizeMatMul, ...)
 FLOAT = TensorProto.FLOAT
 INT32 = TensorProto.INT32
 INT64 = TensorProto.INT64

@@ -18,10 +18,11 @@ import secrets
 import shutil
 import signal
 import socket
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["create_staging", "remove_own_staging", "remove_stale_staging", "move_into_place"]
+__all__ = ["create_staging", "remove_own_staging", "remove_stale_staging", "move_into_place", "signals_held"]
 
 log = logging.getLogger(__name__)
 
@@ -88,18 +89,32 @@ def remove_stale_staging(output: Path, name: str) -> list[Path]:
 
 
 @contextlib.contextmanager
-def _signals_held() -> Iterator[None]:
-    """Interrupting signals wait until the renames are done, so an interruption never loses the old model."""
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, INTERRUPTING_SIGNALS)
+def signals_held() -> Iterator[None]:
+    """Interrupting signals that arrive inside the block are raised again when it ends (the renames here, so an
+    interruption never loses the old model; export.py's loading of extension modules).
+
+    Their handlers are swapped for one that only records them, rather than the signals being blocked: a blocked
+    signal still reaches any other thread of the process (numpy's BLAS threads, onnxruntime's), and Python then runs
+    the handler in the main thread all the same. Handlers are Python's in the main thread only; elsewhere the block
+    runs as it is.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    arrived: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: arrived.append(signum)) for sig in INTERRUPTING_SIGNALS}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if arrived:
+            signal.raise_signal(arrived[0])
 
 
 def move_into_place(staging: Path, folder: Path) -> Path:
     """Rename the complete staging folder to ``folder``, replacing an existing model of that name."""
-    with _signals_held():
+    with signals_held():
         if folder.exists():
             retired = staging.with_name(staging.name + RETIRED_SUFFIX)
             folder.rename(retired)

@@ -65,7 +65,7 @@ def test_each_form_holds_only_what_its_runtime_knows(tiny_hf, tiny_weights, tmp_
     standard = build_onnx(config, weights, options, form=Form.STANDARD)
     assert {n.domain for n in standard.graph.node} == {""}, "TensorRT parses ai.onnx operators only"
     contrib = {n.op_type for n in fused.graph.node if n.domain == "com.microsoft"}
-    assert contrib == {"EmbedLayerNormalization", "Attention", "SkipLayerNormalization", "BiasGelu"}
+    assert contrib == {"EmbedLayerNormalization", "Attention", "BiasGelu"}
     # Layers past the pooled one (-2 of 4) are not in the graph.
     assert sum(n.op_type == "Attention" for n in fused.graph.node) == TINY["num_hidden_layers"] - 1
     int8 = build_onnx(config, weights, options, form=Form.INT8)
