@@ -24,7 +24,7 @@ import numpy as np
 
 from .admission import Admission
 from .chunking import CHUNK_POSITIONS, Chunk, plan_chunks
-from ..config import ModelSpec, ServerConfig
+from ..config import BERT_AS_SERVICE, ModelSpec, ServerConfig
 from ..errors import BridgeError, InvalidRequest, RequestTooLarge
 from .scheduler import FairScheduler
 from .scores import activate
@@ -107,6 +107,15 @@ class EncodingService:
         sent to Triton."""
         return await self._admitted(self.tokenizer.encode, texts, client, dimensions, raw_scores=raw_scores)
 
+    async def encode_texts(self, texts: Any, *, client: Optional[Hashable] = None,
+                           dimensions: Optional[int] = None) -> EncodeResult:
+        """Texts each encoded as one text, never a pair: OpenAI's embeddings API has no pairs, so a ' ||| ' in a text
+        is text. A model served with its own (sentence-transformers) semantics takes each text as it is, exactly as
+        ``SentenceTransformer.encode`` does; one served with bert-as-service semantics strips it, as the original
+        strips its lines, so that a text gives the vector ``encode`` gives it."""
+        tokenize = functools.partial(self._tokenize_texts, strip=self.model.semantics == BERT_AS_SERVICE)
+        return await self._admitted(tokenize, texts, client, dimensions)
+
     async def encode_token_ids(self, token_ids: Any, *, client: Optional[Hashable] = None,
                                dimensions: Optional[int] = None) -> EncodeResult:
         """Lists of the served model's vocabulary ids (the OpenAI API's token input); see encode_token_ids there."""
@@ -155,6 +164,11 @@ class EncodingService:
             raise InvalidRequest(f"{available}, and can shorten them to 1 to {width - 1}")
         raise InvalidRequest(f"{available}; only a model whose vectors are normalized can shorten them (an export "
                              "with -normalize, or a sentence-transformers model with -pooling_strategy AUTO)")
+
+    def _tokenize_texts(self, texts: Any, *, strip: bool) -> list[Encoding]:
+        if not isinstance(texts, list):
+            raise InvalidRequest(f"expected a list of texts, not {type(texts).__name__}")
+        return self.tokenizer.encode_pairs([(text, None) for text in texts], strip=strip)
 
     def _tokenize_pairs(self, pairs: list, *, truncate: bool, item: str) -> list[Encoding]:
         encodings = self.tokenizer.encode_pairs(pairs)

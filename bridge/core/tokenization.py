@@ -15,6 +15,12 @@ RoBERTa's <s>/</s>/<unk>, ...), how many separators stand between a pair's parts
 token types). Everything else -- the pair rules, truncation from the longer side with the special tokens counted in
 max_seq_len, masks, tokenized input -- is the original's, for every family.
 
+The modern routes (/v1/embeddings, the rerank routes, /predict, /embed_sparse) send texts as they are
+(``encode_pairs``): a pair is explicit there, never found by a ' ||| ' inside a text, and a text is not stripped --
+sentence-transformers and transformers do not strip, and a byte-level BPE tokenizer (RoBERTa's) makes a token of a
+leading space -- unless the caller asks for the original's stripping (``strip``: /v1/embeddings on a model served with
+bert-as-service semantics).
+
 Splitting text into tokens: a Google BERT export (vocab.txt only) runs the original's ``FullTokenizer``: basic
 tokenization, then WordPiece. The basic tokenization runs as a few C-level regular-expression passes whose character
 classes are built from Python's ``unicodedata``, exactly the tables the original's pure-Python ``BasicTokenizer``
@@ -173,9 +179,10 @@ class WordPieceTokenizer:
             return [self._assemble(a, b, tokenized=True) for a, b in self._tokenized_parts(texts)]
         return [self._assemble(a, b, tokenized=False) for a, b in self._text_parts(texts)]
 
-    def encode_pairs(self, pairs: list) -> list[Encoding]:
+    def encode_pairs(self, pairs: list, *, strip: bool = False) -> list[Encoding]:
         """(first, second) texts, second None for a single text: the modern routes' explicit pairs (a rerank's query
-        and document), taken as they are -- no ' ||| ' in them splits anything, nothing is stripped."""
+        and document) and single texts (an OpenAI input), taken as they are -- no ' ||| ' in them splits anything,
+        and nothing is stripped unless ``strip`` (each text then stripped as the original strips its lines)."""
         if not isinstance(pairs, list) or not pairs:
             raise InvalidRequest("expected at least one input")
         texts = []
@@ -185,7 +192,7 @@ class WordPieceTokenizer:
                 raise InvalidRequest(f"input {i} is not a text nor a pair of texts")
             if not pair[0] or pair[1] == "":
                 raise InvalidRequest(f"input {i} has an empty text")
-            texts += [part for part in pair if part is not None]
+            texts += [part.strip() if strip else part for part in pair if part is not None]
         pieces = iter(self._split(texts))
         return [self._assemble(next(pieces), [] if second is None else next(pieces), tokenized=False)
                 for _, second in pairs]

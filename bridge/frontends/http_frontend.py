@@ -592,7 +592,7 @@ class HttpFrontend:
         for i, text in enumerate(value):
             if not text:
                 raise InvalidRequest(f"input {i} is an empty string")
-        return value, service.encode
+        return value, service.encode_texts
 
     # -- heads: rerank, classify, sparse ------------------------------------------------------------------------------
 

@@ -73,8 +73,8 @@ def tiny_cls_model(folder: Path) -> Path:
             parameter.add_(torch.randn_like(parameter) * 0.05)
     hf = folder / "hf"
     bert.save_pretrained(hf)
-    transformers.BertTokenizerFast(vocab_file=str(packaged_model_dir() / "vocab.txt"),
-                                   do_lower_case=True).save_pretrained(hf)
+    # from the folder: transformers 5 ignores BertTokenizerFast(vocab_file=...) and builds a 5-token vocabulary
+    transformers.BertTokenizerFast.from_pretrained(str(packaged_model_dir())).save_pretrained(hf)
     model = SentenceTransformer(modules=[models.Transformer(str(hf), max_seq_length=TINY_LENGTH),
                                          models.Pooling(TINY_WIDTH, pooling_mode="cls")], device="cpu")
     model.save(str(folder / "st"))
@@ -168,7 +168,8 @@ def test_the_1_10_client_gets_the_original_vectors_of_the_default_model(served, 
 
 
 def test_the_openai_sdk_gets_sentence_transformers_vectors_and_truncation_is_said(served, exports):
-    texts = SHORT + [PASSAGE]
+    # an OpenAI input is one text: a ' ||| ' in it is text, as sentence-transformers reads it (not ZeroMQ's pair)
+    texts = SHORT + [PASSAGE, "  the quick brown fox ||| jumps over the lazy dog "]
     raw = served.openai().embeddings.with_raw_response.create(model=ST, input=texts)
     response = raw.parse()
     vectors = np.array([d.embedding for d in response.data], dtype=np.float32)

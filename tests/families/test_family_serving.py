@@ -12,8 +12,10 @@ counted; pairs truncated from the longer side), pooled with the original's formu
 """
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import urllib.request
 
 import numpy as np
 import pytest
@@ -33,6 +35,8 @@ SENTENCES = [*HELD_OUT[:11], "Der Zug nach Berlin ||| 東京は日本の首都�
 CONFIGURATIONS = {"REDUCE_MEAN": ("REDUCE_MEAN", (-2,)), "REDUCE_MEAN_MAX": ("REDUCE_MEAN_MAX", (-1, -2)),
                   "FIRST_TOKEN": ("FIRST_TOKEN", (-2,)), "NONE": ("NONE", (-2,))}
 ST_SENTENCES = [*HELD_OUT, CORPUS[0], LONG]  # past sentence-transformers' max_seq_length (40) too
+# What the original's rules change and the modern routes keep: a ' ||| ', and spaces (tokens in byte-level BPE).
+AS_IS = ["The quick brown fox ||| jumps over the lazy dog.", "  Wir treffen uns morgen", "Les enfants jouent  "]
 
 
 def encode(bridge, legacy_client, sentences, *, show_tokens: bool = True):
@@ -131,26 +135,60 @@ def test_a_new_user_serves_an_xlm_roberta_folder_as_it_is(family_folders, start_
 
 def test_auto_serves_what_sentence_transformers_encodes(family_exports, family_folders, start_bridge, legacy_client,
                                                         family):
+    """The AUTO export (the default model) beside the family's FIRST_TOKEN export (bert-as-service semantics) on one
+    bridge: ZeroMQ and /v1/embeddings give SentenceTransformer.encode; /v1/embeddings takes each input as one text, as
+    it is for the AUTO model, stripped for the other; ZeroMQ and /encode keep splitting 'a ||| b'."""
     from openai import OpenAI
     from sentence_transformers import SentenceTransformer
+    from transformers import AutoTokenizer
 
     from harness import free_port
 
+    tokenizer = AutoTokenizer.from_pretrained(str(family_folders.model(family)))  # the FIRST_TOKEN export's source
     model = SentenceTransformer(str(family_folders.sentence_transformers(family)), device="cpu")
     expected = model.encode(ST_SENTENCES, convert_to_numpy=True)
     http_port = free_port()
-    with start_bridge("-model_dir", str(family_exports.folder(family, "AUTO")), "-pooling_strategy", "AUTO",
+    auto, original = f"{family}-auto", f"{family}-first-token"
+    with start_bridge("-model_dir", f"{auto}={family_exports.folder(family, 'AUTO')}",
+                      "-model_dir", f"{original}={family_exports.folder(family, 'FIRST_TOKEN')}",
                       "--triton-url", family_exports.triton_url, "-http_port", str(http_port)) as bridge:
         vectors, _, config = encode(bridge, legacy_client, ST_SENTENCES, show_tokens=False)
+        pair_vectors, _, _ = encode(bridge, legacy_client, [AS_IS[0]], show_tokens=False)
         client = OpenAI(base_url=f"http://127.0.0.1:{http_port}/v1", api_key="unused", max_retries=0, timeout=120)
-        response = client.embeddings.create(input=ST_SENTENCES, model=client.models.list().data[0].id,
-                                            encoding_format="float")
-    over_http = np.array([d.embedding for d in response.data], np.float32)
+        assert client.models.list().data[0].id == auto
+        over_http = embeddings(client, auto, ST_SENTENCES)
+        as_is = embeddings(client, auto, AS_IS)
+        original_texts = embeddings(client, original, AS_IS)
+        original_ids = embeddings(client, original, [tokenizer(text.strip(), add_special_tokens=False)["input_ids"]
+                                                     for text in AS_IS])
+        original_encode = post_encode(http_port, original, AS_IS)
     assert vectors.shape == over_http.shape == expected.shape
     assert float(np.abs(vectors - expected).max()) <= 1e-5
     assert float(np.abs(over_http - expected).max()) <= 1e-5
     assert config["sentence_transformers"]["pooling_mode"] == FAMILIES[family].st_pooling
     assert config["max_seq_len"] == model.max_seq_length
+    # /v1/embeddings: each input one text as it is, spaces and ' ||| ' included, as sentence-transformers takes it
+    assert float(np.abs(as_is - model.encode(AS_IS, convert_to_numpy=True)).max()) <= 1e-5
+    # ZeroMQ keeps the original's pairs on the same model
+    first, second = AS_IS[0].split(" ||| ")
+    assert float(np.abs(pair_vectors - model.encode([(first, second)], convert_to_numpy=True)).max()) <= 1e-5
+    # bert-as-service semantics: one text, stripped as the original strips its lines (the tokenizer's ids of the
+    # stripped text); the texts without ' ||| ' as /encode gives them, the one with it unlike /encode's pair
+    assert float(np.abs(original_texts - original_ids).max()) <= 1e-6
+    assert float(np.abs(original_texts[1:] - original_encode[1:]).max()) <= 1e-6
+    assert float(np.abs(original_texts[0] - original_encode[0]).max()) > 1e-3
+
+
+def embeddings(client, model: str, inputs: list) -> np.ndarray:
+    response = client.embeddings.create(input=inputs, model=model, encoding_format="float")
+    return np.array([d.embedding for d in response.data], np.float32)
+
+
+def post_encode(http_port: int, model: str, texts: list[str]) -> np.ndarray:
+    request = urllib.request.Request(f"http://127.0.0.1:{http_port}/encode", headers={"content-type": "application/json"},
+                                     data=json.dumps({"id": 1, "texts": texts, "model": model}).encode())
+    with urllib.request.urlopen(request, timeout=120) as reply:
+        return np.array(json.loads(reply.read())["result"], np.float32)
 
 
 @pytest.mark.parametrize("architecture", ["deberta-v2", "gpt2"])

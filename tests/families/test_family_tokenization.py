@@ -179,6 +179,20 @@ def test_dynamic_length_counts_a_pairs_special_tokens(make, family):
     assert tokenizer.batch_length(with_pair) == content + 2 + FAMILIES[family].pair_separators
 
 
+def test_explicit_texts_keep_their_spaces_and_bars_unless_stripped(make, oracles):
+    """The modern routes' texts as they are (what transformers and sentence-transformers tokenize), and stripped as
+    the original strips its lines where asked: RoBERTa's byte-level BPE makes tokens of the spaces."""
+    oracle, tokenizer = oracles["roberta"], make("roberta")
+    texts = ["  leading spaces", "trailing  ", "a ||| b"]
+    as_is = tokenizer.encode_pairs([(text, None) for text in texts])
+    assert [e.input_ids for e in as_is] == [oracle(text)["input_ids"] for text in texts]
+    stripped = tokenizer.encode_pairs([(text, None) for text in texts], strip=True)
+    assert all(len(a.input_ids) > len(s.input_ids) for a, s in zip(as_is[:2], stripped))  # the spaces are tokens
+    assert [e.input_ids for e in stripped] == [oracle(text.strip())["input_ids"] for text in texts]
+    assert [e.input_ids for e in stripped[:2]] == [e.input_ids for e in tokenizer.encode(texts[:2])]
+    assert tokenizer.encode(texts[2:])[0].input_ids == oracle("a", "b")["input_ids"]  # the original's pair
+
+
 def test_a_folder_without_tokenizer_json_is_refused_in_one_line(family_folders, tmp_path):
     source = family_folders.model("xlm-roberta")
     (tmp_path / "config.json").write_text((source / "config.json").read_text())
