@@ -4,6 +4,7 @@ A module of its own (not conftest) so tests can import it by a name no other fol
 """
 from __future__ import annotations
 
+import random
 import signal
 import socket
 import subprocess
@@ -20,10 +21,26 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 READY_MARKER = "ready to serve"
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port nothing listens on, handed out once per test run. Drawn below the kernel's ephemeral range: a port the
+    kernel picked (bind to port 0, as the bridge does for its embedded tritonserver, or an outgoing connection) could
+    be taken by another process between this check and the server's own bind, or be drawn twice."""
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+        ephemeral_low = int(f.read().split()[0])
+    while True:
+        port = random.randrange(10_000, max(ephemeral_low, 20_000))  # a range starting lower leaves no safe place
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
 
 
 @dataclass

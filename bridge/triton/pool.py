@@ -187,13 +187,17 @@ class TritonPool:
                                  f"{self._reasons()}")
 
     async def check_ready(self, timeout_s: float = PROBE_TIMEOUT_S) -> None:
-        """Ask every endpoint now; return if one has the model ready, else raise BackendUnavailable with reasons."""
+        """Ask every endpoint now; return if one has the model ready, else raise BackendUnavailable with reasons.
+        ``timeout_s`` bounds the question to an endpoint that is out; one in service gets the endpoint timeout, as its
+        watch gives it: a Triton busy with a large batch answers late, and a /ready poll taking it out of service for
+        that would move its chunks and fail requests."""
         self._start()
         await self._resolved.wait()
         if self._suspended:
             raise BackendUnavailable(self._suspended)
         endpoints = list(self._endpoints.values())
-        outcomes = await asyncio.gather(*(self._ask(e, timeout_s) for e in endpoints), return_exceptions=True)
+        outcomes = await asyncio.gather(*(self._ask(e, self.endpoint_timeout_s if e.healthy else timeout_s)
+                                          for e in endpoints), return_exceptions=True)
         for outcome in outcomes:
             if isinstance(outcome, BaseException) and not isinstance(outcome, BridgeError):
                 raise outcome

@@ -194,6 +194,23 @@ def test_when_every_endpoint_is_down_the_caller_gets_backend_unavailable(fakes):
     assert "127.0.0.1:1" in not_ready and "127.0.0.1:2" in not_ready
 
 
+def test_a_ready_poll_leaves_a_busy_endpoint_in_service(fakes):
+    """/ready asks with a short timeout; an endpoint in service that answers later than that but within the endpoint
+    timeout is busy, not gone: it stays ready and /ready says so (a poll must not take it out and move its chunks)."""
+    async def scenario():
+        pool = await ready_pool(["127.0.0.1:1"], endpoint_timeout_s=2.0)
+        fake = fakes["127.0.0.1:1"]
+        fake.go_silent()
+        asyncio.get_running_loop().call_later(0.3, fake.heal)
+        await pool.check_ready(timeout_s=0.05)
+        states = pool.endpoint_states()
+        await pool.close()
+        return states
+
+    [state] = run(scenario())
+    assert state["state"] == "ready" and not state["last_error"], state
+
+
 def test_a_rejected_request_is_not_retried(fakes):
     async def scenario():
         pool = await ready_pool(["127.0.0.1:1", "127.0.0.1:2"])

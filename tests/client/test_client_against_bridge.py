@@ -3,7 +3,6 @@ max_seq_len 25, max_batch_size 256): every method of the 1.10 API, server errors
 from __future__ import annotations
 
 import math
-import socket
 import threading
 import time
 
@@ -11,18 +10,12 @@ import numpy as np
 import pytest
 
 from bert_serving.client import BertClient, BertTimeoutError, ConcurrentBertClient, ServerError
-from harness import run_concurrently
+from harness import free_port, run_concurrently
 
 DIM = 384
 TIMEOUT_MS = 120_000  # a CPU-only Triton shared with other test suites is slow; a hang must still end
 SENTENCES = ["the quick brown fox jumps over the lazy dog", "hello world", "good day", "BERT on Triton",
              "a completely different topic: tax law in the 19th century", "Zürich ist schön", "你好，世界"]
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def sentence(i: int) -> str:
@@ -199,7 +192,7 @@ def test_5000_sentences_stream_through_max_batch_size_in_order(client):
 
 def test_server_error_carries_the_servers_message_and_the_client_stays_usable(start_bridge):
     # An external Triton that is not there: the bridge serves anyway and answers each encode with an error reply.
-    with start_bridge("--triton-url", f"127.0.0.1:{closed_port()}", "-triton_timeout_s", "5") as bridge:
+    with start_bridge("--triton-url", f"127.0.0.1:{free_port()}", "-triton_timeout_s", "5") as bridge:
         client = BertClient(port=bridge.port, port_out=bridge.port_out, timeout=60_000)
         for _ in range(2):
             with pytest.raises(ServerError) as raised:

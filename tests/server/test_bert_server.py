@@ -133,7 +133,7 @@ def test_close_before_start_does_nothing_and_waiting_needs_a_start():
 
 
 @pytest.mark.slow
-def test_killing_the_python_that_started_it_stops_the_server_and_triton():
+def test_killing_the_python_that_started_it_stops_the_server_and_triton(tmp_path):
     script = (
         "import sys, time\n"
         "from bert_serving.server import BertServer\n"
@@ -143,11 +143,13 @@ def test_killing_the_python_that_started_it_stops_the_server_and_triton():
         "server.wait_until_ready(timeout_s=300)\n"
         "print('ready', server.process.pid, flush=True)\n"
         "time.sleep(600)\n")
-    owner = subprocess.Popen([sys.executable, "-c", script, "-port", str(free_port()), "-port_out", str(free_port())],
-                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    with (tmp_path / "owner.log").open("w") as owner_log:  # its bridge's log: why, should it fail to start
+        owner = subprocess.Popen([sys.executable, "-c", script, "-port", str(free_port()), "-port_out",
+                                  str(free_port())], stdout=subprocess.PIPE, stderr=owner_log, text=True)
     try:
         line = owner.stdout.readline()
-        assert line.startswith("ready"), f"the owner exited with {owner.poll()} before the server was ready"
+        assert line.startswith("ready"), (f"the owner exited with {owner.poll()} before the server was ready: "
+                                          f"{(tmp_path / 'owner.log').read_text()[-3000:]}")
         pids = descendants(owner.pid)
         assert int(line.split()[1]) in pids and len(pids) > 1
         owner.kill()
