@@ -76,8 +76,8 @@ def test_make_serve_brings_up_both_models_and_the_readme_snippets_run(legacy_cli
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGINT)
-            try:
-                process.wait(60)
+            try:  # the service's own bounds are 10 s of draining and 15 s for tritonserver; the rest is a slow machine
+                process.wait(120)
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()

@@ -25,7 +25,8 @@ def assert_one_line_failure(result: subprocess.CompletedProcess, elapsed_s: floa
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("bert-serving-terminate: error: "), result.stderr
     assert f"tcp://localhost:{port}" in lines[0] and "1000 ms" in lines[0]
-    assert 0.9 < elapsed_s < 6, f"took {elapsed_s:.1f}s with -timeout 1000"
+    # Waited the timeout, then gave up; the upper bound also counts starting a Python, slow on a loaded machine.
+    assert 0.9 < elapsed_s < 30, f"took {elapsed_s:.1f}s with -timeout 1000"
 
 
 @pytest.mark.parametrize("port_flag", ["-port", "-port_in", "-port_data"])
