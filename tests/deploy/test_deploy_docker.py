@@ -25,7 +25,7 @@ from deploy_files import DEPLOY, REPO_ROOT, option, parse_export_args
 DOCKER = DEPLOY / "docker"
 SCRIPTS = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["scripts"]
 # Imported only by bert-export or the embedded tritonserver: never by a bridge serving through --triton-url.
-EXPORT_SIDE = {"tensorflow", "tf2onnx", "onnx", "onnxruntime", "pytriton", "safetensors", "torch"}
+EXPORT_SIDE = {"tensorflow", "onnx", "onnxruntime", "pytriton", "safetensors", "torch"}
 
 
 def instructions(name: str) -> list[dict]:

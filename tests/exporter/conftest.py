@@ -2,7 +2,7 @@
 
 The oracle is someone else's implementation: transformers' ``BertModel(output_hidden_states=True)`` with the original
 bert-as-service pooling formulas written out in numpy here. The strategy x layer matrix runs on a tiny random BERT
-(4 layers, hidden 32) so that its dozens of tf2onnx conversions fit the time budget; the packaged MiniLM is exported
+(4 layers, hidden 32) so that its dozens of exports fit the time budget; the packaged MiniLM is exported
 only a couple of times.
 
 Sources built from the same tiny weights:
