@@ -9,10 +9,12 @@
   regression, sigmoid for one label or multi-label problems, softmax otherwise).
 - SPLADE: ``-pooling_strategy SPLADE`` on a folder with a masked-language-model head (``*ForMaskedLM``).
 
-The heads are found by their weights' names, whatever the family: BERT's pooler + classifier and cls.predictions,
-RoBERTa's (XLM-R's, CamemBERT's, MPNet's) classifier.dense/out_proj and lm_head, DistilBERT's pre_classifier +
-classifier and vocab_transform/vocab_layer_norm/vocab_projector. A head exports the model's own semantics: it reads
-the last layer, truncates at the model's own length and tokenizes with the model's own tokenizer.
+The heads are found by their weights' names, whatever the family: BERT's (NomicBert's, GTE's) pooler + classifier
+and cls.predictions, RoBERTa's (XLM-R's, CamemBERT's, MPNet's) classifier.dense/out_proj and lm_head, DistilBERT's
+pre_classifier + classifier and vocab_transform/vocab_layer_norm/vocab_projector, ModernBERT's head.dense, head.norm
+and classifier (over the first token or the tokens' mean, as its config's ``classifier_pooling`` says). A head
+exports the model's own semantics: it reads the last layer, truncates at the model's own length and tokenizes with
+the model's own tokenizer.
 
 Only the standard library is imported at module level (bert-export's --help).
 """
@@ -48,11 +50,13 @@ HEAD_DECIDES = ("pooling_layer", "cased_tokenization", "mask_cls_sep")
 
 @dataclass(frozen=True)
 class _Classifier:
-    """Where a classification head's two linear layers are (HF module names) and the activation between them."""
+    """Where a classification head's layers are (HF module names) and the activation after the dense one; ModernBERT's
+    reads its activation, pooling and norm from config.json (``classifier_*``, ``norm_eps``)."""
 
     dense: tuple[str, ...]  # candidates, the first present wins
     out: str
-    activation: str
+    activation: Optional[str]  # None: config.json's classifier_activation
+    norm: Optional[str] = None  # a LayerNorm after the activation
 
 
 @dataclass(frozen=True)
@@ -70,8 +74,12 @@ class _MaskedLM:
 CLASSIFIERS = {
     "dense_out_proj": _Classifier(("classifier.dense",), "classifier.out_proj", "tanh"),  # RoBERTa, XLM-R, MPNet
     "pre_classifier": _Classifier(("pre_classifier",), "classifier", "relu"),  # DistilBERT
-    "pooler": _Classifier(("bert.pooler.dense", "pooler.dense"), "classifier", "tanh"),  # BERT
+    "pooler": _Classifier(("bert.pooler.dense", "pooler.dense", "nomic_bert.pooler.dense", "gte.pooler.dense",
+                           "new.pooler.dense"), "classifier", "tanh"),  # BERT, NomicBert, GTE
+    "modernbert_head": _Classifier(("head.dense",), "classifier", None, norm="head.norm"),  # ModernBERT
 }
+# ModernBERT's classifier_pooling -> what the head reads of the last hidden state (after the final norm).
+CLASSIFIER_POOLINGS = {"cls": "first", "mean": "mean"}
 MASKED_LMS = {
     "cls_predictions": _MaskedLM("cls.predictions.transform.dense", "cls.predictions.transform.LayerNorm",
                                  "cls.predictions.decoder", ("cls.predictions.bias", "cls.predictions.decoder.bias"),
@@ -119,8 +127,10 @@ def resolve_head(model_dir: Path, flags: dict, *, explicit: frozenset) -> dict:
     if given:
         raise OptionError(f"the {head['kind']} head decides {', '.join(given)} itself (the last layer, the model's "
                           f"own tokenizer, every token): drop {', '.join(given)}")
+    pooling = (PoolingStrategy.SPLADE if head["kind"] == SPLADE else
+               PoolingStrategy.REDUCE_MEAN if head["pooling"] == "mean" else PoolingStrategy.FIRST_TOKEN)
     return {**flags,
-            "pooling_strategy": PoolingStrategy.SPLADE if head["kind"] == SPLADE else PoolingStrategy.FIRST_TOKEN,
+            "pooling_strategy": pooling,  # what the head reads of the last layer, as the manifest says it
             "pooling_layer": (LAST_LAYER,),
             "max_seq_len": flags["max_seq_len"] if "max_seq_len" in explicit else model_max_length(model_dir, config),
             "cased_tokenization": not tokenizer_lowercases(model_dir, config.model_type),
@@ -142,13 +152,29 @@ def classification_head(model_dir: Path, weights_dir: Path) -> dict:
                    if f"{c.out}.weight" in names and any(f"{d}.weight" in names for d in c.dense)), None)
     if layout is None:
         raise SourceError(f"{weights_dir} is a {data['architectures'][0]} without a classification head bert-export "
-                          f"knows (classifier.dense + classifier.out_proj, pre_classifier + classifier, or a pooler + "
-                          f"classifier)")
-    num_labels = tensor_shape(weights_dir, f"{CLASSIFIERS[layout].out}.weight")[0]
+                          f"knows (classifier.dense + classifier.out_proj, pre_classifier + classifier, a pooler + "
+                          f"classifier, or ModernBERT's head.dense + head.norm + classifier)")
+    classifier = CLASSIFIERS[layout]
+    num_labels = tensor_shape(weights_dir, f"{classifier.out}.weight")[0]
     activation, source = _score_activation(model_dir, data, num_labels)
-    return {"kind": CLASSIFICATION, "layout": layout, "activation": CLASSIFIERS[layout].activation,
+    head = {"kind": CLASSIFICATION, "layout": layout, "activation": classifier.activation, "pooling": "first",
             "labels": _labels(data, num_labels), "score_activation": activation, "source": source,
             "width": num_labels}
+    if classifier.activation is None:  # ModernBERT: pooling, activation and norm as its config.json says
+        head.update(_configured_head(data, Path(model_dir) / HF_CONFIG))
+    return head
+
+
+def _configured_head(data: dict, path: Path) -> dict:
+    from .rotary_config import activation
+
+    pooling = data.get("classifier_pooling", "cls")
+    if pooling not in CLASSIFIER_POOLINGS:
+        raise SourceError(f"{path}: classifier_pooling {pooling!r} is not supported (supported: "
+                          f"{', '.join(CLASSIFIER_POOLINGS)})")
+    return {"pooling": CLASSIFIER_POOLINGS[pooling],
+            "activation": activation(data.get("classifier_activation", "gelu"), path),
+            "layer_norm_eps": float(data.get("norm_eps", 1e-5))}
 
 
 def splade_head(model_dir: Path, weights_dir: Path, config: EncoderConfig) -> dict:
@@ -174,11 +200,22 @@ def head_weights(weights_dir: Path, head: dict, encoder: dict, config: EncoderCo
         layout = CLASSIFIERS[head["layout"]]
         names = tensor_names(weights_dir)
         dense = next(d for d in layout.dense if f"{d}.weight" in names)
-        tensors = read_tensors(weights_dir, [f"{dense}.weight", f"{dense}.bias", f"{layout.out}.weight",
-                                             f"{layout.out}.bias"])
+        wanted = [f"{dense}.weight", f"{layout.out}.weight", f"{layout.out}.bias"]
+        biases = [f"{dense}.bias"]
+        if layout.norm:
+            wanted.append(f"{layout.norm}.weight")
+            biases.append(f"{layout.norm}.bias")
+        # ModernBERT's dense and norm may have no bias (classifier_bias, norm_bias): zeros, the same arithmetic
+        tensors = read_tensors(weights_dir, wanted + [b for b in biases if b in names or not layout.norm])
+        for bias in biases:
+            tensors.setdefault(bias, np.zeros(hidden, np.float32))
         shapes = {f"{dense}.weight": (hidden, hidden), f"{layout.out}.weight": (head["width"], hidden)}
         weights = {"head/dense/kernel": tensors[f"{dense}.weight"], "head/dense/bias": tensors[f"{dense}.bias"],
                    "head/out/kernel": tensors[f"{layout.out}.weight"], "head/out/bias": tensors[f"{layout.out}.bias"]}
+        if layout.norm:
+            shapes[f"{layout.norm}.weight"] = (hidden,)
+            weights.update({"head/norm/gamma": tensors[f"{layout.norm}.weight"],
+                            "head/norm/beta": tensors[f"{layout.norm}.bias"]})
     else:
         lm = MASKED_LMS[head["layout"]]
         names = tensor_names(weights_dir)

@@ -44,13 +44,24 @@ def bert_tokenizer(folder: Path):
     return tokenizer
 
 
-def build_classifier(family: str, folder: Path, *, num_labels: int, seed: int = 24) -> Path:
-    """A ``*ForSequenceClassification`` of ``family`` ("bert" or one of family_models.FAMILIES) with ``num_labels``."""
+def build_classifier(family: str, folder: Path, *, num_labels: int, pooling: str = "cls", seed: int = 24) -> Path:
+    """A ``*ForSequenceClassification`` of ``family`` ("bert", "modernbert" or one of family_models.FAMILIES) with
+    ``num_labels``; ModernBERT's with its ``classifier_pooling`` ``pooling`` ("cls" or "mean") and local layers that
+    see 8 tokens on either side, far fewer than the 64 tokens it reads."""
     import transformers
 
     labels = {"id2label": NLI_LABELS, "label2id": {v: k for k, v in NLI_LABELS.items()}} if num_labels == 3 else {}
     folder.mkdir(parents=True, exist_ok=True)
-    if family == "bert":
+    if family == "modernbert":
+        from rotary_models import FAMILIES as ROTARY_FAMILIES, model_config, train_tokenizer
+
+        tokenizer = train_tokenizer(ROTARY_FAMILIES[family])
+        tokenizer.model_max_length = POSITIONS
+        tokenizer.save_pretrained(folder)
+        config = model_config(ROTARY_FAMILIES[family], tokenizer)
+        config.update({"num_labels": num_labels, "local_attention": 16, "classifier_pooling": pooling,
+                       "classifier_bias": pooling == "mean", "norm_bias": pooling == "mean", **labels})
+    elif family == "bert":
         tokenizer = bert_tokenizer(folder)
         config = transformers.BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=HIDDEN, num_hidden_layers=LAYERS,
                                          num_attention_heads=HEADS, intermediate_size=INTERMEDIATE,
@@ -141,9 +152,10 @@ class HeadModels:
             self._built[key] = build(self.root / key)
         return self._built[key]
 
-    def classifier(self, family: str, num_labels: int) -> Path:
-        return self._once(f"{family}-{num_labels}", lambda folder: build_classifier(family, folder,
-                                                                                   num_labels=num_labels))
+    def classifier(self, family: str, num_labels: int, pooling: str = "cls") -> Path:
+        key = f"{family}-{num_labels}" + ("" if pooling == "cls" else f"-{pooling}")
+        return self._once(key, lambda folder: build_classifier(family, folder, num_labels=num_labels,
+                                                               pooling=pooling))
 
     def cross_encoder(self) -> Path:
         return self._once("cross-encoder", build_cross_encoder)
@@ -158,6 +170,9 @@ EXPORTS = {
     "bert-reranker": ("classifier bert 1", []),  # saved by transformers: its pipeline's sigmoid
     "encoder": ("classifier bert 3", ["-pooling_strategy", "REDUCE_MEAN"]),  # a classifier's encoder: it embeds
     "minilm-reranker": ("cross-encoder", []),  # saved by sentence-transformers' CrossEncoder
+    "modernbert-mean-reranker": ("classifier modernbert 1 mean", []),  # the mean of the tokens, biases in its head
+    "modernbert-nli": ("classifier modernbert 3 mean", []),
+    "modernbert-reranker": ("classifier modernbert 1", []),  # its first token
     "nli": ("classifier bert 3", []),
     "splade": ("masked-lm", ["-pooling_strategy", "SPLADE"]),
     "xlmr-nli": ("classifier xlm-roberta 3", []),  # SentencePiece, <s> a </s></s> b </s>, no token types
@@ -180,5 +195,5 @@ class HeadExports:
 def source_of(models: HeadModels, name: str) -> Path:
     kind, *args = EXPORTS[name][0].split()
     if kind == "classifier":
-        return models.classifier(args[0], int(args[1]))
+        return models.classifier(args[0], int(args[1]), *args[2:])
     return models.cross_encoder() if kind == "cross-encoder" else models.masked_lm()

@@ -87,6 +87,9 @@ def test_v1_models_says_each_models_task_labels_and_activation(served):
         "nli": ("classify", list(NLI_LABELS.values()), "softmax"),
         "encoder": ("embed", None, None),
         "minilm-reranker": ("rerank", ["LABEL_0"], "sigmoid"),
+        "modernbert-mean-reranker": ("rerank", ["LABEL_0"], "sigmoid"),
+        "modernbert-nli": ("classify", list(NLI_LABELS.values()), "softmax"),
+        "modernbert-reranker": ("rerank", ["LABEL_0"], "sigmoid"),
         "splade": ("sparse", None, None),
         "xlmr-nli": ("classify", list(NLI_LABELS.values()), "softmax"),
         "xlmr-reranker": ("rerank", ["LABEL_0"], "sigmoid")}
@@ -94,8 +97,10 @@ def test_v1_models_says_each_models_task_labels_and_activation(served):
     assert cards["minilm-reranker"]["semantics"] == "sentence-transformers" and cards["splade"]["dimensions"] == 30522
 
 
-RERANKERS = ["bert-reranker", "xlmr-reranker"]  # a BERT and an XLM-R *ForSequenceClassification with one label
-CLASSIFIERS = ["nli", "xlmr-nli"]  # and with three
+# a BERT, an XLM-R and two ModernBERT *ForSequenceClassification with one label (ModernBERT's classifier_pooling
+# "cls" and "mean", its local layers seeing 8 tokens on either side of the 64 it reads)
+RERANKERS = ["bert-reranker", "xlmr-reranker", "modernbert-reranker", "modernbert-mean-reranker"]
+CLASSIFIERS = ["nli", "xlmr-nli", "modernbert-nli"]  # and with three
 
 
 @pytest.mark.parametrize("model", RERANKERS)
@@ -172,6 +177,20 @@ def test_predict_gives_each_labels_score_best_first(served, head_exports, model)
     assert status == 200 and reranked[0]["label"] == "LABEL_0" and abs(reranked[0]["score"] - expected[0, 0]) <= 1e-4
 
 
+@pytest.mark.parametrize("model", ["modernbert-reranker", "modernbert-mean-reranker"])
+def test_predict_gives_a_modernbert_rerankers_logits_for_texts_and_cut_pairs(served, head_exports, model):
+    """Both classifier_pooling modes on /predict: a text, a pair, and a pair past the 64 tokens cut longest-first."""
+    _, url = served
+    source = head_exports.sources[model]
+    pairs = [(QUERY, DOCUMENTS[0]), (QUERY, DOCUMENTS[4])]
+    logits = np.concatenate([classifier_logits(source, [DOCUMENTS[4]]), classifier_logits(source, pairs)])[:, 0]
+    status, predictions = post(url, "/predict", {"model": model, "inputs": [DOCUMENTS[4], *map(list, pairs)],
+                                                 "raw_scores": True, "truncate": True})
+    assert status == 200 and [row[0]["label"] for row in predictions] == ["LABEL_0"] * 3
+    assert np.abs(np.array([row[0]["score"] for row in predictions]) - logits).max() <= 1e-4
+    status, scored = post(url, "/predict", {"model": model, "inputs": list(pairs[0])})
+    assert status == 200 and abs(scored[0]["score"] - scores_of(logits[1:2], "sigmoid")[0]) <= 1e-4
+
 def test_a_thousand_documents_rerank_as_the_cross_encoder_predicts(served, head_exports):
     """1,000 (query, document) pairs: tokenized as pairs, cut into chunks of like lengths, scheduled, put back in
     order -- and each score what CrossEncoder.predict gives."""
@@ -227,7 +246,7 @@ def test_embed_sparse_is_the_splade_definition(served, head_exports):
     ("/v1/rerank", {"query": QUERY, "documents": ["a", ""]}, 422, "document 1 is not a non-empty string"),
     ("/rerank", {"model": "encoder", "query": QUERY, "texts": ["a"]}, 422,
      "model 'encoder' is an embed model; /rerank (and /v1/rerank) serves rerank models: 'bert-reranker', "
-     "'minilm-reranker', 'xlmr-reranker'"),
+     "'minilm-reranker', 'modernbert-mean-reranker', 'modernbert-reranker', 'xlmr-reranker'"),
     ("/v1/rerank", {"model": "nli", "query": QUERY, "documents": ["a"]}, 422,
      "model 'nli' is a classify model"),
     ("/encode", {"id": 1, "texts": ["a"], "model": "bert-reranker"}, 422,

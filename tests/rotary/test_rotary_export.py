@@ -150,6 +150,47 @@ def test_cls_pooled_reads_the_classification_models_pooler(kind, tmp_path):
     np.testing.assert_allclose(standard, expected, rtol=0, atol=1e-4)
 
 
+
+# Each family's *ForSequenceClassification: ModernBERT's head (dense, activation, norm, classifier) over the first
+# token or the mean of the tokens after the final norm, NomicBert's and GTE's pooler + classifier.
+HEAD_VARIANTS = {
+    "modernbert-cls": ("modernbert", dict(num_labels=1)),
+    "modernbert-mean-biases": ("modernbert", dict(num_labels=3, classifier_pooling="mean", classifier_bias=True,
+                                                  norm_bias=True, classifier_activation="silu")),
+    "nomic_bert": ("nomic_bert", dict(num_labels=3)),
+    "gte": ("gte", dict(num_labels=2)),
+}
+
+
+@pytest.mark.parametrize("variant", list(HEAD_VARIANTS))
+def test_each_familys_classification_head_gives_transformers_logits(variant, tmp_path):
+    import torch
+    import transformers
+
+    from bert_exporter.head_source import classification_head, head_weights
+
+    kind, overrides = HEAD_VARIANTS[variant]
+    tiny_model(kind, tmp_path, head=True, seed=5, **overrides)
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()
+    feeds = batch(token_types=model.config.type_vocab_size > 1 if kind != "modernbert" else False)
+    inputs = {"input_ids": torch.from_numpy(feeds["input_ids"].astype(np.int64)),
+              "attention_mask": torch.from_numpy(feeds["input_mask"].astype(np.int64))}
+    if kind != "modernbert":
+        inputs["token_type_ids"] = torch.from_numpy(feeds["segment_ids"].astype(np.int64))
+    with torch.no_grad():
+        expected = model(**inputs).logits.numpy()
+    config = read_config(tmp_path / "config.json")
+    head = classification_head(tmp_path, tmp_path)
+    assert head["pooling"] == ("mean" if overrides.get("classifier_pooling") == "mean" else "first")
+    weights, _ = family_for(config.model_type).read_weights(tmp_path, config=config, ckpt_name="unused")
+    weights.update(head_weights(tmp_path, head, weights, config))
+    options = ExportOptions(model_dir=tmp_path, output=tmp_path, pooling_layer=[-1], max_seq_len=None, head=head)
+    for form in (Form.FUSED, Form.STANDARD):
+        np.testing.assert_allclose(run(build_onnx(config, weights, options, form=form), feeds), expected, rtol=0,
+                                   atol=1e-4, err_msg=f"{variant} {form}")
+    with pytest.raises(OptionError, match="-quantize cannot go with the classification head"):
+        ExportOptions(model_dir=tmp_path, output=tmp_path, head=head, quantize="int8")
+
 def test_fp16_output_is_the_float32_vectors_rounded(tmp_path):
     model = tiny_model("gte", tmp_path)
     feeds = batch(token_types=False)
