@@ -1,101 +1,110 @@
-"""HTTP against ZeroMQ on one running bridge: N concurrent clients each sending B-sentence requests, in one run.
+"""HTTP ``POST /v1/embeddings`` against ZeroMQ on one running bridge: the same requests, the fronts taking turns.
 
 ``python -m bert_bench.http_load -port 5555 -port_out 5556 -http_port 8125`` (the bridge started with
-``-http_port 8125 -http_max_connect 64`` or more). Each front gets its clients once (one untimed warm-up request
-each); then the fronts take turns, ``-rounds`` short rounds each (ZeroMQ first), each client sending ``-num_repeat``
-timed requests per round, so that load from other processes falls on both fronts alike. HTTP clients are
-``HTTPBertClient`` (POST /encode, JSON), ZeroMQ clients ``BertClient``.
-Writes OUTPUT.json and OUTPUT.md with sentences/s per front and the ratio HTTP / ZeroMQ (docs/HTTP.md).
+``-http_port 8125 -http_max_connect 64`` or more, serving one model, so that both fronts reach the same export).
+Two shapes, each measured the way bench/paired.py measures: 64 concurrent clients sending one 32-sentence request
+each (a "batch" of 2,048 sentences), and one client sending 256 sentences in one request. Every client connects and
+warms up once; then, round by round (``-rounds``, three times as many for the one client), each front sends the same
+batch once, the order rotating, and a front's speed is the batch's sentences over its median batch time: load from
+other processes then falls on both fronts alike, and the median ignores the bursts that make a whole batch up to
+twice as slow on a shared machine. ZeroMQ clients are
+``BertClient``; HTTP clients post the same sentences to ``/v1/embeddings`` over a kept-alive connection and read the
+floats of the JSON reply (orjson), as a speed-minded OpenAI client would. The vectors of both fronts are compared.
+Writes OUTPUT.json and OUTPUT.md: sentences/s per front and shape, the ratio HTTP / ZeroMQ of each shape, and with
+``-bridge_pid`` the bridge process's CPU time per sentence (docs/HTTP.md, docs/PERFORMANCE.md).
 """
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import platform
-import statistics
-import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Optional
 
+import numpy as np
+import orjson
 
-def _zmq_client(args):
+from .paired import take_turns
+
+# (name, concurrent clients, sentences per request): the two shapes of issue 23.
+SHAPES = (("64x32", 64, 32), ("1x256", 1, 256))
+FRONTS = ("zmq", "http")
+WORDS = ("the service encodes sentences into vectors with a model exported for triton and served over zeromq and "
+         "http so that clients written for the original keep working while new ones speak openai").split()
+
+
+def benchmark_sentences(count: int, seed: int = 0) -> list[str]:
+    """``count`` different ordinary sentences of 6 to 20 words (about 8 to 25 tokens), the same for both fronts."""
+    rng = np.random.default_rng(seed)
+    return [" ".join(WORDS[int(k)] for k in rng.integers(len(WORDS), size=int(rng.integers(6, 21))))
+            for _ in range(count)]
+
+
+class OpenAIEmbeddingsClient:
+    """``encode(sentences)`` through ``POST /v1/embeddings`` on one kept-alive connection: float32 rows."""
+
+    def __init__(self, ip: str, port: int, timeout_ms: int, api_key: Optional[str]):
+        self.connection = http.client.HTTPConnection(ip, port, timeout=timeout_ms / 1000)
+        self.headers = {"content-type": "application/json"}
+        if api_key:
+            self.headers["authorization"] = f"Bearer {api_key}"
+
+    def encode(self, sentences: list[str]) -> np.ndarray:
+        body = orjson.dumps({"input": sentences})
+        try:
+            response = self._post(body)
+        except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected):
+            # The server closed the connection while it sat idle (uvicorn's keep-alive lasts 5 s, and a front idles
+            # while the other takes its turn): a new one, as HTTP client libraries do.
+            self.connection.close()
+            response = self._post(body)
+        body = response.read()
+        if response.status != 200:
+            raise RuntimeError(f"HTTP {response.status}: {body[:300]!r}")
+        return np.array([item["embedding"] for item in orjson.loads(body)["data"]], dtype=np.float32)
+
+    def _post(self, body: bytes) -> http.client.HTTPResponse:
+        self.connection.request("POST", "/v1/embeddings", body=body, headers=self.headers)
+        return self.connection.getresponse()
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+def _client(args, front: str):
+    if front == "http":
+        return OpenAIEmbeddingsClient(args.ip, args.http_port, args.timeout_ms, args.api_key)
     from bert_serving.client import BertClient
 
     return BertClient(ip=args.ip, port=args.port, port_out=args.port_out, timeout=args.timeout_ms,
                       check_length=False)
 
 
-def _http_client(args):
-    from bert_serving.client import HTTPBertClient
-
-    return HTTPBertClient(ip=args.ip, port=args.http_port, timeout=args.timeout_ms, api_key=args.api_key)
-
-
-CLIENTS = {"zmq": _zmq_client, "http": _http_client}
-
-
 class Fleet:
-    """``num_client`` clients of one front, connected and warmed up once (one untimed request each), then reused by
-    every round, so that rounds can be short and alternate often: load from other processes then falls on both
-    fronts alike."""
+    """``num_client`` clients of one front; ``encode(sentences)`` splits the sentences among them, every client
+    sending its share as one request, all at once, and returns the rows in order."""
 
-    def __init__(self, args, front: str):
-        self.front = front
-        self.sentences = [f"benchmark sentence {i} with a handful of ordinary words" for i in range(args.batch_size)]
-        self.clients = [CLIENTS[front](args) for _ in range(args.num_client)]
-        self._each(lambda client: client.encode(self.sentences))
+    def __init__(self, args, front: str, num_client: int):
+        self.clients = [_client(args, front) for _ in range(num_client)]
+        self.threads = ThreadPoolExecutor(num_client) if num_client > 1 else None
 
-    def run_round(self, num_repeat: int) -> dict:
-        """Every client sends ``num_repeat`` timed requests; all start together."""
-        latencies: list = []
-
-        def timed(client) -> None:
-            for _ in range(num_repeat):
-                start = time.perf_counter()
-                rows = client.encode(self.sentences)
-                latencies.append(time.perf_counter() - start)
-                if len(rows) != len(self.sentences):
-                    raise AssertionError(f"{len(rows)} vectors for {len(self.sentences)} sentences")
-
-        start = time.perf_counter()
-        errors = self._each(timed)
-        elapsed = time.perf_counter() - start
-        ordered = sorted(latencies)
-        return {
-            "front": self.front,
-            "requests": len(latencies),
-            "seconds": elapsed,
-            "sentences_per_s": len(latencies) * len(self.sentences) / elapsed if latencies else 0.0,
-            "p50_latency_ms": 1000 * statistics.median(ordered) if ordered else None,
-            "p95_latency_ms": 1000 * ordered[int(0.95 * (len(ordered) - 1))] if ordered else None,
-            "errors": errors[:5],
-            "num_errors": len(errors),
-        }
+    def encode(self, sentences: list[str]) -> np.ndarray:
+        if self.threads is None:
+            return np.asarray(self.clients[0].encode(sentences))
+        shares = np.array_split(np.arange(len(sentences)), len(self.clients))
+        replies = self.threads.map(lambda client, share: client.encode([sentences[i] for i in share]),
+                                   self.clients, shares)
+        return np.concatenate([np.asarray(reply) for reply in replies])
 
     def close(self) -> None:
+        if self.threads is not None:
+            self.threads.shutdown()
         for client in self.clients:
             client.close()
-
-    def _each(self, work: Callable) -> list:
-        """work(client) in one thread per client, all released at once; the errors, as text."""
-        errors: list = []
-        barrier = threading.Barrier(len(self.clients))
-
-        def run(client) -> None:
-            try:
-                barrier.wait()
-                work(client)
-            except Exception as e:  # reported in the results
-                errors.append(f"{type(e).__name__}: {e}")
-
-        threads = [threading.Thread(target=run, args=(client,)) for client in self.clients]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        return errors
 
 
 def _cpu_seconds(pid: Optional[int]) -> Optional[float]:
@@ -109,66 +118,101 @@ def _cpu_seconds(pid: Optional[int]) -> Optional[float]:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def compare(args) -> dict:
-    fleets = {front: Fleet(args, front) for front in ("zmq", "http")}
-    runs = []
+def _metered(encode: Callable, pid: Optional[int], spent: list) -> Callable:
+    """``encode`` that appends (bridge CPU seconds or None, this process's CPU seconds) of each call to ``spent``:
+    the clients of one front run alone during its turn, so this process's CPU is theirs (reading the replies)."""
+    def run(sentences):
+        before, client_before = _cpu_seconds(pid), time.process_time()
+        vectors = encode(sentences)
+        after, client_after = _cpu_seconds(pid), time.process_time()
+        bridge = after - before if before is not None and after is not None else None
+        spent.append((bridge, client_after - client_before))
+        return vectors
+    return run
+
+
+def rounds_for(num_client: int, rounds: int) -> int:
+    """One client's request is a tenth of a 64-client batch and as exposed to a burst of other load: three times the
+    rounds, for a median as steady at a fraction of the time."""
+    return rounds if num_client > 1 else 3 * rounds
+
+
+def measure_shape(args, name: str, num_client: int, batch_size: int) -> dict:
+    sentences = benchmark_sentences(num_client * batch_size)
+    rounds = rounds_for(num_client, args.rounds)
+    fleets = {front: Fleet(args, front, num_client) for front in FRONTS}
+    cpu: dict[str, list] = {front: [] for front in FRONTS}
     try:
-        for round_number in range(args.rounds):
-            for front, fleet in fleets.items():
-                cpu_before = _cpu_seconds(args.bridge_pid)
-                run = {"round": round_number + 1, **fleet.run_round(args.num_repeat)}
-                cpu_after = _cpu_seconds(args.bridge_pid)
-                if cpu_before is not None and cpu_after is not None:
-                    run["bridge_cpu_s"] = cpu_after - cpu_before
-                runs.append(run)
-                print(f"round {run['round']} {front:>4}: {run['sentences_per_s']:8.1f} sentences/s, p50 "
-                      f"{run['p50_latency_ms'] or float('nan'):7.1f} ms, p95 "
-                      f"{run['p95_latency_ms'] or float('nan'):7.1f} ms"
-                      + (f"  ERRORS ({run['num_errors']}): {run['errors'][:1]}" if run["errors"] else ""),
-                      flush=True)
+        results = take_turns({front: _metered(fleets[front].encode, args.bridge_pid, cpu[front])
+                              for front in FRONTS}, sentences, rounds)
     finally:
         for fleet in fleets.values():
             fleet.close()
-    totals, bridge_cpu_ms = {}, {}
-    for front in ("zmq", "http"):
-        mine = [r for r in runs if r["front"] == front]
-        seconds = sum(r["seconds"] for r in mine)
-        num_sentences = sum(r["requests"] for r in mine) * args.batch_size
-        totals[front] = num_sentences / seconds if seconds else 0.0
-        if num_sentences and all("bridge_cpu_s" in r for r in mine):
-            bridge_cpu_ms[front] = 1000 * sum(r["bridge_cpu_s"] for r in mine) / num_sentences
+    shape = {"shape": name, "num_client": num_client, "batch_size": batch_size, "rounds": rounds,
+             "fronts": {}, "max_abs_difference": float(np.max(np.abs(results["http"].vectors
+                                                                      - results["zmq"].vectors)))}
+    for front in FRONTS:
+        result = results[front]
+        entry = {"sentences_per_s": result.sentences_per_s,
+                 "median_batch_s": float(np.median(result.latencies_s)),
+                 "batch_s": [round(seconds, 4) for seconds in result.latencies_s]}
+        counted = cpu[front][1:]  # the warm-up is not counted
+        per_sentence = 1000 / (len(counted) * len(sentences))
+        entry["client_cpu_ms_per_sentence"] = per_sentence * sum(client for _, client in counted)
+        if all(bridge is not None for bridge, _ in counted):
+            entry["bridge_cpu_ms_per_sentence"] = per_sentence * sum(bridge for bridge, _ in counted)
+        shape["fronts"][front] = entry
+    shape["ratio_http_to_zmq"] = shape["fronts"]["http"]["sentences_per_s"] / shape["fronts"]["zmq"]["sentences_per_s"]
+    return shape
+
+
+def compare(args) -> dict:
+    shapes = []
+    for name, num_client, batch_size in args.shapes:
+        shape = measure_shape(args, name, num_client, batch_size)
+        shapes.append(shape)
+        fronts = shape["fronts"]
+        print(f"{name}: ZeroMQ {fronts['zmq']['sentences_per_s']:.1f} sentences/s, HTTP "
+              f"{fronts['http']['sentences_per_s']:.1f} sentences/s, HTTP / ZeroMQ = "
+              f"{shape['ratio_http_to_zmq']:.3f}", flush=True)
     return {
-        "num_client": args.num_client,
-        "batch_size": args.batch_size,
-        "num_repeat": args.num_repeat,
-        "rounds": args.rounds,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.system()} {platform.release()}",
-        "runs": runs,
-        "sentences_per_s": totals,
-        "ratio_http_to_zmq": totals["http"] / totals["zmq"] if totals["zmq"] else None,
-        "bridge_cpu_ms_per_sentence": bridge_cpu_ms or None,
-        "errors": sum(r["num_errors"] for r in runs),
+        "load_average": list(os.getloadavg()),
+        "shapes": shapes,
+        "ratio_http_to_zmq": {shape["shape"]: shape["ratio_http_to_zmq"] for shape in shapes},
     }
 
 
 def write(result: dict, output: Path) -> None:
     output.parent.mkdir(parents=True, exist_ok=True)
     output.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    rows = [f"{result['num_client']} concurrent clients, {result['batch_size']} sentences per request, "
-            f"{result['num_repeat']} timed requests per client, {result['rounds']} rounds per front "
-            f"({result['machine']}).", "",
-            "| round | front | sentences/s | p50 ms | p95 ms | errors |", "|---:|---|---:|---:|---:|---:|"]
-    rows += [f"| {r['round']} | {r['front']} | {r['sentences_per_s']:.1f} | {r['p50_latency_ms'] or float('nan'):.1f} "
-             f"| {r['p95_latency_ms'] or float('nan'):.1f} | {r['num_errors']} |" for r in result["runs"]]
-    ratio = result["ratio_http_to_zmq"]
-    rows += ["", f"Overall: ZeroMQ {result['sentences_per_s']['zmq']:.1f} sentences/s, HTTP "
-                 f"{result['sentences_per_s']['http']:.1f} sentences/s, HTTP / ZeroMQ = "
-                 + (f"{ratio:.3f}" if ratio is not None else "n/a") + "."]
-    cpu = result["bridge_cpu_ms_per_sentence"]
-    if cpu:
-        rows += ["", "Bridge process CPU per sentence (tokenization, protocol, serialization; Triton not included): "
-                 + ", ".join(f"{front} {ms:.3f} ms" for front, ms in cpu.items()) + "."]
+    load = ", ".join(f"{value:.2f}" for value in result["load_average"])
+    rows = [f"HTTP `POST /v1/embeddings` against ZeroMQ on one bridge, the same sentences, the fronts taking turns "
+            f"batch by batch (order rotating, median batch time; {result['machine']}; "
+            f"load average at the end {load}).", "",
+            "| shape | rounds | front | sentences/s | median batch s | bridge CPU ms per sentence "
+            "| clients' CPU ms per sentence | HTTP / ZeroMQ |", "|---|---:|---|---:|---:|---:|---:|---:|"]
+    for shape in result["shapes"]:
+        for front in FRONTS:
+            entry = shape["fronts"][front]
+            bridge_cpu = entry.get("bridge_cpu_ms_per_sentence")
+            cells = [f"{shape['num_client']} x {shape['batch_size']}", str(shape["rounds"]), front,
+                     f"{entry['sentences_per_s']:.1f}", f"{entry['median_batch_s']:.3f}",
+                     f"{bridge_cpu:.3f}" if bridge_cpu is not None else "",
+                     f"{entry['client_cpu_ms_per_sentence']:.3f}",
+                     f"**{shape['ratio_http_to_zmq']:.3f}**" if front == "http" else ""]
+            rows.append("| " + " | ".join(cells) + " |")
+    rows += ["", "Largest difference between the two fronts' vectors: "
+             + ", ".join(f"{shape['shape']} {shape['max_abs_difference']:.1g}" for shape in result["shapes"])
+             + ". Every batch time is in the JSON file."]
     output.with_suffix(".md").write_text("\n".join(rows) + "\n")
+
+
+def _shape(text: str) -> tuple:
+    clients, _, batch = text.partition("x")
+    if not (clients.isdigit() and batch.isdigit() and int(clients) > 0 and int(batch) > 0):
+        raise argparse.ArgumentTypeError(f"a shape is CLIENTSxSENTENCES, like 64x32, not '{text}'")
+    return text, int(clients), int(batch)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -178,10 +222,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-port_out", type=int, default=5556)
     parser.add_argument("-http_port", type=int, default=8125)
     parser.add_argument("-api_key", default=None, help="the bridge's --api-key, if it has one")
-    parser.add_argument("-num_client", type=int, default=64)
-    parser.add_argument("-batch_size", type=int, default=32, help="sentences per request")
-    parser.add_argument("-num_repeat", type=int, default=1, help="timed requests per client and round")
-    parser.add_argument("-rounds", type=int, default=5, help="turns per front, alternating")
+    parser.add_argument("-shapes", type=_shape, nargs="+", default=[_shape(f"{c}x{b}") for _, c, b in SHAPES],
+                        help="CLIENTSxSENTENCES: concurrent clients, sentences per request (default: 64x32 1x256)")
+    parser.add_argument("-rounds", type=int, default=9, help="batches per front and shape after one warm-up; three "
+                        "times as many for a shape of one client")
     parser.add_argument("-bridge_pid", type=int, default=None,
                         help="also report the bridge process's CPU time per sentence (a bridge on this machine)")
     parser.add_argument("-timeout_ms", type=int, default=600_000)
@@ -194,8 +238,7 @@ def main(argv=None) -> dict:
     args = build_parser().parse_args(argv)
     result = compare(args)
     write(result, args.output)
-    ratio = result["ratio_http_to_zmq"]
-    print(f"HTTP / ZeroMQ = {ratio:.3f}" if ratio is not None else "no ZeroMQ throughput measured")
+    print("HTTP / ZeroMQ = " + ", ".join(f"{name} {ratio:.3f}" for name, ratio in result["ratio_http_to_zmq"].items()))
     print(f"wrote {args.output.with_suffix('.json')} and {args.output.with_suffix('.md')}")
     return result
 
