@@ -25,9 +25,14 @@ class TritonPythonModel:
         folder = os.path.join(args["model_repository"], args["model_version"])
         config = json.loads(args["model_config"])
         # The onnxruntime backend's parameter name, so the same config.pbtxt edit works for both targets.
-        threads = config.get("parameters", {}).get("intra_op_thread_count", {}).get("string_value", "0")
+        threads = int(config.get("parameters", {}).get("intra_op_thread_count", {}).get("string_value", "0") or 0)
+        allowed = len(os.sched_getaffinity(0))
+        if not threads and allowed < os.cpu_count():
+            # Pinned to some cores (taskset, a cpuset): left to decide, onnxruntime would start a thread per core of
+            # the machine and pin each to its core, leaving the cores the process was given.
+            threads = allowed
         session_options = ort.SessionOptions()
-        session_options.intra_op_num_threads = int(threads or 0)  # 0: onnxruntime decides
+        session_options.intra_op_num_threads = threads  # 0: onnxruntime decides
         positions = config.get("parameters", {}).get("positions_per_run", {}).get("string_value")
         self.positions_per_run = int(positions or DEFAULT_POSITIONS_PER_RUN)
         self.session = ort.InferenceSession(
