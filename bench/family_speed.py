@@ -18,20 +18,24 @@ from .reference_graph import SHAPES, in_process_times
 XLMR_VOCAB = 250_002
 
 
-def write_xlmr_base(folder: Path) -> Path:
-    """XLMRobertaConfig's defaults (base: 12 layers, 768 wide, 3,072 inner, 514 positions) with random weights."""
-    if (folder / "config.json").is_file():
+def write_xlmr_base(folder: Path, **shape) -> Path:
+    """XLMRobertaConfig's defaults (base: 12 layers, 768 wide, 3,072 inner, 514 positions; ``shape`` overrides them,
+    for the smoke test) with random weights, and a SentencePiece (Unigram) tokenizer of a few pieces: the exporter
+    takes the family's own tokenizer kind, and the speed is timed on random ids, so its vocabulary does not matter."""
+    if (folder / "tokenizer_config.json").is_file():
         return folder
     import torch
     import transformers
-    from tokenizers import Tokenizer, models
 
     torch.manual_seed(0)
-    model = transformers.XLMRobertaModel(transformers.XLMRobertaConfig(vocab_size=XLMR_VOCAB)).eval()
+    model = transformers.XLMRobertaModel(transformers.XLMRobertaConfig(**{"vocab_size": XLMR_VOCAB, **shape})).eval()
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)
-    specials = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}
-    Tokenizer(models.WordLevel(specials, unk_token="<unk>")).save(str(folder / "tokenizer.json"))
+    pieces = [(token, 0.0) for token in ("<s>", "<pad>", "</s>", "<unk>")]
+    pieces += [(f"\u2581{word}", -float(rank)) for rank, word in enumerate("the of and to a in is".split(), 1)]
+    transformers.XLMRobertaTokenizer(vocab=[*pieces, ("<mask>", 0.0)], bos_token="<s>", eos_token="</s>",
+                                     cls_token="<s>", sep_token="</s>", pad_token="<pad>", unk_token="<unk>",
+                                     mask_token="<mask>").save_pretrained(folder)
     return folder
 
 

@@ -57,3 +57,13 @@ def test_smoke_benchmark_writes_tables_ratios_and_plots(tmp_path):
     assert facts["service_vs_onnxruntime_max_abs"] < 1e-4
     for table in ("client_batch_size", "num_client"):
         assert (output / f"{table}.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_xlmr_base_model_the_benchmark_writes_is_one_bert_export_takes(tmp_path):
+    """`-model xlmr-base` writes its XLM-R with random weights and exports it: the same writer at a tiny shape, through
+    the real exporter (a placeholder tokenizer of a kind the exporter refuses once broke the whole mode)."""
+    from bert_bench.family_speed import export, write_xlmr_base
+
+    source = write_xlmr_base(tmp_path / "xlmr", vocab_size=300, hidden_size=32, num_hidden_layers=2,
+                             num_attention_heads=2, intermediate_size=37)
+    assert export(source, tmp_path / "models", "xlmr").is_file()
