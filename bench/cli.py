@@ -573,9 +573,10 @@ def run_family_speed(args) -> None:
     work = (args.work_dir or cache).resolve()
     bert_base = write_bert_base(work / "bert-base-random", packaged_model_dir() / "vocab.txt")
     summary = family_speed.run(work, args.output, rounds=max(3, 3 * args.compare_rounds), bert_base=bert_base)
-    (args.output / "summary.md").write_text(summary + "\n")
+    # Its own file: -output is often the folder of the main run, whose summary.md this must not replace.
+    (args.output / "family_speed.md").write_text(summary + "\n")
     print(summary)
-    print(f"wrote {args.output}/summary.md and family_speed.json")
+    print(f"wrote {args.output}/family_speed.md and family_speed.json")
 
 
 def main(argv=None) -> None:
