@@ -110,15 +110,19 @@ def test_bad_arguments_and_a_missing_cache_are_one_line(tmp_path):
 
 def test_a_failed_export_on_the_fly_leaves_no_entry(tmp_path):
     """bert-serving-start on a folder bert-export refuses: the start fails in one line, and the cache it used lists
-    nothing (it listed an 'incomplete 0.0 MB' entry per failed start)."""
-    source = tmp_path / "not-a-bert"
+    nothing (it listed an 'incomplete 0.0 MB' entry per failed start). The folder passes the bridge's own checks (a
+    BERT config) so that the export really starts, and fails in bert-export (no vocabulary)."""
+    source = tmp_path / "no-vocabulary"
     source.mkdir()
-    (source / "config.json").write_text("{}")
+    (source / "config.json").write_text(json.dumps({"model_type": "bert", "vocab_size": 100, "hidden_size": 32,
+                                                    "num_hidden_layers": 2, "num_attention_heads": 2,
+                                                    "intermediate_size": 37}))
     cache = tmp_path / "cache"
     started = subprocess.run([sys.executable, "-m", "bert_bridge.cli", "-model_dir", str(source), "-cache_dir",
                               str(cache), "-port", str(free_port()), "-port_out", str(free_port())],
                              capture_output=True, text=True, timeout=120)
-    assert started.returncode == 2 and "is not a BERT config" in started.stderr, started.stderr
+    assert started.returncode == 2 and "exporting" in started.stderr and "failed" in started.stderr, started.stderr
+    assert "has neither vocab.txt nor tokenizer.json" in started.stderr, started.stderr
     listed = cache_command("list", "--cache-dir", str(cache))
     assert listed.returncode == 0, listed.stderr
     assert f"{cache / 'models'}: 0 cached exports" in listed.stdout and "incomplete" not in listed.stdout, listed.stdout
