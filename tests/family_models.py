@@ -18,6 +18,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tiny_models import perturbed
+
 # The tokenizers learn their pieces from these; HELD_OUT shares the languages but not the sentences (unseen words,
 # and characters the Unigram models never saw, which become <unk>).
 CORPUS = [
@@ -190,11 +192,7 @@ def build_model(model_type: str, folder: Path) -> Path:
     # The embedding table covers the whole vocabulary, added tokens (the trailing <mask>) included.
     config = model_config(family, len(tokenizer), tokenizer.pad_token_id)
     torch.manual_seed(family.seed)
-    model = transformers.AutoModel.from_config(config).eval()
-    # Random init leaves LayerNorm at 1/0 and biases at 0: perturb everything so each tensor's mapping matters.
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.add_(torch.randn_like(parameter) * 0.05)
+    model = perturbed(transformers.AutoModel.from_config(config).eval())
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)

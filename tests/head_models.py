@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tiny_models import perturbed
+
 HIDDEN, LAYERS, HEADS, INTERMEDIATE = 32, 2, 4, 37
 POSITIONS = 64  # tokens every tiny model reads (BERT's 64 positions; RoBERTa-style 66 rows, from padding_idx + 1)
 NLI_LABELS = {0: "contradiction", 1: "entailment", 2: "neutral"}
@@ -24,10 +26,7 @@ def _perturbed(model, seed: int):
     import torch
 
     torch.manual_seed(seed)
-    with torch.no_grad():  # random init leaves LayerNorms at 1/0 and biases at 0: perturb everything
-        for parameter in model.parameters():
-            parameter.add_(torch.randn_like(parameter) * 0.05)
-    return model.eval()
+    return perturbed(model).eval()
 
 
 def bert_tokenizer(folder: Path):

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from family_models import CORPUS, HELD_OUT, VOCAB_SIZE
+from tiny_models import perturbed
 
 HIDDEN, LAYERS, HEADS, INTERMEDIATE = 48, 3, 4, 64
 POSITIONS = 4096
@@ -112,11 +113,7 @@ def build_model(model_type: str, folder: Path) -> Path:
     family = FAMILIES[model_type]
     tokenizer = train_tokenizer(family)
     torch.manual_seed(family.seed)
-    model = transformers.AutoModel.from_config(model_config(family, tokenizer)).eval()
-    # Random init leaves LayerNorm at 1/0 and biases at 0: perturb everything so each tensor's mapping matters.
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.add_(torch.randn_like(parameter) * 0.05)
+    model = perturbed(transformers.AutoModel.from_config(model_config(family, tokenizer)).eval())
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)

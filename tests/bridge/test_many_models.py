@@ -40,6 +40,7 @@ from harness import RunningBridge, free_port
 from test_fairness import RawClient, sentences
 from test_legacy_client_end_to_end import transformers_mean_pool
 from test_triton_restart import triton_process, wait_until
+from tiny_models import perturbed
 
 pytestmark = pytest.mark.slow
 
@@ -68,9 +69,7 @@ def tiny_cls_model(folder: Path) -> Path:
     bert = transformers.BertModel(transformers.BertConfig(
         vocab_size=30522, hidden_size=TINY_WIDTH, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
         max_position_embeddings=128)).eval()
-    with torch.no_grad():  # random init leaves LayerNorms at 1/0 and biases at 0: perturb everything
-        for parameter in bert.parameters():
-            parameter.add_(torch.randn_like(parameter) * 0.05)
+    perturbed(bert)
     hf = folder / "hf"
     bert.save_pretrained(hf)
     # from the folder: transformers 5 ignores BertTokenizerFast(vocab_file=...) and builds a 5-token vocabulary

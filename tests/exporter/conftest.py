@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from export_oracle import TINY, google_variables, state_of, write_google_checkpoint, write_vocab
+from tiny_models import perturbed
 
 
 @dataclass
@@ -43,12 +44,7 @@ def tiny_model():
     import transformers
 
     torch.manual_seed(1234)
-    model = transformers.BertModel(transformers.BertConfig(**TINY)).eval()
-    # Random init leaves LayerNorm at 1/0 and biases at 0: perturb everything so each tensor's mapping matters.
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.add_(torch.randn_like(parameter) * 0.05)
-    return model
+    return perturbed(transformers.BertModel(transformers.BertConfig(**TINY)).eval())
 
 
 @pytest.fixture(scope="session")
@@ -76,11 +72,8 @@ def tiny_tuned(tiny_model, tiny_google, tmp_path_factory) -> Source:
 
     import torch
 
-    tuned = copy.deepcopy(tiny_model)
     torch.manual_seed(99)
-    with torch.no_grad():
-        for parameter in tuned.parameters():
-            parameter.add_(torch.randn_like(parameter) * 0.1)
+    tuned = perturbed(copy.deepcopy(tiny_model), scale=0.1)
     folder = tmp_path_factory.mktemp("tiny-tuned")  # checkpoint only: config and vocab come from -model_dir
     variables = google_variables(state_of(tuned), TINY["num_hidden_layers"])
     variables.update({

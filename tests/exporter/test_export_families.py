@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from export_oracle import assert_close, original_pooling, run_onnx
+from tiny_models import perturbed
 
 from bert_exporter.errors import OptionError, SourceError
 from bert_exporter.export import ExportOptions, export_model
@@ -78,10 +79,7 @@ def families(tmp_path_factory) -> dict[str, Family]:
     built = {}
     for index, model_type in enumerate(("roberta", "xlm-roberta", "camembert", "distilbert", "mpnet")):
         torch.manual_seed(100 + index)
-        model = transformers_model(model_type).eval()
-        with torch.no_grad():  # random init leaves LayerNorms at 1/0 and biases at 0: every tensor must matter
-            for parameter in model.parameters():
-                parameter.add_(torch.randn_like(parameter) * 0.05)
+        model = perturbed(transformers_model(model_type).eval())
         folder = tmp_path_factory.mktemp(model_type)
         model.save_pretrained(folder)
         write_tokenizer(folder)

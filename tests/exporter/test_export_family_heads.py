@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from test_export_families import MODEL_TYPES, batch, transformers_model, write_tokenizer
+from tiny_models import perturbed
 
 from bert_exporter.cli import main as bert_export
 from bert_exporter.manifest import ExportManifest
@@ -23,10 +24,7 @@ def head_model(model_type: str, kind: str, folder):
     auto = (transformers.AutoModelForSequenceClassification if kind == "classifier"
             else transformers.AutoModelForMaskedLM)
     torch.manual_seed(200 + 2 * MODEL_TYPES.index(model_type) + (kind == "masked_lm"))
-    model = auto.from_config(config).eval()
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.add_(torch.randn_like(parameter) * 0.05)
+    model = perturbed(auto.from_config(config).eval())
     model.save_pretrained(folder)
     write_tokenizer(folder)
     return model

@@ -6,33 +6,15 @@ from pathlib import Path
 
 import pytest
 from family_models import FAMILIES, build_model, build_sentence_transformers
-
-
-class FamilyFolders:
-    """``model(family)`` and ``sentence_transformers(family)``: folders built on first use, then reused."""
-
-    def __init__(self, root: Path):
-        self.root = root
-        self._built: dict[str, Path] = {}
-
-    def model(self, family: str) -> Path:
-        if family not in self._built:
-            self._built[family] = build_model(family, self.root / family)
-        return self._built[family]
-
-    def sentence_transformers(self, family: str) -> Path:
-        key = f"{family}-st"
-        if key not in self._built:
-            self._built[key] = build_sentence_transformers(family, self.model(family), self.root / key)
-        return self._built[key]
+from tiny_models import ModelFolders
 
 
 @pytest.fixture(scope="session")
-def family_folders(tmp_path_factory) -> FamilyFolders:
+def family_folders(tmp_path_factory) -> ModelFolders:
     import torch
 
     torch.set_num_threads(2)
-    return FamilyFolders(tmp_path_factory.mktemp("families"))
+    return ModelFolders(tmp_path_factory.mktemp("families"), build_model, build_sentence_transformers)
 
 
 @pytest.fixture(scope="session", params=list(FAMILIES))
@@ -63,7 +45,7 @@ class FamilyExports:
         return self.repository / f"{family}-{configuration.lower()}"
 
 
-def _export_everything(family_folders: FamilyFolders, repository: Path) -> None:
+def _export_everything(family_folders: ModelFolders, repository: Path) -> None:
     """bert-export, in this process (its command line, so AUTO resolves as bert-serving-start resolves it)."""
     from bert_exporter.cli import main as bert_export
 

@@ -14,33 +14,15 @@ from pathlib import Path
 import pytest
 from harness import READY_MARKER, RunningBridge, free_port, wait_for_log
 from rotary_models import FAMILIES, MAX_SEQ_LEN, POOLING, build_model, build_sentence_transformers
-
-
-class RotaryFolders:
-    """``model(family)`` and ``sentence_transformers(family)``: folders built on first use, then reused."""
-
-    def __init__(self, root: Path):
-        self.root = root
-        self._built: dict[str, Path] = {}
-
-    def model(self, family: str) -> Path:
-        if family not in self._built:
-            self._built[family] = build_model(family, self.root / family)
-        return self._built[family]
-
-    def sentence_transformers(self, family: str) -> Path:
-        key = f"{family}-st"
-        if key not in self._built:
-            self._built[key] = build_sentence_transformers(family, self.model(family), self.root / key)
-        return self._built[key]
+from tiny_models import ModelFolders
 
 
 @pytest.fixture(scope="session")
-def rotary_folders(tmp_path_factory) -> RotaryFolders:
+def rotary_folders(tmp_path_factory) -> ModelFolders:
     import torch
 
     torch.set_num_threads(2)
-    return RotaryFolders(tmp_path_factory.mktemp("rotary"))
+    return ModelFolders(tmp_path_factory.mktemp("rotary"), build_model, build_sentence_transformers)
 
 
 @pytest.fixture(scope="session", params=list(FAMILIES))
@@ -64,7 +46,7 @@ class RotaryServing:
     repository that one ``bert-serving-triton`` serves; ``bridge(family, auto)`` starts that export's bridge on first
     use (all of them at once the first time: they start in parallel)."""
 
-    def __init__(self, folders: RotaryFolders, work: Path):
+    def __init__(self, folders: ModelFolders, work: Path):
         self.folders, self.work = folders, work
         self.repository = work / "repository"
         self.bridges: dict[str, Served] = {}

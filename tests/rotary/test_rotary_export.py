@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from export_oracle import Reference, original_pooling
 from family_models import HELD_OUT
+from tiny_models import perturbed
 
 from bert_exporter.build import build_onnx
 from bert_exporter.encoder import Form
@@ -42,10 +43,7 @@ def tiny_model(kind: str, folder, *, head: bool = False, seed: int = 0, **overri
         config = transformers.GteConfig(**{**COMMON, **overrides})
         classes = (transformers.GteModel, transformers.GteForSequenceClassification)
     torch.manual_seed(seed)
-    model = classes[head](config).eval()
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.add_(torch.randn_like(parameter) * 0.05)
+    model = perturbed(classes[head](config).eval())
     model.save_pretrained(folder)
     return getattr(model, model.base_model_prefix) if head else model
 
