@@ -9,28 +9,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from bert_bench.workload import HELD_OUT_MULTILINGUAL
 from bert_exporter.manifest import ExportManifest
 
 pytestmark = pytest.mark.slow
 
-HELD_OUT = [
-    "Our train was cancelled, so we took the night bus instead.",
-    "Can you recommend a good book about the history of mathematics?",
-    "Die Kinder spielen im Garten, während die Eltern kochen.",
-    "Le boulanger ouvre sa boutique à six heures tous les matins.",
-    "La película que vimos anoche tenía una banda sonora preciosa.",
-    "Il treno per Roma parte dal binario sette alle nove.",
-    "De fietsenwinkel op de hoek repareert ook elektrische fietsen.",
-    "Мы встретились с друзьями в небольшом кафе у реки.",
-    "駅の近くに新しいパン屋ができました。",
-    "图书馆周末也开放，欢迎大家来学习。",
-    "내일은 비가 올 것 같으니 우산을 챙기세요.",
-    "المكتبة مفتوحة كل يوم من الصباح حتى المساء.",
-    "मुझे सुबह की सैर करना बहुत पसंद है।",
-    "Το λεωφορείο αργεί πάντα τις Δευτέρες.",
-    "the committee approved the budget after a long debate about infrastructure spending and the new tram line",
-    "a short one",
-]
+# The benchmark's held-out multilingual set (what docs/PERFORMANCE.md's int8 cosines are measured on), and a long line.
+HELD_OUT = [*HELD_OUT_MULTILINGUAL,
+            "the committee approved the budget after a long debate about infrastructure spending and the new tram line"]
 ONE_WORD = ["hi", "a", "Paris", "ja", "東京", "thanks"]
 CONFIGURATIONS = {
     "default": [],
