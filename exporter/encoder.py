@@ -19,6 +19,9 @@ One writer, three forms of the same arithmetic (``Form``):
   float32 from 0.95-0.97 to 0.996, a one-word sentence padded beside long ones included (quantize.py checks every
   export); the attention-output projection, whose inputs have no outliers, needs neither.
 
+Where only the first token of the last layer is read (a classification head, CLS_POOLED, FIRST_TOKEN), that layer is
+written for the first token alone (``_first_token_layer``).
+
 What differs between families is data in ``EncoderConfig`` (position offset, token types, MPNet's relative position
 bias) and the names their module maps the weights to; the layers themselves are the same post-LN blocks. The hidden
 states stay ``[B, T, H]`` throughout; the attention mask is the ``input_mask`` the graph receives (masked keys get
@@ -59,7 +62,13 @@ class EncoderWriter:
         self.max_length = max(config.max_position_embeddings, max_length or 0)
         self.rows: _Int8Rows | None = None
 
-    def write(self, input_ids: str, input_mask: str, segment_ids: str, *, depth: int) -> list[str]:
+    # The last layer may be written for its first token alone (``write(first_token_only=True)``).
+    trims_last_layer = True
+
+    def write(self, input_ids: str, input_mask: str, segment_ids: str, *, depth: int,
+              first_token_only: bool = False) -> list[str]:
+        """With ``first_token_only`` the last layer gives its first token alone, ``[B, 1, H]``: all that a
+        classification head, CLS_POOLED and FIRST_TOKEN read of it (``_first_token_layer``)."""
         x = self._embeddings(input_ids, segment_ids)
         attention_bias = self._relative_position_bias(input_ids) if self.config.relative_attention_num_buckets else None
         if self.fused:
@@ -71,7 +80,10 @@ class EncoderWriter:
             self.rows = _Int8Rows(self.g, input_mask)
         layers = []
         for index in range(depth):
-            x = self._layer(x, mask, attention_bias, index)
+            if first_token_only and index == depth - 1:
+                x = self._first_token_layer(x, mask, attention_bias, index)
+            else:
+                x = self._layer(x, mask, attention_bias, index)
             layers.append(x)
         return layers
 
@@ -167,30 +179,69 @@ class EncoderWriter:
             kernel = np.concatenate([w(f"{scope}/{n}/kernel") for n in ("query", "key", "value")], axis=1)
             bias = np.concatenate([w(f"{scope}/{n}/bias") for n in ("query", "key", "value")])
             if self.int8:
-                return self._int8_attention(x, kernel, bias, mask, attention_bias, index)
+                return self._attend(*self._int8_projections(x, kernel, bias, ("query", "key", "value"), index),
+                                    mask, attention_bias, index)
             return g.op("Attention", x, g.weight(kernel, f"layer{index}_qkv_kernel"),
                         g.weight(bias, f"layer{index}_qkv_bias"), mask, None, attention_bias,
                         domain=MICROSOFT, num_heads=c.num_attention_heads, mask_filter_value=ATTENTION_MASK_ADDER,
                         name=f"layer{index}_attention")
+        query, key, value = (self._linear(x, f"{scope}/{n}", f"layer{index}_{n}") for n in ("query", "key", "value"))
+        return self._attend(query, key, value, mask, None, index)
+
+    def _first_token_layer(self, x: str, mask: str, attention_bias: str | None, index: int) -> str:
+        """The layer's output for the first token alone, [B, 1, H]: every token's key and value, then the first
+        token's query, attention, projections and norms -- the same arithmetic as its row of ``_layer``, for about a
+        sixth of that layer's work. The rows after the first go through float32 in every form (one row each)."""
+        g, c, w = self.g, self.config, self._w
+        scope = f"encoder/layer_{index}"
+        attention = f"{scope}/attention/self"
+        zero, one = g.constant([0], np.int64), g.constant([1], np.int64)
+        first = g.op("Slice", x, zero, one, one, name=f"layer{index}_first_token")  # [B, 1, H]
+        query = self._linear(first, f"{attention}/query", f"layer{index}_query")
+        if self.int8:
+            kernel = np.concatenate([w(f"{attention}/{n}/kernel") for n in ("key", "value")], axis=1)
+            bias = np.concatenate([w(f"{attention}/{n}/bias") for n in ("key", "value")])
+            key, value = self._int8_projections(x, kernel, bias, ("key", "value"), index)
+        else:
+            key, value = (self._linear(x, f"{attention}/{n}", f"layer{index}_{n}") for n in ("key", "value"))
+        if attention_bias is not None:  # MPNet's [1, heads, T, T]: the first query's row
+            attention_bias = g.op("Slice", attention_bias, zero, one, g.constant([2], np.int64),
+                                  name=f"layer{index}_first_bias")
+        elif not self.fused and c.relative_attention_num_buckets:  # the standard form's mask carries it
+            mask = g.op("Slice", mask, zero, one, g.constant([2], np.int64), name=f"layer{index}_first_mask")
+        context = self._attend(query, key, value, mask, attention_bias, index)
+        x = self._residual_norm(context, first, f"{scope}/attention/output", f"layer{index}_attention",
+                                float32=True)
+        inner = self._dense_activation(x, f"{scope}/intermediate/dense", f"layer{index}_intermediate")
+        return self._residual_norm(inner, x, f"{scope}/output", f"layer{index}_output", float32=True)
+
+    def _linear(self, x: str, scope: str, name: str) -> str:
+        g, w = self.g, self._w
+        return g.op("Add", g.op("MatMul", x, g.weight(w(f"{scope}/kernel"), f"{name}_kernel")),
+                    g.weight(w(f"{scope}/bias"), f"{name}_bias"))
+
+    def _attend(self, query: str, key: str, value: str, mask: str, attention_bias: str | None, index: int) -> str:
+        """softmax(q k^T / sqrt(d) + mask) v per head, [B, Tq, H] from projected [B, T, H] tensors: onnxruntime's
+        MultiHeadAttention in the fused forms, ai.onnx operators in the standard one (``mask`` additive there)."""
+        g, c = self.g, self.config
+        if self.fused:
+            return g.op("MultiHeadAttention", query, key, value, None, mask, attention_bias, domain=MICROSOFT,
+                        num_heads=c.num_attention_heads, mask_filter_value=ATTENTION_MASK_ADDER,
+                        name=f"layer{index}_attention")
         heads = g.constant([0, 0, c.num_attention_heads, c.head_size], np.int64)
-
-        def projection(name: str, perm: list[int]) -> str:
-            y = g.op("Add", g.op("MatMul", x, g.weight(w(f"{scope}/{name}/kernel"), f"layer{index}_{name}_kernel")),
-                     g.weight(w(f"{scope}/{name}/bias"), f"layer{index}_{name}_bias"))
-            return g.op("Transpose", g.op("Reshape", y, heads), perm=perm)
-
-        query = projection("query", [0, 2, 1, 3])  # [B, heads, T, d]
-        key = projection("key", [0, 2, 3, 1])  # [B, heads, d, T]
-        value = projection("value", [0, 2, 1, 3])
+        query = g.op("Transpose", g.op("Reshape", query, heads), perm=[0, 2, 1, 3])  # [B, heads, Tq, d]
+        key = g.op("Transpose", g.op("Reshape", key, heads), perm=[0, 2, 3, 1])  # [B, heads, d, T]
+        value = g.op("Transpose", g.op("Reshape", value, heads), perm=[0, 2, 1, 3])
         scores = g.op("Mul", g.op("MatMul", query, key), g.constant(1.0 / math.sqrt(c.head_size)))
         probabilities = g.op("Softmax", g.op("Add", scores, mask), axis=-1)
         context = g.op("Transpose", g.op("MatMul", probabilities, value), perm=[0, 2, 1, 3])
         return g.op("Reshape", context, g.constant([0, 0, c.hidden_size], np.int64), name=f"layer{index}_context")
 
-    def _residual_norm(self, x: str, residual: str, scope: str, name: str) -> str:
-        """LayerNorm(x @ kernel + bias + residual) with ``scope``'s dense and LayerNorm weights."""
+    def _residual_norm(self, x: str, residual: str, scope: str, name: str, *, float32: bool = False) -> str:
+        """LayerNorm(x @ kernel + bias + residual) with ``scope``'s dense and LayerNorm weights; int8 in the int8
+        form unless ``float32``."""
         g, w = self.g, self._w
-        if self.int8:  # the bias added by the int8 product itself
+        if self.int8 and not float32:  # the bias added by the int8 product itself
             projected = self._int8_matmul(x, w(f"{scope}/dense/kernel"), name, bias=w(f"{scope}/dense/bias"))
             return self._sum_norm([projected, residual], scope, name)
         projected = g.op("MatMul", x, g.weight(w(f"{scope}/dense/kernel"), f"{name}_kernel"))
@@ -237,19 +288,19 @@ class EncoderWriter:
                     g.weight(bias, f"{name}_bias") if bias is not None else None, domain=MICROSOFT,
                     name=f"{name}_int8")
 
-    def _int8_attention(self, x: str, kernel: np.ndarray, bias: np.ndarray, mask: str, attention_bias: str | None,
-                        index: int) -> str:
-        """Query, key and value as int8 products of one quantized input (the first and last token in float32), then
-        the attention itself in float32 (MultiHeadAttention)."""
-        g, c = self.g, self.config
-        name, width = f"layer{index}_qkv", c.hidden_size
+    def _int8_projections(self, x: str, kernel: np.ndarray, bias: np.ndarray, labels: tuple[str, ...],
+                          index: int) -> list[str]:
+        """x @ kernel + bias in int8, one product per label's columns of the packed ``kernel``, all from one quantized
+        input; each row's first and last token in float32 (one packed product, split)."""
+        g, width = self.g, self.config.hidden_size
+        name = f"layer{index}_{''.join(label[0] for label in labels)}"
         bulk = g.op("Mul", x, self.rows.bulk, name=f"{name}_bulk")
         x_int8, x_scale, x_zero_point = g.op("DynamicQuantizeLinear", bulk, outputs=3, name=f"{name}_quantized")
         rows = g.op("GatherND", x, self.rows.special, name=f"{name}_special_rows")
         special = g.op("Add", g.op("MatMul", rows, g.weight(kernel, f"{name}_kernel")), g.weight(bias, f"{name}_bias"))
-        special = g.op("Split", special, g.constant([width] * 3, np.int64), axis=-1, outputs=3)
+        special = g.op("Split", special, g.constant([width] * len(labels), np.int64), axis=-1, outputs=len(labels))
         projections = []
-        for part, (label, rows_fp32) in enumerate(zip(("query", "key", "value"), special)):
+        for part, (label, rows_fp32) in enumerate(zip(labels, special)):
             columns = slice(part * width, (part + 1) * width)
             quantized, scales = quantize_columns(kernel[:, columns])
             projection = g.op("MatMulIntegerToFloat", x_int8,
@@ -259,9 +310,7 @@ class EncoderWriter:
                               g.weight(bias[columns], f"layer{index}_{label}_bias"), domain=MICROSOFT)
             projections.append(g.op("ScatterND", projection, self.rows.special, rows_fp32,
                                     name=f"layer{index}_{label}_rows"))
-        return g.op("MultiHeadAttention", *projections, None, mask, attention_bias, domain=MICROSOFT,
-                    num_heads=c.num_attention_heads, mask_filter_value=ATTENTION_MASK_ADDER,
-                    name=f"layer{index}_attention")
+        return projections
 
     def _int8_feed_forward(self, x: str, scope: str, index: int) -> str:
         """LayerNorm(x + FFN(x)): int8 for the bulk of the tokens, float32 for each row's first and last."""

@@ -55,7 +55,12 @@ class RotaryEncoderWriter(EncoderWriter):
         self._key_component: str | None = None
         self._score_mask: str | None = None
 
-    def write(self, input_ids: str, input_mask: str, segment_ids: str, *, depth: int) -> list[str]:
+    # Rotary positions and local windows are laid out for every query: the last layer runs whole.
+    trims_last_layer = False
+
+    def write(self, input_ids: str, input_mask: str, segment_ids: str, *, depth: int,
+              first_token_only: bool = False) -> list[str]:
+        assert not first_token_only, "rotary encoders write every layer whole"
         g, c = self.g, self.config
         self._length = g.op("Shape", input_ids, start=1, end=2, name="sequence_length")  # [1]
         # (1 - mask) * -10000 per key, [B, T]: every attention shape adds it in its own layout.

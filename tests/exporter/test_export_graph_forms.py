@@ -84,7 +84,33 @@ def test_the_target_chooses_the_form(tmp_path, target, trt_accelerator, form):
     assert target_form(options) is form
 
 
-@pytest.mark.parametrize("case", CASES[:3], ids=lambda case: case["pooling_strategy"])
+@pytest.mark.parametrize("form", list(Form))
+@pytest.mark.parametrize(("case", "first_token_only"), [
+    (dict(pooling_strategy="CLS_POOLED"), True), (dict(pooling_strategy="FIRST_TOKEN", pooling_layer=[-3, -2]), True),
+    (dict(pooling_strategy="REDUCE_MEAN", pooling_layer=[-2]), False)], ids=["CLS_POOLED", "FIRST_TOKEN", "REDUCE_MEAN"])
+def test_what_reads_the_first_token_alone_gets_the_last_layer_for_it_alone(tiny_hf, tiny_weights, form, case,
+                                                                          first_token_only, tmp_path):
+    """The deepest layer written computes one row per input where only its first token is read (a fraction of that
+    layer's work: exporter/encoder.py, _first_token_layer), every row where the pooling reads them all. Its values
+    are the transformers comparisons above (CLS_POOLED, and FIRST_TOKEN in tests/families)."""
+    import onnx
+    import onnxruntime as ort
+
+    config, weights = tiny_weights
+    options = ExportOptions(model_dir=tiny_hf.model_dir, output=tmp_path, **case)
+    model = build_onnx(config, weights, options, form=form)
+    depth = TINY["num_hidden_layers"] if case["pooling_strategy"] == "CLS_POOLED" else TINY["num_hidden_layers"] - 1
+    deepest = f"layer{depth - 1}_output_ln"
+    (norm,) = [node for node in model.graph.node if node.name == deepest]
+    model.graph.output.append(onnx.helper.make_tensor_value_info(norm.output[0], onnx.TensorProto.FLOAT, None))
+    feeds = make_batch([12, 7, 4], 12, vocab_size=TINY["vocab_size"], seed=3)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    layer = session.run([norm.output[0]], feeds)[0]
+    assert layer.shape == (3, 1 if first_token_only else 12, TINY["hidden_size"])
+
+
+@pytest.mark.parametrize("case", CASES[:3] + [dict(pooling_strategy="CLS_POOLED")],
+                         ids=lambda case: case["pooling_strategy"])
 def test_the_int8_form_stays_close_to_fp32(tiny_hf, tiny_weights, case, tmp_path):
     """Its first and last tokens in float32, the rest in int8: rows with holes (-mask_cls_sep) and padding too."""
     config, weights = tiny_weights
