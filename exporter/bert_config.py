@@ -8,12 +8,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .encoder_config import ACTIVATIONS, EncoderConfig, activation, read_json_config
+from .encoder_config import ACTIVATIONS, EncoderConfig, bert_shape, read_json_config
 from .errors import SourceError
 
-__all__ = ["ACTIVATIONS", "BERT_MODEL_TYPES", "REQUIRED_KEYS", "BertConfig"]
+__all__ = ["ACTIVATIONS", "BERT_MODEL_TYPES", "BertConfig"]
 
-REQUIRED_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
 BERT_MODEL_TYPES = {"bert"}
 
 
@@ -28,21 +27,13 @@ class BertConfig(EncoderConfig):
         model_type = data.get("model_type", "bert")
         if model_type not in BERT_MODEL_TYPES:
             raise SourceError(f"{path} is not a BERT config (model_type {model_type!r})")
-        missing = [key for key in REQUIRED_KEYS if key not in data]
-        if missing:
-            raise SourceError(f"{path} is not a BERT config (missing {', '.join(missing)})")
+        shape = bert_shape(data, path)
         if data.get("position_embedding_type", "absolute") != "absolute":
             raise SourceError(f"{path}: position_embedding_type {data['position_embedding_type']!r} is not supported")
         config = cls(
-            vocab_size=int(data["vocab_size"]),
-            hidden_size=int(data["hidden_size"]),
-            num_hidden_layers=int(data["num_hidden_layers"]),
-            num_attention_heads=int(data["num_attention_heads"]),
-            intermediate_size=int(data["intermediate_size"]),
-            hidden_act=activation(data.get("hidden_act", "gelu"), path),
+            **shape,
             max_position_embeddings=int(data.get("max_position_embeddings", 512)),
             type_vocab_size=int(data.get("type_vocab_size", 2)),
-            layer_norm_eps=float(data.get("layer_norm_eps", 1e-12)),
         )
         config.check(path)
         return config

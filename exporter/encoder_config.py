@@ -60,6 +60,19 @@ def read_json_config(path: Path) -> dict:
     return data
 
 
+# What a BERT-shaped config.json (BERT, RoBERTa, XLM-R, CamemBERT, MPNet) names alike, and must name.
+SHAPE_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+
+
+def bert_shape(data: dict, path: Path) -> dict:
+    """The ``EncoderConfig`` fields a BERT-shaped config gives under BERT's names: the five sizes (required), the
+    activation and the LayerNorm epsilon (transformers' defaults where left out)."""
+    require(data, SHAPE_KEYS, path)
+    return {**{key: int(data[key]) for key in SHAPE_KEYS},
+            "hidden_act": activation(data.get("hidden_act", "gelu"), path),
+            "layer_norm_eps": float(data.get("layer_norm_eps", 1e-12))}
+
+
 def require(data: dict, keys: tuple[str, ...], path: Path) -> None:
     """The keys a family reads; one line naming the missing ones."""
     missing = [key for key in keys if key not in data]

@@ -26,7 +26,7 @@ import time
 import pytest
 
 from bert_exporter.options import packaged_model_dir
-from harness import READY_MARKER, REPO_ROOT, RunningBridge, free_port, wait_for_log
+from harness import READY_MARKER, REPO_ROOT, RunningBridge, free_port, standalone_triton, wait_for_log
 
 STOP_TIMEOUT_S = 30  # as RunningBridge.stop: a bridge still running this long after its SIGINT is killed
 
@@ -148,21 +148,8 @@ def head_exports(head_models, tmp_path_factory):
         sources[name] = source_of(head_models, name)
         status = bert_export(["-model_dir", str(sources[name]), *flags, "-output", str(repository), "-name", name])
         assert status == 0, f"bert-export of {name} failed with {status}"
-    folder = tmp_path_factory.mktemp("head-triton")
-    ports = {"grpc": free_port(), "http": free_port(), "metrics": free_port()}
-    url = f"127.0.0.1:{ports['grpc']}"
-    command = [os.path.join(os.path.dirname(sys.executable), "bert-serving-triton"),
-               "--model-repository", str(repository), "--address", "127.0.0.1", "--cache-dir", str(folder),
-               *[f"--{kind}-port={port}" for kind, port in ports.items()]]
-    log_path = folder / "standalone.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    server = RunningBridge(process=process, port=ports["grpc"], port_out=0, log_path=log_path)
-    try:
-        wait_for_log(server, f"tritonserver ready: gRPC {url}", timeout_s=300)
-        yield HeadExports(repository, url, sources)
-    finally:
-        server.stop(timeout_s=60)
+    with standalone_triton(repository, tmp_path_factory.mktemp("head-triton"), "--address", "127.0.0.1") as server:
+        yield HeadExports(repository, f"127.0.0.1:{server.port}", sources)
 
 
 # a request limit low enough for tests/heads to pass it with 10,000 documents

@@ -1,4 +1,5 @@
-"""Helpers for tests that run real processes: free ports, a running bridge, waiting on its log.
+"""Helpers for tests that run real processes: free ports, a running bridge, waiting on its log, a tritonserver of its
+own.
 
 A module of its own (not conftest) so tests can import it by a name no other folder's conftest shadows.
 """
@@ -8,10 +9,13 @@ import random
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -86,6 +90,25 @@ def wait_for_log(bridge: RunningBridge, marker: str, timeout_s: float) -> None:
         time.sleep(0.2)
     bridge.stop()
     pytest.fail(f"bert-serving-start did not log '{marker}' within {timeout_s}s:\n{bridge.log()}")
+
+
+@contextmanager
+def standalone_triton(repository: Path, folder: Path, *flags: str, timeout_s: float = 300) -> Iterator[RunningBridge]:
+    """``bert-serving-triton`` (a tritonserver started on its own, as model_repository/README.md starts it) serving
+    ``repository`` on free ports, its cache and log in ``folder``; yields it once ready (``port``: its gRPC port),
+    stopped afterwards (``process.returncode`` then says how it exited)."""
+    ports = {"grpc": free_port(), "http": free_port(), "metrics": free_port()}
+    command = [str(Path(sys.executable).parent / "bert-serving-triton"), "--model-repository", str(repository),
+               "--cache-dir", str(folder), *flags, *[f"--{kind}-port={port}" for kind, port in ports.items()]]
+    log_path = folder / "standalone.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    server = RunningBridge(process=process, port=ports["grpc"], port_out=0, log_path=log_path)
+    try:
+        wait_for_log(server, f"tritonserver ready: gRPC 127.0.0.1:{ports['grpc']}", timeout_s=timeout_s)
+        yield server
+    finally:
+        server.stop(timeout_s=60)
 
 
 def run_concurrently(work, arguments, timeout_s: float = 300) -> list:

@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 
 MODEL_TYPES = ("mpnet",)
-REQUIRED_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
 PADDING_IDX = 1  # MPNetEmbeddings' own
 BUCKETS = 32  # MPNetEncoder.compute_position_bias buckets distances into 32 whatever the config says
 SCOPES = {
@@ -31,10 +30,10 @@ SCOPES = {
 
 
 def read_config(data: dict, path: Path):
-    from ..encoder_config import EncoderConfig, activation, require, tokens_held
+    from ..encoder_config import EncoderConfig, bert_shape, tokens_held
     from ..errors import SourceError
 
-    require(data, REQUIRED_KEYS, path)
+    shape = bert_shape(data, path)
     buckets = int(data.get("relative_attention_num_buckets", BUCKETS))
     if buckets != BUCKETS:
         raise SourceError(f"{path}: relative_attention_num_buckets {buckets} is not supported (transformers' MPNet "
@@ -42,16 +41,10 @@ def read_config(data: dict, path: Path):
     offset = PADDING_IDX + 1
     config = EncoderConfig(
         model_type="mpnet",
-        vocab_size=int(data["vocab_size"]),
-        hidden_size=int(data["hidden_size"]),
-        num_hidden_layers=int(data["num_hidden_layers"]),
-        num_attention_heads=int(data["num_attention_heads"]),
-        intermediate_size=int(data["intermediate_size"]),
-        hidden_act=activation(data.get("hidden_act", "gelu"), path),
+        **shape,
         max_position_embeddings=tokens_held(int(data.get("max_position_embeddings", 512)), offset, path),
         type_vocab_size=0,
         token_types=False,
-        layer_norm_eps=float(data.get("layer_norm_eps", 1e-12)),
         position_offset=offset,
         relative_attention_num_buckets=BUCKETS,
     )

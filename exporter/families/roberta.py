@@ -12,15 +12,14 @@ from __future__ import annotations
 from pathlib import Path
 
 MODEL_TYPES = ("roberta", "xlm-roberta", "camembert")
-REQUIRED_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
 PREFIXES = ("roberta.",)  # the base model inside RobertaFor*, XLMRobertaFor*, CamembertFor*
 
 
 def read_config(data: dict, path: Path):
-    from ..encoder_config import EncoderConfig, absolute_positions, activation, require, tokens_held
+    from ..encoder_config import EncoderConfig, absolute_positions, bert_shape, tokens_held
     from ..errors import SourceError
 
-    require(data, REQUIRED_KEYS, path)
+    shape = bert_shape(data, path)
     absolute_positions(data, path)
     model_type = str(data["model_type"])
     if data.get("is_decoder"):
@@ -33,16 +32,10 @@ def read_config(data: dict, path: Path):
     # Defaults are transformers' own (RobertaConfig's), for configs that leave a key out.
     config = EncoderConfig(
         model_type=model_type,
-        vocab_size=int(data["vocab_size"]),
-        hidden_size=int(data["hidden_size"]),
-        num_hidden_layers=int(data["num_hidden_layers"]),
-        num_attention_heads=int(data["num_attention_heads"]),
-        intermediate_size=int(data["intermediate_size"]),
-        hidden_act=activation(data.get("hidden_act", "gelu"), path),
+        **shape,
         max_position_embeddings=tokens_held(int(data.get("max_position_embeddings", 512)), offset, path),
         type_vocab_size=int(data.get("type_vocab_size", 2)),
         token_types=False,
-        layer_norm_eps=float(data.get("layer_norm_eps", 1e-12)),
         position_offset=offset,
     )
     config.check(path)

@@ -18,7 +18,7 @@ import pytest
 import zmq
 
 from bert_bridge.terminate import listening_sockets
-from harness import RunningBridge, free_port, run_concurrently, wait_for_log
+from harness import free_port, run_concurrently, standalone_triton
 
 pytestmark = pytest.mark.slow
 
@@ -37,20 +37,10 @@ ORIGINAL_CONFIG_KEYS = {
 def separate_triton(default_export, tmp_path_factory):
     """A tritonserver started on its own with `bert-serving-triton` (model_repository/README.md's command), on its
     default address."""
-    folder = tmp_path_factory.mktemp("separate-triton")
-    ports = {"grpc": free_port(), "http": free_port(), "metrics": free_port()}
-    command = [str(Path(sys.executable).parent / "bert-serving-triton"), "--model-repository",
-               str(default_export.repository), "--model", default_export.name,
-               "--cache-dir", str(folder), *[f"--{kind}-port={port}" for kind, port in ports.items()]]
-    log_path = folder / "standalone.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    server = RunningBridge(process=process, port=ports["grpc"], port_out=0, log_path=log_path)
-    try:
-        wait_for_log(server, f"tritonserver ready: gRPC 127.0.0.1:{ports['grpc']}", timeout_s=120)
+    with standalone_triton(default_export.repository, tmp_path_factory.mktemp("separate-triton"), "--model",
+                           default_export.name, timeout_s=120) as server:
         yield server
-    finally:
-        assert server.stop(timeout_s=60) == 0, server.log()
+    assert server.process.returncode == 0, server.log()
 
 
 def test_bert_serving_triton_listens_on_this_machine_only_by_default(separate_triton):

@@ -86,8 +86,10 @@ def test_the_target_chooses_the_form(tmp_path, target, trt_accelerator, form):
 
 @pytest.mark.parametrize("form", list(Form))
 @pytest.mark.parametrize(("case", "first_token_only"), [
-    (dict(pooling_strategy="CLS_POOLED"), True), (dict(pooling_strategy="FIRST_TOKEN", pooling_layer=[-3, -2]), True),
-    (dict(pooling_strategy="REDUCE_MEAN", pooling_layer=[-2]), False)], ids=["CLS_POOLED", "FIRST_TOKEN", "REDUCE_MEAN"])
+    (dict(pooling_strategy="CLS_POOLED"), True),
+    (dict(pooling_strategy="FIRST_TOKEN", pooling_layer=[-3, -2]), True),
+    (dict(pooling_strategy="REDUCE_MEAN", pooling_layer=[-2]), False),
+], ids=["CLS_POOLED", "FIRST_TOKEN", "REDUCE_MEAN"])
 def test_what_reads_the_first_token_alone_gets_the_last_layer_for_it_alone(tiny_hf, tiny_weights, form, case,
                                                                           first_token_only, tmp_path):
     """The deepest layer written computes one row per input where only its first token is read (a fraction of that

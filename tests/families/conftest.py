@@ -65,25 +65,9 @@ def _export_everything(family_folders: ModelFolders, repository: Path) -> None:
 
 @pytest.fixture(scope="session")
 def family_exports(family_folders, tmp_path_factory):
-    import subprocess
-    import sys
-
-    from harness import RunningBridge, free_port, wait_for_log
+    from harness import standalone_triton
 
     repository = tmp_path_factory.mktemp("family-repository")
     _export_everything(family_folders, repository)
-    folder = tmp_path_factory.mktemp("family-triton")
-    ports = {"grpc": free_port(), "http": free_port(), "metrics": free_port()}
-    url = f"127.0.0.1:{ports['grpc']}"
-    command = [str(Path(sys.executable).parent / "bert-serving-triton"), "--model-repository", str(repository),
-               "--address", "127.0.0.1", "--cache-dir", str(folder),
-               *[f"--{kind}-port={port}" for kind, port in ports.items()]]
-    log_path = folder / "standalone.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    server = RunningBridge(process=process, port=ports["grpc"], port_out=0, log_path=log_path)
-    try:
-        wait_for_log(server, f"tritonserver ready: gRPC {url}", timeout_s=300)
-        yield FamilyExports(repository, url)
-    finally:
-        server.stop(timeout_s=60)
+    with standalone_triton(repository, tmp_path_factory.mktemp("family-triton"), "--address", "127.0.0.1") as server:
+        yield FamilyExports(repository, f"127.0.0.1:{server.port}")
