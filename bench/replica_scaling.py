@@ -23,6 +23,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -136,6 +138,8 @@ def main(argv=None) -> None:
     reason = why_hosts_unavailable()
     if reason:
         parser.exit(2, f"replica_scaling: cannot make test hosts: {reason}\n")
+    # SIGTERM (a timeout, a supervisor) unwinds as Ctrl-C does, so Network's exit takes the hosts and replicas down.
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
     before, started = machine(), time.monotonic()
     with tempfile.TemporaryDirectory() as folder:
         result = run(args, Path(folder))

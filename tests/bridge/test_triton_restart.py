@@ -227,9 +227,12 @@ def outage(start_bridge, default_export, legacy_client):
                         BertClient(port=b.port, port_out=b.port_out, timeout=TIMEOUT_MS) as status_b:
                     while not stop.is_set():
                         for name, status in (("A", status_a), ("B", status_b)):
-                            record.ready.setdefault(name, []).append((time.monotonic(), *http_ready(bridges[name][1])))
-                            record.states.setdefault(name, []).append(
-                                (time.monotonic(), status.server_status["triton"]))
+                            # Each answer is timed when it arrived: a /ready asked just before the kill can be
+                            # answered after it, from a tritonserver that is gone.
+                            ready = http_ready(bridges[name][1])
+                            record.ready.setdefault(name, []).append((time.monotonic(), *ready))
+                            triton = status.server_status["triton"]
+                            record.states.setdefault(name, []).append((time.monotonic(), triton))
                         time.sleep(0.1)
 
             clients = {
