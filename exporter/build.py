@@ -32,8 +32,7 @@ def target_form(options: ExportOptions) -> Form:
 
 def build_onnx(config: EncoderConfig, weights: dict[str, np.ndarray], options: ExportOptions, *, form: Form):
     """The export's graph as an ``onnx.ModelProto``."""
-    from .head_source import CLASSIFICATION
-    from .heads import write_head
+    from .heads import reads_first_token_alone, write_head
     from .onnx_builder import FLOAT, FLOAT16, INT32, GraphBuilder, tensor
     from .pooling import Pooler, bert_pooler, dense_module, l2_normalize, output
 
@@ -57,10 +56,10 @@ def build_onnx(config: EncoderConfig, weights: dict[str, np.ndarray], options: E
                                    use_position_embeddings=not options.no_position_embeddings,
                                    max_length=options.max_seq_len)
     # What reads the last layer's first token alone lets the encoder compute that token alone in it.
-    first_token_only = encoder.trims_last_layer and (
-        strategy in (PoolingStrategy.CLS_POOLED, PoolingStrategy.FIRST_TOKEN) if head is None
-        else head["kind"] == CLASSIFICATION and head.get("pooling") != "mean")
-    layers = encoder.write(input_ids, input_mask, segment_ids, depth=depth, first_token_only=first_token_only)
+    reads_first_token = (reads_first_token_alone(head) if head is not None
+                         else strategy in (PoolingStrategy.CLS_POOLED, PoolingStrategy.FIRST_TOKEN))
+    layers = encoder.write(input_ids, input_mask, segment_ids, depth=depth,
+                           first_token_only=reads_first_token and encoder.trims_last_layer)
     if head is not None:
         pooled = write_head(g, head, layers[-1], input_mask, weights)
     elif strategy is PoolingStrategy.CLS_POOLED:

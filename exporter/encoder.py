@@ -174,10 +174,9 @@ class EncoderWriter:
 
     def _self_attention(self, x: str, mask: str, attention_bias: str | None, scope: str, index: int) -> str:
         """The heads' context vectors, merged back to [B, T, H] (before the output projection)."""
-        g, c, w = self.g, self.config, self._w
+        g, c = self.g, self.config
         if self.fused:  # query, key and value packed: [H, 3H]
-            kernel = np.concatenate([w(f"{scope}/{n}/kernel") for n in ("query", "key", "value")], axis=1)
-            bias = np.concatenate([w(f"{scope}/{n}/bias") for n in ("query", "key", "value")])
+            kernel, bias = self._packed(scope, ("query", "key", "value"))
             if self.int8:
                 return self._attend(*self._int8_projections(x, kernel, bias, ("query", "key", "value"), index),
                                     mask, attention_bias, index)
@@ -191,17 +190,16 @@ class EncoderWriter:
     def _first_token_layer(self, x: str, mask: str, attention_bias: str | None, index: int) -> str:
         """The layer's output for the first token alone, [B, 1, H]: every token's key and value, then the first
         token's query, attention, projections and norms -- the same arithmetic as its row of ``_layer``, for about a
-        sixth of that layer's work. The rows after the first go through float32 in every form (one row each)."""
-        g, c, w = self.g, self.config, self._w
+        sixth of that layer's work. After the keys and values, that one row goes through float32 in every form (int8
+        would not pay for itself on one row)."""
+        g, c = self.g, self.config
         scope = f"encoder/layer_{index}"
         attention = f"{scope}/attention/self"
         zero, one = g.constant([0], np.int64), g.constant([1], np.int64)
         first = g.op("Slice", x, zero, one, one, name=f"layer{index}_first_token")  # [B, 1, H]
         query = self._linear(first, f"{attention}/query", f"layer{index}_query")
         if self.int8:
-            kernel = np.concatenate([w(f"{attention}/{n}/kernel") for n in ("key", "value")], axis=1)
-            bias = np.concatenate([w(f"{attention}/{n}/bias") for n in ("key", "value")])
-            key, value = self._int8_projections(x, kernel, bias, ("key", "value"), index)
+            key, value = self._int8_projections(x, *self._packed(attention, ("key", "value")), ("key", "value"), index)
         else:
             key, value = (self._linear(x, f"{attention}/{n}", f"layer{index}_{n}") for n in ("key", "value"))
         if attention_bias is not None:  # MPNet's [1, heads, T, T]: the first query's row
@@ -214,6 +212,11 @@ class EncoderWriter:
                                 float32=True)
         inner = self._dense_activation(x, f"{scope}/intermediate/dense", f"layer{index}_intermediate")
         return self._residual_norm(inner, x, f"{scope}/output", f"layer{index}_output", float32=True)
+
+    def _packed(self, scope: str, names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """The kernels and biases of ``scope``'s projections ``names``, side by side: [H, len(names) H], one product."""
+        return (np.concatenate([self._w(f"{scope}/{n}/kernel") for n in names], axis=1),
+                np.concatenate([self._w(f"{scope}/{n}/bias") for n in names]))
 
     def _linear(self, x: str, scope: str, name: str) -> str:
         g, w = self.g, self._w

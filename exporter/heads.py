@@ -29,10 +29,16 @@ def write_head(g: GraphBuilder, head: dict, last_layer: str, input_mask: str, we
     return splade(g, head, last_layer, input_mask, weights)
 
 
+def reads_first_token_alone(head: dict) -> bool:
+    """Whether the head reads nothing of the last layer but its first token (the encoder may then compute that token
+    alone in it): a classification head over the first token."""
+    return head["kind"] == CLASSIFICATION and head.get("pooling") != "mean"
+
+
 def classification(g: GraphBuilder, head: dict, last_layer: str, input_mask: str,
                    weights: dict[str, np.ndarray]) -> str:
     """Logits ``[B, num_labels]`` from the first token (or the tokens' mean): out([norm](activation(dense(x))))."""
-    if head.get("pooling") == "mean":
+    if not reads_first_token_alone(head):
         pooled = Pooler(g, input_mask).pool([last_layer], PoolingStrategy.REDUCE_MEAN)
     else:
         pooled = g.op("Gather", last_layer, g.constant(0, np.int64), axis=1, name="head_first_token")
