@@ -5,6 +5,8 @@ anything, so the graph holds exactly the nodes written, in the form onnxruntime'
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
@@ -57,6 +59,19 @@ class GraphBuilder:
         self.nodes.append(helper.make_node(op_type, ["" if x is None else x for x in inputs], names, name=stem,
                                            domain=domain, **attributes))
         return names[0] if outputs == 1 else names
+
+    def choose(self, condition: str, if_true: Callable[[GraphBuilder], str], if_false: Callable[[GraphBuilder], str],
+               *, name: str) -> str:
+        """If(condition): each branch a subgraph that its function writes into a builder of its own (reading this
+        graph's tensors by name), whose one float32 tensor it returns."""
+        branches = []
+        for write in (if_true, if_false):
+            branch = GraphBuilder(opset=self.opset)
+            branch._counts = self._counts  # node and tensor names stay unique across the whole model
+            output = write(branch)
+            branches.append(helper.make_graph(branch.nodes, self._name(f"{name}_branch"), [],
+                                              [tensor(output, FLOAT, None)], initializer=branch.initializers))
+        return self.op("If", condition, name=name, then_branch=branches[0], else_branch=branches[1])
 
     def model(self, *, inputs: list[onnx.ValueInfoProto], outputs: list[onnx.ValueInfoProto],
               doc: str) -> onnx.ModelProto:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .encoder import EncoderWriter, Form, _Int8Rows, activation
+from .encoder import EncoderWriter, Form, _Int8Rows
 from .errors import OptionError
 from .onnx_builder import FLOAT, MICROSOFT, GraphBuilder
 from .rotary_config import Rotary, RotaryEncoderConfig
@@ -164,13 +164,6 @@ class RotaryEncoderWriter(EncoderWriter):
         if not self.int8:
             return block(x, False)
         return self._int8_with_special_rows(x, lambda bulk: block(bulk, True), lambda rows: block(rows, False), name)
-
-    def _activation(self, x: str) -> str:
-        kind = self.config.hidden_act
-        if self.fused and kind in FUSED_ACTIVATIONS:
-            op_type, attributes = FUSED_ACTIVATIONS[kind]
-            return self.g.op(op_type, x, domain=MICROSOFT, **attributes)
-        return activation(self.g, x, kind)
 
     # --- attention -----------------------------------------------------------------------------------------------
 
@@ -321,6 +314,3 @@ class WindowLayout:
     key_bias: str  # [B, 1, nb, 1, c + 2w]: the padding mask of each block's keys
     band: str  # [c, c + 2w]: 0 within the window, -10000 outside
 
-
-# onnxruntime's fused activations: exact Gelu (erf), FastGelu (tanh), QuickGelu with alpha 1 is x * sigmoid(x) (SiLU).
-FUSED_ACTIVATIONS = {"gelu": ("Gelu", {}), "gelu_tanh": ("FastGelu", {}), "silu": ("QuickGelu", {"alpha": 1.0})}

@@ -44,11 +44,31 @@ def expected(oracle, feeds: dict, options: ExportOptions) -> np.ndarray:
     return pooled
 
 
+def batch(padded: bool) -> dict:
+    """Rows of 12, 7 and 4 tokens with holes (-mask_cls_sep), or three rows of 12 without padding: the fused form's
+    attention then runs without its mask (exporter/encoder.py, _attention_node)."""
+    if padded:
+        return mask_cls_sep(make_batch([12, 7, 4], 12, vocab_size=TINY["vocab_size"], seed=3))
+    feeds = make_batch([12, 12, 12], 12, vocab_size=TINY["vocab_size"], seed=3)
+    assert feeds["input_mask"].all()
+    return feeds
+
+
+def all_nodes(graph):
+    """The graph's nodes and those of its subgraphs (an If's branches)."""
+    for node in graph.node:
+        yield node
+        for attribute in node.attribute:
+            if attribute.HasField("g"):
+                yield from all_nodes(attribute.g)
+
+
+@pytest.mark.parametrize("padded", [True, False], ids=["padded", "unpadded"])
 @pytest.mark.parametrize("case", CASES, ids=lambda case: case["pooling_strategy"])
-def test_fused_and_standard_forms_agree_with_transformers(tiny_hf, tiny_weights, case, tmp_path):
+def test_fused_and_standard_forms_agree_with_transformers(tiny_hf, tiny_weights, case, padded, tmp_path):
     config, weights = tiny_weights
     options = ExportOptions(model_dir=tiny_hf.model_dir, output=tmp_path, **case)
-    feeds = mask_cls_sep(make_batch([12, 7, 4], 12, vocab_size=TINY["vocab_size"], seed=3))
+    feeds = batch(padded)
     fused = run(build_onnx(config, weights, options, form=Form.FUSED), feeds)
     standard = run(build_onnx(config, weights, options, form=Form.STANDARD), feeds)
     truth = expected(tiny_hf.oracle, feeds, options)
@@ -64,10 +84,14 @@ def test_each_form_holds_only_what_its_runtime_knows(tiny_hf, tiny_weights, tmp_
     fused = build_onnx(config, weights, options, form=Form.FUSED)
     standard = build_onnx(config, weights, options, form=Form.STANDARD)
     assert {n.domain for n in standard.graph.node} == {""}, "TensorRT parses ai.onnx operators only"
-    contrib = {n.op_type for n in fused.graph.node if n.domain == "com.microsoft"}
+    contrib = {n.op_type for n in all_nodes(fused.graph) if n.domain == "com.microsoft"}
     assert contrib == {"EmbedLayerNormalization", "Attention", "BiasGelu"}
-    # Layers past the pooled one (-2 of 4) are not in the graph.
-    assert sum(n.op_type == "Attention" for n in fused.graph.node) == TINY["num_hidden_layers"] - 1
+    # Layers past the pooled one (-2 of 4) are not in the graph; each layer's Attention is there with its mask and
+    # without it (for calls without padding), one If choosing.
+    layers = TINY["num_hidden_layers"] - 1
+    attention = [n for n in all_nodes(fused.graph) if n.op_type == "Attention"]
+    assert sorted(len([i for i in n.input if i]) for n in attention) == [3] * layers + [4] * layers
+    assert sum(n.op_type == "If" for n in fused.graph.node) == layers
     int8 = build_onnx(config, weights, options, form=Form.INT8)
     assert not {"MatMul"} & {n.op_type for n in int8.graph.node if any("kernel_int8" in i for i in n.input)}
     assert sum(n.op_type == "DynamicQuantizeMatMul" for n in int8.graph.node) == 3 * (TINY["num_hidden_layers"] - 1)
@@ -111,13 +135,15 @@ def test_what_reads_the_first_token_alone_gets_the_last_layer_for_it_alone(tiny_
     assert layer.shape == (3, 1 if first_token_only else 12, TINY["hidden_size"])
 
 
+@pytest.mark.parametrize("padded", [True, False], ids=["padded", "unpadded"])
 @pytest.mark.parametrize("case", CASES[:3] + [dict(pooling_strategy="CLS_POOLED")],
                          ids=lambda case: case["pooling_strategy"])
-def test_the_int8_form_stays_close_to_fp32(tiny_hf, tiny_weights, case, tmp_path):
-    """Its first and last tokens in float32, the rest in int8: rows with holes (-mask_cls_sep) and padding too."""
+def test_the_int8_form_stays_close_to_fp32(tiny_hf, tiny_weights, case, padded, tmp_path):
+    """Its first and last tokens in float32, the rest in int8: rows with holes (-mask_cls_sep) and padding, and rows
+    without padding."""
     config, weights = tiny_weights
     options = ExportOptions(model_dir=tiny_hf.model_dir, output=tmp_path, **case)
-    feeds = mask_cls_sep(make_batch([12, 7, 4], 12, vocab_size=TINY["vocab_size"], seed=5))
+    feeds = batch(padded)
     fp32 = run(build_onnx(config, weights, options, form=Form.FUSED), feeds)
     int8 = run(build_onnx(config, weights, options, form=Form.INT8), feeds)
     assert fp32.shape == int8.shape
