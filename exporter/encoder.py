@@ -5,19 +5,23 @@ One writer, three forms of the same arithmetic (``Form``):
 - ``fused``: onnxruntime's contrib kernels for the CPU targets (embedded, onnx): EmbedLayerNormalization, Attention
   with the query, key and value projections packed into one matrix, BiasGelu/FastGelu -- the kernels onnxruntime's
   transformer optimizer rewrites a traced BERT into (the fastest CPU graph known for these models), written directly,
-  so nothing depends on a pattern being recognised -- except where a standard kernel is faster: each residual and its
-  bias are added by one Sum before a LayerNormalization, not by SkipLayerNormalization (``_sum_norm``).
+  so nothing depends on a pattern being recognised -- except where a standard kernel is faster: each residual is
+  added before its LayerNormalization over [B * T, H] views, which onnxruntime leaves alone (over [B, T, H] it would
+  fuse them into its slower SkipLayerNormalization: ``_sum_norm``). When no row of a call is padded, the attention
+  runs without its mask, which lets onnxruntime take its flash kernel (``_attention_node``).
 - ``standard``: ai.onnx operators only (MatMul, Softmax, LayerNormalization, Erf...), for TensorRT (-target tensorrt
   and the onnx target's --trt-accelerator), which does its own fusions and knows no com.microsoft operator.
 - ``int8`` (-quantize int8): the fused form with every encoder projection an int8 matrix product (one scale per output
   channel; activations quantized per call by onnxruntime's DynamicQuantizeMatMul and MatMulIntegerToFloat; the
-  attention itself stays float32). A call's range is one number for the whole activation tensor, so the writer keeps out of it what would stretch it for everyone:
+  attention itself stays float32). A call's range is one number for the whole activation tensor, so the writer keeps
+  out of it what would stretch it for everyone:
   padding rows (masked everywhere, so zeroed before the query/key/value and the feed-forward projections) and the
   first and last real token of each row ([CLS]/<s> and [SEP]/</s>, whose states carry values ten times the others'
-  in a few channels). Those two rows go through the query/key/value projection and the feed-forward block in float32
-  and are written over the int8 results. On the packaged MiniLM (-pooling_layer -1) that lifts the worst cosine to
-  float32 from 0.95-0.97 to 0.996, a one-word sentence padded beside long ones included (quantize.py checks every
-  export); the attention-output projection, whose inputs have no outliers, needs neither.
+  in a few channels). Those two rows go through the query/key/value projection and the feed-forward block apart, in
+  split int8 (each operand an int8 part plus its int8 remainder: three int8 products, nearly float32's precision,
+  ``_split_int8_matmul``), and are written over the int8 results. On the packaged MiniLM (-pooling_layer -1) that
+  lifts the worst cosine to float32 from 0.95-0.97 to 0.996, a one-word sentence padded beside long ones included
+  (quantize.py checks every export); the attention-output projection, whose inputs have no outliers, needs neither.
 
 Where only the first token of the last layer is read (a classification head, CLS_POOLED, FIRST_TOKEN), that layer is
 written for the first token alone (``_first_token_layer``).
@@ -178,7 +182,7 @@ class EncoderWriter:
 
     def _self_attention(self, x: str, mask: str, attention_bias: str | None, scope: str, index: int) -> str:
         """The heads' context vectors, merged back to [B, T, H] (before the output projection)."""
-        g, c = self.g, self.config
+        g = self.g
         if self.fused:  # query, key and value packed: [H, 3H]
             kernel, bias = self._packed(scope, ("query", "key", "value"))
             if self.int8:
@@ -256,8 +260,8 @@ class EncoderWriter:
 
         if self.unpadded is None:
             return node(g, inputs[mask_input])
-        return g.choose(self.unpadded, lambda branch: node(branch, None), lambda branch: node(branch, inputs[mask_input]),
-                        name=f"{name}_if_unpadded")
+        return g.choose(self.unpadded, lambda branch: node(branch, None),
+                        lambda branch: node(branch, inputs[mask_input]), name=f"{name}_if_unpadded")
 
     def _residual_norm(self, x: str, residual: str, scope: str, name: str, *, float32: bool = False) -> str:
         """LayerNorm(x @ kernel + bias + residual) with ``scope``'s dense and LayerNorm weights; int8 in the int8
@@ -268,20 +272,23 @@ class EncoderWriter:
             return self._sum_norm([projected, residual], scope, name)
         projected = g.op("MatMul", x, g.weight(w(f"{scope}/dense/kernel"), f"{name}_kernel"))
         bias = g.weight(w(f"{scope}/dense/bias"), f"{name}_bias")
-        return self._sum_norm([projected, bias, residual], scope, name)
+        return self._sum_norm([projected, residual], scope, name, bias=bias)
 
-    def _sum_norm(self, terms: list[str], scope: str, name: str) -> str:
-        """LayerNorm(sum of terms). The fused forms add with one Sum: onnxruntime would fuse an Add before a
-        LayerNormalization into SkipLayerNormalization, whose CPU kernel took 3.5 ms where Sum and LayerNormalization
-        took 1.0 ms (MiniLM, 2,000 x 384, one thread)."""
+    def _sum_norm(self, terms: list[str], scope: str, name: str, *, bias: str | None = None) -> str:
+        """LayerNorm(sum of the [B, T, H] ``terms`` + ``bias``). The fused forms add over [B * T, H] views of them:
+        over [B, T, H], onnxruntime fuses an Add before a LayerNormalization into SkipLayerNormalization, whose CPU
+        kernel took 1.8 ms where Add and LayerNormalization over [B * T, H] take 0.43 ms (Sum, which it does not
+        fuse, 0.65 ms; MiniLM's 2,000 x 384, two threads)."""
         g, w = self.g, self._w
         gamma, beta = w(f"{scope}/LayerNorm/gamma"), w(f"{scope}/LayerNorm/beta")
         if self.fused:
-            return self._layer_norm(g.op("Sum", *terms, name=f"{name}_sum"), gamma, beta, f"{name}_ln")
-        total = terms[0]
+            shape = g.op("Shape", terms[0])
+            terms = [g.op("Reshape", term, g.constant([-1, self.config.hidden_size], np.int64)) for term in terms]
+        total = terms[0] if bias is None else g.op("Add", terms[0], bias)
         for term in terms[1:]:
-            total = g.op("Add", total, term)
-        return self._layer_norm(total, gamma, beta, f"{name}_ln")
+            total = g.op("Add", total, term, name=f"{name}_sum")
+        normed = self._layer_norm(total, gamma, beta, f"{name}_ln")
+        return g.op("Reshape", normed, shape) if self.fused else normed
 
     def _dense_activation(self, x: str, scope: str, name: str) -> str:
         """activation(x @ kernel + bias) with ``scope``'s dense weights."""
@@ -314,19 +321,41 @@ class EncoderWriter:
                     g.weight(bias, f"{name}_bias") if bias is not None else None, domain=MICROSOFT,
                     name=f"{name}_int8")
 
+    def _split_int8_matmul(self, x: str, kernel: np.ndarray, name: str, *, bias: np.ndarray) -> str:
+        """x @ kernel + bias to nearly float32's precision in int8 products: x = x1 + x2 and kernel = k1 + k2, where
+        x1, k1 are x and kernel in int8 and x2, k2 what that rounding left, in int8 again; x1 k1 + x1 k2 + x2 k1 (x2 k2
+        is ~1e-4 of the rest)."""
+        g = self.g
+        x1, x1_scale, x1_zero = g.op("DynamicQuantizeLinear", x, outputs=3, name=f"{name}_x1")
+        rest = g.op("Sub", x, g.op("DequantizeLinear", x1, x1_scale, x1_zero), name=f"{name}_x_rest")
+        x2, x2_scale, x2_zero = g.op("DynamicQuantizeLinear", rest, outputs=3, name=f"{name}_x2")
+        k1, k1_scale = quantize_columns(kernel)
+        k2, k2_scale = quantize_columns(kernel - k1.astype(np.float32) * k1_scale)
+        zero = g.weight(np.zeros(kernel.shape[1], np.int8), f"{name}_kernel_zero_point")
+        k1, k1_scale = g.weight(k1, f"{name}_k1"), g.weight(k1_scale, f"{name}_k1_scale")
+        k2, k2_scale = g.weight(k2, f"{name}_k2"), g.weight(k2_scale, f"{name}_k2_scale")
+        # Two Adds: onnxruntime's Sum of three took 2.6x as long (100 x 1,536).
+        return g.op("Add", g.op("Add",
+                                g.op("MatMulIntegerToFloat", x1, k1, x1_scale, k1_scale, x1_zero, zero,
+                                     g.weight(bias, f"{name}_bias"), domain=MICROSOFT),
+                                g.op("MatMulIntegerToFloat", x1, k2, x1_scale, k2_scale, x1_zero, zero,
+                                     domain=MICROSOFT)),
+                    g.op("MatMulIntegerToFloat", x2, k1, x2_scale, k1_scale, x2_zero, zero, domain=MICROSOFT),
+                    name=f"{name}_product")
+
     def _int8_projections(self, x: str, kernel: np.ndarray, bias: np.ndarray, labels: tuple[str, ...],
                           index: int) -> list[str]:
         """x @ kernel + bias in int8, one product per label's columns of the packed ``kernel``, all from one quantized
-        input; each row's first and last token in float32 (one packed product, split)."""
+        input; each row's first and last token in split int8 (one packed product, split by label)."""
         g, width = self.g, self.config.hidden_size
         name = f"layer{index}_{''.join(label[0] for label in labels)}"
         bulk = g.op("Mul", x, self.rows.bulk, name=f"{name}_bulk")
         x_int8, x_scale, x_zero_point = g.op("DynamicQuantizeLinear", bulk, outputs=3, name=f"{name}_quantized")
         rows = g.op("GatherND", x, self.rows.special, name=f"{name}_special_rows")
-        special = g.op("Add", g.op("MatMul", rows, g.weight(kernel, f"{name}_kernel")), g.weight(bias, f"{name}_bias"))
+        special = self._split_int8_matmul(rows, kernel, f"{name}_special", bias=bias)
         special = g.op("Split", special, g.constant([width] * len(labels), np.int64), axis=-1, outputs=len(labels))
         projections = []
-        for part, (label, rows_fp32) in enumerate(zip(labels, special)):
+        for part, (label, special_rows) in enumerate(zip(labels, special)):
             columns = slice(part * width, (part + 1) * width)
             quantized, scales = quantize_columns(kernel[:, columns])
             projection = g.op("MatMulIntegerToFloat", x_int8,
@@ -334,13 +363,13 @@ class EncoderWriter:
                               g.weight(scales, f"layer{index}_{label}_kernel_scale"), x_zero_point,
                               g.weight(np.zeros(width, np.int8), f"layer{index}_{label}_kernel_zero_point"),
                               g.weight(bias[columns], f"layer{index}_{label}_bias"), domain=MICROSOFT)
-            projections.append(g.op("ScatterND", projection, self.rows.special, rows_fp32,
+            projections.append(g.op("ScatterND", projection, self.rows.special, special_rows,
                                     name=f"layer{index}_{label}_rows"))
         return projections
 
     def _int8_feed_forward(self, x: str, scope: str, index: int) -> str:
-        """LayerNorm(x + FFN(x)): int8 for the bulk of the tokens, float32 for each row's first and last."""
-        g, w = self.g, self._w
+        """LayerNorm(x + FFN(x)): int8 for the bulk of the tokens, split int8 for each row's first and last."""
+        w = self._w
         name = f"layer{index}"
         inner, output = f"{scope}/intermediate/dense", f"{scope}/output/dense"
 
@@ -349,20 +378,21 @@ class EncoderWriter:
             hidden = self._activation(hidden)
             return self._int8_matmul(hidden, w(f"{output}/kernel"), f"{name}_output", bias=w(f"{output}/bias"))
 
-        def fp32(rows: str) -> str:
-            hidden = self._dense_activation(rows, inner, f"{name}_special_intermediate")
-            hidden = g.op("MatMul", hidden, g.weight(w(f"{output}/kernel"), f"{name}_output_kernel"))
-            return g.op("Add", hidden, g.weight(w(f"{output}/bias"), f"{name}_output_bias"))
+        def split_int8(rows: str) -> str:
+            hidden = self._split_int8_matmul(rows, w(f"{inner}/kernel"), f"{name}_special_intermediate",
+                                             bias=w(f"{inner}/bias"))
+            return self._split_int8_matmul(self._activation(hidden), w(f"{output}/kernel"), f"{name}_special_output",
+                                           bias=w(f"{output}/bias"))
 
-        out = self._int8_with_special_rows(x, int8, fp32, f"{name}_feed_forward")
+        out = self._int8_with_special_rows(x, int8, split_int8, f"{name}_feed_forward")
         return self._sum_norm([out, x], f"{scope}/output", f"{name}_output")
 
-    def _int8_with_special_rows(self, x: str, int8, fp32, name: str) -> str:
+    def _int8_with_special_rows(self, x: str, int8, precise, name: str) -> str:
         """``int8`` over x with padding, first and last token zeroed (out of the ranges), its rows for those two tokens
-        replaced by ``fp32`` over them."""
+        replaced by ``precise`` over them."""
         g = self.g
         bulk = g.op("Mul", x, self.rows.bulk, name=f"{name}_bulk")
-        special = fp32(g.op("GatherND", x, self.rows.special, name=f"{name}_special_rows"))  # [B, 2, N]
+        special = precise(g.op("GatherND", x, self.rows.special, name=f"{name}_special_rows"))  # [B, 2, N]
         return g.op("ScatterND", int8(bulk), self.rows.special, special, name=f"{name}_rows")
 
 
