@@ -17,11 +17,10 @@ One writer, three forms of the same arithmetic (``Form``):
   out of it what would stretch it for everyone:
   padding rows (masked everywhere, so zeroed before the query/key/value and the feed-forward projections) and the
   first and last real token of each row ([CLS]/<s> and [SEP]/</s>, whose states carry values ten times the others'
-  in a few channels). Those two rows go through the query/key/value projection and the feed-forward block apart, in
-  split int8 (each operand an int8 part plus its int8 remainder: three int8 products, nearly float32's precision,
-  ``_split_int8_matmul``), and are written over the int8 results. On the packaged MiniLM (-pooling_layer -1) that
-  lifts the worst cosine to float32 from 0.95-0.97 to 0.996, a one-word sentence padded beside long ones included
-  (quantize.py checks every export); the attention-output projection, whose inputs have no outliers, needs neither.
+  in a few channels). Those two rows go through the query/key/value projection and the feed-forward block in float32
+  and are written over the int8 results. On the packaged MiniLM (-pooling_layer -1) that lifts the worst cosine to
+  float32 from 0.95-0.97 to 0.996, a one-word sentence padded beside long ones included (quantize.py checks every
+  export); the attention-output projection, whose inputs have no outliers, needs neither.
 
 Where only the first token of the last layer is read (a classification head, CLS_POOLED, FIRST_TOKEN), that layer is
 written for the first token alone (``_first_token_layer``).
@@ -321,38 +320,16 @@ class EncoderWriter:
                     g.weight(bias, f"{name}_bias") if bias is not None else None, domain=MICROSOFT,
                     name=f"{name}_int8")
 
-    def _split_int8_matmul(self, x: str, kernel: np.ndarray, name: str, *, bias: np.ndarray) -> str:
-        """x @ kernel + bias to nearly float32's precision in int8 products: x = x1 + x2 and kernel = k1 + k2, where
-        x1, k1 are x and kernel in int8 and x2, k2 what that rounding left, in int8 again; x1 k1 + x1 k2 + x2 k1 (x2 k2
-        is ~1e-4 of the rest)."""
-        g = self.g
-        x1, x1_scale, x1_zero = g.op("DynamicQuantizeLinear", x, outputs=3, name=f"{name}_x1")
-        rest = g.op("Sub", x, g.op("DequantizeLinear", x1, x1_scale, x1_zero), name=f"{name}_x_rest")
-        x2, x2_scale, x2_zero = g.op("DynamicQuantizeLinear", rest, outputs=3, name=f"{name}_x2")
-        k1, k1_scale = quantize_columns(kernel)
-        k2, k2_scale = quantize_columns(kernel - k1.astype(np.float32) * k1_scale)
-        zero = g.weight(np.zeros(kernel.shape[1], np.int8), f"{name}_kernel_zero_point")
-        k1, k1_scale = g.weight(k1, f"{name}_k1"), g.weight(k1_scale, f"{name}_k1_scale")
-        k2, k2_scale = g.weight(k2, f"{name}_k2"), g.weight(k2_scale, f"{name}_k2_scale")
-        # Two Adds: onnxruntime's Sum of three took 2.6x as long (100 x 1,536).
-        return g.op("Add", g.op("Add",
-                                g.op("MatMulIntegerToFloat", x1, k1, x1_scale, k1_scale, x1_zero, zero,
-                                     g.weight(bias, f"{name}_bias"), domain=MICROSOFT),
-                                g.op("MatMulIntegerToFloat", x1, k2, x1_scale, k2_scale, x1_zero, zero,
-                                     domain=MICROSOFT)),
-                    g.op("MatMulIntegerToFloat", x2, k1, x2_scale, k1_scale, x2_zero, zero, domain=MICROSOFT),
-                    name=f"{name}_product")
-
     def _int8_projections(self, x: str, kernel: np.ndarray, bias: np.ndarray, labels: tuple[str, ...],
                           index: int) -> list[str]:
         """x @ kernel + bias in int8, one product per label's columns of the packed ``kernel``, all from one quantized
-        input; each row's first and last token in split int8 (one packed product, split by label)."""
+        input; each row's first and last token in float32 (one packed product, split by label)."""
         g, width = self.g, self.config.hidden_size
         name = f"layer{index}_{''.join(label[0] for label in labels)}"
         bulk = g.op("Mul", x, self.rows.bulk, name=f"{name}_bulk")
         x_int8, x_scale, x_zero_point = g.op("DynamicQuantizeLinear", bulk, outputs=3, name=f"{name}_quantized")
         rows = g.op("GatherND", x, self.rows.special, name=f"{name}_special_rows")
-        special = self._split_int8_matmul(rows, kernel, f"{name}_special", bias=bias)
+        special = g.op("Add", g.op("MatMul", rows, g.weight(kernel, f"{name}_kernel")), g.weight(bias, f"{name}_bias"))
         special = g.op("Split", special, g.constant([width] * len(labels), np.int64), axis=-1, outputs=len(labels))
         projections = []
         for part, (label, special_rows) in enumerate(zip(labels, special)):
@@ -368,8 +345,8 @@ class EncoderWriter:
         return projections
 
     def _int8_feed_forward(self, x: str, scope: str, index: int) -> str:
-        """LayerNorm(x + FFN(x)): int8 for the bulk of the tokens, split int8 for each row's first and last."""
-        w = self._w
+        """LayerNorm(x + FFN(x)): int8 for the bulk of the tokens, float32 for each row's first and last."""
+        g, w = self.g, self._w
         name = f"layer{index}"
         inner, output = f"{scope}/intermediate/dense", f"{scope}/output/dense"
 
@@ -378,21 +355,20 @@ class EncoderWriter:
             hidden = self._activation(hidden)
             return self._int8_matmul(hidden, w(f"{output}/kernel"), f"{name}_output", bias=w(f"{output}/bias"))
 
-        def split_int8(rows: str) -> str:
-            hidden = self._split_int8_matmul(rows, w(f"{inner}/kernel"), f"{name}_special_intermediate",
-                                             bias=w(f"{inner}/bias"))
-            return self._split_int8_matmul(self._activation(hidden), w(f"{output}/kernel"), f"{name}_special_output",
-                                           bias=w(f"{output}/bias"))
+        def fp32(rows: str) -> str:
+            hidden = self._dense_activation(rows, inner, f"{name}_special_intermediate")
+            hidden = g.op("MatMul", hidden, g.weight(w(f"{output}/kernel"), f"{name}_output_kernel"))
+            return g.op("Add", hidden, g.weight(w(f"{output}/bias"), f"{name}_output_bias"))
 
-        out = self._int8_with_special_rows(x, int8, split_int8, f"{name}_feed_forward")
+        out = self._int8_with_special_rows(x, int8, fp32, f"{name}_feed_forward")
         return self._sum_norm([out, x], f"{scope}/output", f"{name}_output")
 
-    def _int8_with_special_rows(self, x: str, int8, precise, name: str) -> str:
+    def _int8_with_special_rows(self, x: str, int8, fp32, name: str) -> str:
         """``int8`` over x with padding, first and last token zeroed (out of the ranges), its rows for those two tokens
-        replaced by ``precise`` over them."""
+        replaced by ``fp32`` over them."""
         g = self.g
         bulk = g.op("Mul", x, self.rows.bulk, name=f"{name}_bulk")
-        special = precise(g.op("GatherND", x, self.rows.special, name=f"{name}_special_rows"))  # [B, 2, N]
+        special = fp32(g.op("GatherND", x, self.rows.special, name=f"{name}_special_rows"))  # [B, 2, N]
         return g.op("ScatterND", int8(bulk), self.rows.special, special, name=f"{name}_rows")
 
 
