@@ -53,6 +53,7 @@ class RunningBridge:
     port: int
     port_out: int
     log_path: Path
+    program: str = "bert-serving-start"  # what failure messages call it
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -86,10 +87,10 @@ def wait_for_log(bridge: RunningBridge, marker: str, timeout_s: float) -> None:
         if marker in bridge.log():
             return
         if bridge.process.poll() is not None:
-            pytest.fail(f"bert-serving-start exited with {bridge.process.returncode} before '{marker}':\n{bridge.log()}")
+            pytest.fail(f"{bridge.program} exited with {bridge.process.returncode} before '{marker}':\n{bridge.log()}")
         time.sleep(0.2)
     bridge.stop()
-    pytest.fail(f"bert-serving-start did not log '{marker}' within {timeout_s}s:\n{bridge.log()}")
+    pytest.fail(f"{bridge.program} did not log '{marker}' within {timeout_s}s:\n{bridge.log()}")
 
 
 @contextmanager
@@ -103,7 +104,8 @@ def standalone_triton(repository: Path, folder: Path, *flags: str, timeout_s: fl
     log_path = folder / "standalone.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    server = RunningBridge(process=process, port=ports["grpc"], port_out=0, log_path=log_path)
+    server = RunningBridge(process=process, port=ports["grpc"], port_out=0, log_path=log_path,
+                           program="bert-serving-triton")
     try:
         wait_for_log(server, f"tritonserver ready: gRPC 127.0.0.1:{ports['grpc']}", timeout_s=timeout_s)
         yield server

@@ -48,7 +48,7 @@ def test_make_serve_brings_up_both_models_and_the_readme_snippets_run(legacy_cli
         process = subprocess.Popen(["make", "serve", f"PORT={port}", f"PORT_OUT={port_out}",
                                     f"HTTP_PORT={http_port}"], cwd=REPO_ROOT,
                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    service = RunningBridge(process=process, port=port, port_out=port_out, log_path=log_path)
+    service = RunningBridge(process=process, port=port, port_out=port_out, log_path=log_path, program="make serve")
     try:
         wait_for_log(service, "ready to serve", timeout_s=600)
         ready = next(line for line in service.log().splitlines() if "ready to serve" in line)
