@@ -93,19 +93,26 @@ def wait_for_log(bridge: RunningBridge, marker: str, timeout_s: float) -> None:
     pytest.fail(f"{bridge.program} did not log '{marker}' within {timeout_s}s:\n{bridge.log()}")
 
 
-@contextmanager
-def standalone_triton(repository: Path, folder: Path, *flags: str, timeout_s: float = 300) -> Iterator[RunningBridge]:
+def launch_standalone_triton(repository: Path, folder: Path, ports: dict[str, int], *flags: str,
+                             log_name: str = "standalone.log") -> RunningBridge:
     """``bert-serving-triton`` (a tritonserver started on its own, as model_repository/README.md starts it) serving
-    ``repository`` on free ports, its cache and log in ``folder``; yields it once ready (``port``: its gRPC port),
-    stopped afterwards (``process.returncode`` then says how it exited)."""
-    ports = {"grpc": free_port(), "http": free_port(), "metrics": free_port()}
+    ``repository`` on ``ports`` (grpc, http, metrics), its cache and its log ``log_name`` in ``folder``: started, not
+    yet ready (``port``: its gRPC port)."""
     command = [str(Path(sys.executable).parent / "bert-serving-triton"), "--model-repository", str(repository),
                "--cache-dir", str(folder), *flags, *[f"--{kind}-port={port}" for kind, port in ports.items()]]
-    log_path = folder / "standalone.log"
+    log_path = folder / log_name
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    server = RunningBridge(process=process, port=ports["grpc"], port_out=0, log_path=log_path,
-                           program="bert-serving-triton")
+    return RunningBridge(process=process, port=ports["grpc"], port_out=0, log_path=log_path,
+                         program="bert-serving-triton")
+
+
+@contextmanager
+def standalone_triton(repository: Path, folder: Path, *flags: str, timeout_s: float = 300) -> Iterator[RunningBridge]:
+    """``launch_standalone_triton`` on free ports; yields it once ready, stopped afterwards (``process.returncode``
+    then says how it exited)."""
+    ports = {"grpc": free_port(), "http": free_port(), "metrics": free_port()}
+    server = launch_standalone_triton(repository, folder, ports, *flags)
     try:
         wait_for_log(server, f"tritonserver ready: gRPC 127.0.0.1:{ports['grpc']}", timeout_s=timeout_s)
         yield server

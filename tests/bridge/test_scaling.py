@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -18,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness import RunningBridge, free_port, run_concurrently, wait_for_log
+from harness import RunningBridge, free_port, launch_standalone_triton, run_concurrently, wait_for_log
 
 pytestmark = pytest.mark.slow
 
@@ -40,14 +38,9 @@ class Replica:
 
     def launch(self) -> None:
         self.starts += 1
-        command = [str(Path(sys.executable).parent / "bert-serving-triton"), "--model-repository",
-                   str(self.export.repository), "--model", self.export.name, "--address", "127.0.0.1",
-                   "--cache-dir", str(self.folder), *[f"--{kind}-port={port}" for kind, port in self.ports.items()]]
-        log_path = self.folder / f"standalone-{self.starts}.log"
-        with open(log_path, "wb") as log:
-            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        self.server = RunningBridge(process=process, port=self.ports["grpc"], port_out=0, log_path=log_path,
-                                    program="bert-serving-triton")
+        self.server = launch_standalone_triton(self.export.repository, self.folder, self.ports, "--model",
+                                               self.export.name, "--address", "127.0.0.1",
+                                               log_name=f"standalone-{self.starts}.log")
 
     def wait_ready(self) -> None:
         wait_for_log(self.server, f"tritonserver ready: gRPC {self.url}", timeout_s=180)

@@ -7,12 +7,11 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from harness import READY_MARKER, RunningBridge, free_port, wait_for_log
+from harness import READY_MARKER, RunningBridge, free_port, launch_standalone_triton, wait_for_log
 from rotary_models import FAMILIES, MAX_SEQ_LEN, POOLING, build_model, build_sentence_transformers
 from tiny_models import ModelFolders
 
@@ -50,7 +49,7 @@ class RotaryServing:
         self.folders, self.work = folders, work
         self.repository = work / "repository"
         self.bridges: dict[str, Served] = {}
-        self.triton: subprocess.Popen | None = None
+        self.triton: RunningBridge | None = None
         self.grpc_port = free_port()
 
     @staticmethod
@@ -72,16 +71,11 @@ class RotaryServing:
                 status = bert_export(["-model_dir", str(source), "-output", str(self.repository),
                                       "-name", self.name(family, auto), *self.flags(family, auto)])
                 assert status == 0, f"bert-export of {self.name(family, auto)} failed"
-        log = (self.work / "triton.log").open("wb")
-        command = [str(Path(sys.executable).parent / "bert-serving-triton"), "--model-repository",
-                   str(self.repository), "--grpc-port", str(self.grpc_port), "--http-port", str(free_port()),
-                   "--metrics-port", str(free_port()), "--cache-dir", str(self.work / "cache")]
-        self.triton = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 120
-        while "tritonserver ready" not in (self.work / "triton.log").read_text(errors="replace"):
-            assert self.triton.poll() is None and time.monotonic() < deadline, \
-                (self.work / "triton.log").read_text(errors="replace")
-            time.sleep(0.2)
+        folder = self.work / "triton"
+        folder.mkdir()
+        ports = {"grpc": self.grpc_port, "http": free_port(), "metrics": free_port()}
+        self.triton = launch_standalone_triton(self.repository, folder, ports)
+        wait_for_log(self.triton, "tritonserver ready", 120)
         starting = [self._start_bridge(family, auto) for family in FAMILIES for auto in (False, True)]
         for served in starting:
             wait_for_log(served.bridge, READY_MARKER, 120)
@@ -111,13 +105,8 @@ class RotaryServing:
                 served.bridge.process.send_signal(signal.SIGINT)
         for served in self.bridges.values():
             served.bridge.stop()
-        if self.triton is not None and self.triton.poll() is None:
-            self.triton.send_signal(signal.SIGINT)
-            try:
-                self.triton.wait(30)
-            except subprocess.TimeoutExpired:
-                self.triton.kill()
-                self.triton.wait()
+        if self.triton is not None:
+            self.triton.stop()
 
 
 @pytest.fixture(scope="session")
